@@ -17,7 +17,6 @@ os.environ['FERMUSIC_PROFILE'] = 'quick'
 os.environ.pop('FERMUSIC_OVERRIDES', None)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
-os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ.setdefault('PYTHONWARNINGS', 'ignore')
 
 HERE = Path(__file__).resolve().parent
