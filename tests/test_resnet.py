@@ -5,7 +5,7 @@ import keras
 import fermusic.resnet as R
 from fermusic.resnet import (custom_cnn, resnet50, resolve_weights, freeze_before, build_model, run_name, run_shinde,
                              shinde_settings, table2, pick_records, table1, PretrainedWeightsError, StopAt, PAPER_TABLE1)
-from fermusic.cnn8 import save_for_inference
+from fermusic.train import save_for_inference
 from fermusic.train import load_model, predict_proba
 
 @pytest.fixture
