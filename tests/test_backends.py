@@ -55,3 +55,37 @@ def test_model_moves_between_backends(tmp_path):
     _run(TRAIN, 'jax', tmp_path/'m.keras', tmp_path/'jax.npy')
     _run(LOAD, 'tensorflow', tmp_path/'m.keras', tmp_path/'tf.npy')
     np.testing.assert_allclose(np.load(tmp_path/'tf.npy'), np.load(tmp_path/'jax.npy'), atol=1e-4)
+
+
+FUSION_TRAIN = r'''
+import json, sys, numpy as np, keras
+from fermusic.data import load_fer2013
+from fermusic.multimodal import face_features, fusion_model, MultimodalDataset, predict_multimodal
+f = load_fer2013(split='train', add_channel=True)
+x, y = f.x[::8], f.y[::8]
+ft = face_features(x, progress=False)
+m = fusion_model(filters=(4, 8, 8), cnn_fcs=(32, 16, 8), lnn_fcs=(16, 8), hnn_fcs=(32, 16, 8), fusion_units=12)
+h = m.fit(MultimodalDataset(x, ft['landmarks'], ft['hog'], y, batch_size=32, shuffle=True, augment=True), epochs=2, verbose=0)
+m.save(sys.argv[1]); np.save(sys.argv[2], predict_multimodal(m, x[:16], ft['landmarks'][:16], ft['hog'][:16]))
+print(json.dumps(dict(backend=keras.backend.backend(), loss=h.history['loss'])))
+'''
+
+FUSION_LOAD = r'''
+import json, sys, numpy as np, keras
+from fermusic.data import load_fer2013
+from fermusic.multimodal import face_features, predict_multimodal
+f = load_fer2013(split='train', add_channel=True)
+x = f.x[::8][:16]; ft = face_features(x, progress=False)
+m = keras.saving.load_model(sys.argv[1])   # CBAM is registered: no custom_objects needed
+np.save(sys.argv[2], predict_multimodal(m, x, ft['landmarks'], ft['hog']))
+print(json.dumps(dict(backend=keras.backend.backend())))
+'''
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason='needs both TensorFlow and JAX installed')
+def test_fusion_model_moves_between_backends(tmp_path):
+    "The three-branch CBAM network trains on JAX with moved faces and predicts the same on TensorFlow (within 1e-4)."
+    out = _run(FUSION_TRAIN, 'jax', tmp_path/'f.keras', tmp_path/'jax.npy')
+    assert all(np.isfinite(out['loss']))
+    _run(FUSION_LOAD, 'tensorflow', tmp_path/'f.keras', tmp_path/'tf.npy')
+    np.testing.assert_allclose(np.load(tmp_path/'tf.npy'), np.load(tmp_path/'jax.npy'), atol=1e-4)
