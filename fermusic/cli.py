@@ -73,7 +73,7 @@ def _demo(args):
 def _reproduce(args):
     "Run a paper's notebooks headless with a profile, write records and a report; exit 1 if a quick-profile claim drifts."
     from fermusic.scoreboard import reproduce
-    return reproduce(args.paper, out=args.out, timeout=args.timeout)['status']
+    return reproduce(args.paper, out=args.out, timeout=args.timeout, overrides=args.overrides)['status']
 
 def _scoreboard(args):
     "Print every claim of the papers against the committed full-profile records (the README's Markdown table)."
@@ -89,6 +89,7 @@ def _add_reproduce_commands(sub):
     c.add_argument('--profile', choices=PROFILES, default=argparse.SUPPRESS, help='quick or full (same as fermusic --profile)')
     c.add_argument('--out', help='report folder (default: results/<profile>/reproduce/<paper>)')
     c.add_argument('--timeout', type=int, default=None, help='seconds per cell')
+    c.add_argument('--overrides', help='JSON of settings to override in every notebook run (default: $FERMUSIC_OVERRIDES)')
     c.set_defaults(func=_reproduce)
     c = sub.add_parser('scoreboard', help=_scoreboard.__doc__)
     c.add_argument('--quick', action='store_true', help="instead, check the quick-profile records here against each claim's quick value")
