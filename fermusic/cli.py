@@ -77,10 +77,10 @@ def _reproduce(args):
 
 def _scoreboard(args):
     "Print every claim of the papers against the committed full-profile records (the README's Markdown table)."
-    from fermusic.scoreboard import scoreboard_markdown, quick_check
+    from fermusic.scoreboard import scoreboard_markdown, quick_check, quick_text
     if not args.quick: print(scoreboard_markdown()); return 0
     qc = quick_check()
-    print(qc.drop(columns='run').to_string(index=False)); return int((qc.status == 'DRIFT').any())
+    print(quick_text(qc).drop(columns='run').to_string(index=False)); return int((qc.status == 'DRIFT').any())
 
 def _add_reproduce_commands(sub):
     "The `reproduce` and `scoreboard` subcommands (`fermusic.scoreboard`)."

@@ -12,7 +12,7 @@ from .records import Claim, compare, full_records, load_records, record_value
 
 # %% auto #0
 __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'check_paper', 'collect_claims', 'run_label', 'judge', 'scoreboard', 'summary',
-           'fmt', 'board_text', 'scoreboard_markdown', 'quick_check', 'reproduce']
+           'fmt', 'board_text', 'scoreboard_markdown', 'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
 PAPERS = {'yu2020': 'Yu et al. 2020', 'han': 'Han, Wang & Lu', 'ugochukwu': 'Ugochukwu', 'shinde': 'Shinde et al. 2024'}
@@ -145,7 +145,15 @@ def quick_check(claims:list|None=None, # default: `collect_claims()`
             if v is None: row['status'] = 'no quick record'
             else: row.update(diff=v - exp, status='ok' if abs(v - exp) <= tol else 'DRIFT')
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, dtype=object)  # object: counts stay integers
+
+def quick_text(qc:pd.DataFrame, # from `quick_check`
+              ) -> pd.DataFrame:
+    "The quick check with its numbers formatted for reading."
+    t = qc.copy()
+    for c in ('expected', 'tol', 'quick'): t[c] = [fmt(v) for v in qc[c]]
+    t['diff'] = [fmt(v, sign=True) for v in qc['diff']]
+    return t.fillna('')
 
 # %% ../nbs/90_scoreboard.ipynb #a561aecf
 def _html_report(title:str, parts:list) -> str:
@@ -214,8 +222,7 @@ def reproduce(paper:str='all', # a key of `PAPERS`, or 'all'
                f'{len(failed)} notebook(s) failed, {len(bad)} quick check(s) outside tolerance or missing')
     title = f"fermusic reproduce {paper} --profile {profile}"
     parts = [('Outcome', f"{verdict}; {round(time.perf_counter() - t00, 1)} s; started {since}"), ('Notebooks', ranf)]
-    if profile == 'quick': parts.append(('Quick profile: regression check of this run', qc.assign(
-        expected=qc.expected.map(fmt), quick=qc.quick.map(fmt), diff=qc['diff'].map(lambda v: fmt(v, True))) if not qc.empty else 'no claims'))
+    if profile == 'quick': parts.append(('Quick profile: regression check of this run', quick_text(qc) if not qc.empty else 'no claims'))
     parts.append(('Scoreboard: paper vs ours (full-profile records)', board_text(board)))
     md = f'# {title}\n\n' + '\n\n'.join(f'## {h}\n\n' + (_md_table(x) if isinstance(x, pd.DataFrame) else x) for h, x in parts) + '\n'
     (out/'report.md').write_text(md, encoding='utf-8'); (out/'report.html').write_text(_html_report(title, parts), encoding='utf-8')
