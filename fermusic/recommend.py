@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SONGS_DIR', 'SONGS_JSON', 'SONGS_CSV', 'SONGS_XLSX', 'FORMS', 'SEASONS', 'IMAGERY', 'PLACES', 'BOOK_TAG', 'ABOUT',
-           'REQUIRED', 'POLICIES', 'LIFT', 'user_profile', 'label_similarity', 'song_labels', 'read_songci_json',
-           'build_song_library', 'save_song_library', 'load_song_library', 'emotion_library', 'typical_songs',
-           'target_library', 'recommend']
+__all__ = ['CLAIMS', 'SONGS_DIR', 'SONGS_JSON', 'SONGS_CSV', 'SONGS_XLSX', 'FORMS', 'SEASONS', 'IMAGERY', 'PLACES', 'BOOK_TAG',
+           'ABOUT', 'REQUIRED', 'POLICIES', 'LIFT', 'user_profile', 'label_similarity', 'song_labels',
+           'read_songci_json', 'build_song_library', 'save_song_library', 'load_song_library', 'emotion_library',
+           'typical_songs', 'target_library', 'recommend']
 
 # %% ../nbs/12_recommend.ipynb #4a379d9f
 from sklearn.preprocessing import MultiLabelBinarizer
@@ -49,6 +49,16 @@ def label_similarity(profile:pd.Series, # label counts from `user_profile`
         cand = mlb.fit_transform(label_lists)
     prof = profile.reindex(vocab, fill_value=0).to_numpy(dtype=float)[None]
     return cosine_similarity(prof, cand)[0]
+
+# %% ../nbs/12_recommend.ipynb #4d3cc5e4
+from .records import Claim
+
+_TABLE4 = (('Brass', .972, .9723), ('Rise', .972, .9723), ('PDD', .816, .8165), ('Higher', .625, .625), ('All in', .625, .625),
+           ('Adventures', .531, .5303), ('Temptation', .177, .3536), ('Light', .177, .3536))  # song, paper's Cos, ours (quick check)
+CLAIMS = [Claim('yu2020', f'Table 4: cosine similarity of {song}', paper, 'recommend-table4', f'table4.{i}.ours', 0.0015, quick=(ours, 1e-4),
+                reason=('C-only song: the profile counts Cheerful twice, so cos = 2/sqrt(32) = 0.354; the paper printed 1/sqrt(32)'
+                        if song in ('Temptation', 'Light') else 'plain cosine of the label counts (formula 5\'s cos^-1 is a typo)'))
+          for i, (song, paper, ours) in enumerate(_TABLE4)]
 
 # %% ../nbs/12_recommend.ipynb #aa3baa6b
 SONGS_DIR = 'songs'

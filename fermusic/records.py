@@ -213,13 +213,17 @@ class Claim:
     tolerance:float=0.02 # |ours - paper| within this counts as reproduced
     quick:tuple|None=None # (expected, tolerance) for the quick-profile record of the same name
     reason:str='' # one line: why it differs, or why it cannot be measured here
+    quick_record:str|None=None # the quick-profile record's name where it differs from `record`
 
 def record_value(rec:dict|None, # a run record
-                 metric:str, # dotted path, e.g. 'evaluations.test.accuracy'
+                 metric, # dotted path, e.g. 'evaluations.test.accuracy' ('history.loss.-1': a list item), or a function of the record
                 ):
     "The value at `metric` in `rec`, or None where the record or the path is missing."
+    if rec is None: return None
+    if callable(metric): return metric(rec)
     o = rec
     for k in metric.split('.'):
-        if not isinstance(o, dict) or k not in o: return None
-        o = o[k]
+        if isinstance(o, list) and k.lstrip('-').isdigit() and -len(o) <= int(k) < len(o): o = o[int(k)]
+        elif isinstance(o, dict) and k in o: o = o[k]
+        else: return None
     return o

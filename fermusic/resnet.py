@@ -10,7 +10,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['MODELS', 'METRICS', 'SHINDE_QUICK', 'SHINDE_FULL', 'PAPER_TABLE1', 'PAPER_TABLE2', 'IMAGENET_NOTOP', 'IMAGENET_URL',
-           'shinde_settings', 'load_train_test', 'class_counts', 'table1', 'custom_cnn', 'ResNetPreprocess',
+           'CLAIMS', 'shinde_settings', 'load_train_test', 'class_counts', 'table1', 'custom_cnn', 'ResNetPreprocess',
            'PretrainedWeightsError', 'keras_cache_file', 'download_available', 'resolve_weights', 'freeze_before',
            'resnet50', 'feature_map_sizes', 'build_model', 'input_cost', 'run_input_cost', 'StopAt', 'run_name',
            'shinde_callbacks', 'run_shinde', 'run_all', 'pick_records', 'table2', 'diagnostics']
@@ -387,3 +387,30 @@ def diagnostics(picked:dict, # from `pick_records`: {'cnn': record, 'resnet50': 
                            'fear recall': ev['per_class']['fear']['recall'], 'seconds per epoch': float(np.median(h['epoch_seconds'])),
                            'training images/s': float(np.median(h['train_images_per_s'])), 'parameters': r.get('params_count')}
     return pd.DataFrame.from_dict(rows, orient='index')
+
+# %% ../nbs/40_cnn_vs_resnet.ipynb #f5a6b6d0
+from .records import Claim
+
+def _table1_cells(r:dict) -> int|None:
+    "How many of Table 1's 14 class counts (train and test) the record's data reproduce exactly."
+    cc = (r.get('dataset') or {}).get('class_counts')
+    if not cc: return None
+    return sum(cc.get(s, {}).get(e) == n for s in PAPER_TABLE1 for e, n in PAPER_TABLE1[s].items())
+
+_QUICK = {'cnn': dict(accuracy=0.1429, precision=0.0401, recall=0.1429, f1=0.0623, error_rate=0.8571),
+          'resnet50': dict(accuracy=0.1429, precision=0.0204, recall=0.1429, f1=0.0357, error_rate=0.8571)}
+_NAMES = {'accuracy': 'accuracy', 'precision': 'precision (macro)', 'recall': 'recall (macro)', 'f1': 'F1 (macro)', 'error_rate': 'error rate'}
+_WHY = {'cnn': 'CPU schedule: 15 min budget, 2 epochs (paper: up to 30 epochs)',
+        'resnet50': "needs ImageNet weights, which cannot be downloaded here (no network); where they can, the full profile writes 'resnet50-imagenet-224px'"}
+CLAIMS = [
+    Claim('shinde', 'Table 1: the 14 class counts of FER2013 train/test', 14, 'cnn-48px', _table1_cells, 0,
+          reason='the full csv holds the image-folder release row for row (no quick check: the sample is 100 + 30 faces per class)'),
+    *[Claim('shinde', f"Table 2: {'CNN' if k == 'cnn' else 'ResNet50 (ImageNet)'} {_NAMES[m]}", PAPER_TABLE2[k][m],
+            'cnn-48px' if k == 'cnn' else None, f'evaluations.test.{m}',
+            0.011 if m in ('accuracy', 'error_rate') else 0.02, quick=(_QUICK[k][m], 0.03),
+            quick_record=None if k == 'cnn' else 'resnet50-scratch-32px', reason=_WHY[k])
+      for k in MODELS for m in METRICS],
+    Claim('shinde', 'Table 2: ResNet50 accuracy, our from-scratch 48x48 substitute (not the paper\'s setting)', PAPER_TABLE2['resnet50']['accuracy'],
+          'resnet50-scratch-48px', 'evaluations.test.accuracy', 0.011,
+          reason='random initialisation at 48x48 in a 15 min CPU budget (4 epochs): a different experiment, shown for reference'),
+]
