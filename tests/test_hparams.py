@@ -222,3 +222,43 @@ def test_claims_name_records_and_metrics():
 def test_unknown_dataset():
     S = dict(ugo_settings(), dataset='affectnet')
     with pytest.raises(ValueError, match="dataset must be"): H.load_study_data(S)
+
+
+# ---------------------------------------------------------------- KerasTuner's distributed mode
+
+_DIST = '''
+import os, sys, json, time
+sys.path.insert(0, {tests!r})
+import fermusic.hparams as H
+from test_hparams import _fake_metrics
+ran = []
+def fake(cfg, data, S, observe=None):
+    cfg = {{k: cfg[k] for k in H.STAGES}}; ran.append(H.run_name(cfg)); time.sleep(0.3); return _fake_metrics(cfg, observe)
+H.train_run = fake
+S = H.ugo_settings('full')
+if H.is_tuner_worker():
+    H.StudyTuner(H.StagedGridOracle(S, 'report'), {{'desc': {{}}}}, directory=str(H.tuner_dir(S)), project_name='report').search(verbose=0)
+    print(json.dumps(dict(ran=ran)))
+else:
+    print(json.dumps(dict(winners=H.run_study({{'desc': {{}}}}, S, 'report')['winners'], ran=ran)))
+'''
+
+@pytest.mark.slow
+def test_distributed_chief_and_two_workers(tmp_path):
+    "A chief oracle and two worker processes (KerasTuner's distributed mode over gRPC) share out the 13 trials."
+    import socket, subprocess, sys, json, time
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    (tmp_path/'dist.py').write_text(_DIST.format(tests=str(Path(__file__).parent)))
+    env = dict(os.environ, FERMUSIC_RESULTS=str(tmp_path/'results'), KERASTUNER_ORACLE_IP='127.0.0.1',
+               KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL='3')
+    run = lambda tid: subprocess.Popen([sys.executable, str(tmp_path/'dist.py')], env=dict(env, KERASTUNER_TUNER_ID=tid),
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    chief = run('chief'); time.sleep(8)
+    workers = [run(f'tuner{i}') for i in range(2)]
+    try: outs = [json.loads(p.communicate(timeout=240)[0].strip().splitlines()[-1]) for p in [chief, *workers]]
+    finally:
+        for p in [chief, *workers]: p.kill()
+    assert outs[0]['winners'] == dict(lr=0.0001, epochs=500, depth=4, batch_size=2048)   # as in the single-process study
+    assert outs[0]['ran'] == []                                                           # the chief only serves the oracle
+    ran = outs[1]['ran'] + outs[2]['ran']
+    assert len(ran) == len(set(ran)) == 13 and outs[1]['ran'] and outs[2]['ran']
