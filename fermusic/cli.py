@@ -69,6 +69,12 @@ def _demo(args):
     print(f'photo: data/demo/astronaut.jpg (NASA, public domain)\n')
     return _recommend(args)
 
+def _sort(args):
+    "Copy each image of a folder into OUTPUT/<emotion>/ by a model's prediction, with a CSV of probabilities."
+    from fermusic.hparams import sort_images, sort_summary
+    t = sort_images(args.input, args.output, model=args.model, dry_run=args.dry_run, overwrite=args.overwrite)
+    print(sort_summary(t))
+
 # %% ../nbs/99_cli.ipynb #68bf86af
 def _reproduce(args):
     "Run a paper's notebooks headless with a profile, write records and a report; exit 1 if a quick-profile claim drifts."
@@ -114,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser('recommend', help=_recommend.__doc__); c.add_argument('photo', help='a photo with one or more faces')
     _add_recommend_args(c); c.set_defaults(func=_recommend)
     c = sub.add_parser('demo', help=_demo.__doc__); _add_recommend_args(c); c.set_defaults(func=_demo)
+    c = sub.add_parser('sort', help=_sort.__doc__); c.add_argument('input', help='a folder of images (read only)')
+    c.add_argument('output', help='a new folder for the class folders and predictions.csv')
+    c.add_argument('--model', default=None, help='a .keras emotion model (default: the shipped CNN); its input size is used')
+    c.add_argument('--dry-run', action='store_true', help='predict and report, write nothing')
+    c.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it holds an earlier sort')
+    c.set_defaults(func=_sort)
 
     data = sub.add_parser('data', help='check and convert datasets').add_subparsers(dest='data_command', required=True, metavar='ACTION')
     c = data.add_parser('check', help=_data_check.__doc__); c.add_argument('path', help='a dataset file or folder')
