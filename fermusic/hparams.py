@@ -24,7 +24,7 @@ import keras_tuner as kt
 
 # %% ../nbs/30_hparams_rafdb.ipynb #ac07c160
 from .config import profile_settings, set_seed, rel_path, results_dir, get_profile
-from .data import (EMOTIONS, find_dataset, load_fer2013, load_ferplus_labels, load_rafdb, stratified_subset,
+from .data import (EMOTIONS, _convert_array, find_dataset, load_fer2013, load_ferplus_labels, load_rafdb, stratified_subset,
                            train_val_split)
 from .records import recording, load_records, full_records, Claim, record_value
 from .train import fit, augmentation, TimeBudget
@@ -59,11 +59,7 @@ def run_epochs(report_epochs:int, # an epoch count in the report's units
 # %% ../nbs/30_hparams_rafdb.ipynb #f7b34660
 def _rgb(x:np.ndarray, size:int) -> np.ndarray:
     "Greyscale N x H x W uint8 faces as N x size x size x 3 (bilinear resize, grey repeated over RGB)."
-    from PIL import Image
-    if x.ndim == 4: return x
-    if x.shape[1:3] != (size, size):
-        x = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR)) for a in x])
-    return np.repeat(x[..., None], 3, axis=-1)
+    return x if x.ndim == 4 else _convert_array(x, 'rgb', size)  # the data layer's resize + grey-to-RGB
 
 def load_study_data(S:dict, # settings from `ugo_settings`
                     data_path:str|Path|None=None, # dataset location; default: `find_dataset(S['dataset'])`

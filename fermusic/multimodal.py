@@ -31,7 +31,7 @@ from .data import (EMOTIONS, EMOTIONS_EXT, Faces, load_fer2013, load_ckplus, fin
 from .records import recording, full_records, compare, Claim, record_value, write_json_atomic
 from .train import (classification_metrics, EpochTimer, TimeBudget, augmentation, fit, predict_proba, recalibrate_bn, ArrayDataset,
                             save_for_inference, plot_confusion, plot_history, layer_table)
-from .faces import batch_landmarks, hog_features, landmark_model_path
+from .faces import batch_landmarks, hog_features, landmark_model_path, to_grey
 
 # %% ../nbs/20_multimodal.ipynb #40b75c53
 HAN_FULL = dict(epochs=500, batch_size=64, lr=1e-3, factor=30, rotation=10., translation=0.1, tta=10,
@@ -59,10 +59,10 @@ def face_features(x:np.ndarray, # N x H x W (x 1 or x 3) uint8 faces
     x = np.asarray(x)
     if x.ndim not in (3, 4) or len(x) == 0: raise ValueError(f'expected a non-empty batch of images N x H x W (x C), got shape {x.shape}')
     h, w = x.shape[1:3]
-    pts, n_faces = batch_landmarks(x, upsample=upsample, model=model, progress=progress)
+    grey = to_grey(x)
+    pts, n_faces = batch_landmarks(grey, upsample=upsample, model=model, progress=progress)
     outside = ((pts[..., 0] < 0) | (pts[..., 0] > w - 1) | (pts[..., 1] < 0) | (pts[..., 1] > h - 1)).any(axis=1)
     pts = np.stack([pts[..., 0].clip(0, w - 1), pts[..., 1].clip(0, h - 1)], -1)
-    grey = x if x.ndim == 3 or x.shape[-1] == 1 else (x @ np.array([0.299, 0.587, 0.114])).round().astype(np.uint8)
     return dict(landmarks=pts.astype(np.float32), n_faces=n_faces, outside=outside,
                 hog=hog_features(grey, progress=progress, **(hog or {})))
 

@@ -103,9 +103,13 @@ def fmt(v, sign:bool=False) -> str:
 def board_text(board:pd.DataFrame, # from `scoreboard`
               ) -> pd.DataFrame:
     "The scoreboard with its numbers formatted for reading (strings; the numbers stay in `board`)."
-    t = board.copy()
-    for c in ('paper_value', 'ours', 'tol'): t[c] = [fmt(v) for v in board[c]]
-    t['diff'] = [fmt(v, sign=True) for v in board['diff']]
+    return _formatted(board, ('paper_value', 'ours', 'tol'))
+
+def _formatted(df:pd.DataFrame, cols) -> pd.DataFrame:
+    "A copy of `df` with `cols` and `diff` (signed) as `fmt` strings, blanks for missing values."
+    t = df.copy()
+    for c in cols: t[c] = [fmt(v) for v in df[c]]
+    t['diff'] = [fmt(v, sign=True) for v in df['diff']]
     return t.fillna('')
 
 # %% ../nbs/90_scoreboard.ipynb #18268b9d
@@ -150,10 +154,7 @@ def quick_check(claims:list|None=None, # default: `collect_claims()`
 def quick_text(qc:pd.DataFrame, # from `quick_check`
               ) -> pd.DataFrame:
     "The quick check with its numbers formatted for reading."
-    t = qc.copy()
-    for c in ('expected', 'tol', 'quick'): t[c] = [fmt(v) for v in qc[c]]
-    t['diff'] = [fmt(v, sign=True) for v in qc['diff']]
-    return t.fillna('')
+    return _formatted(qc, ('expected', 'tol', 'quick'))
 
 # %% ../nbs/90_scoreboard.ipynb #a561aecf
 def _html_report(title:str, parts:list) -> str:
