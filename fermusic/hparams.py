@@ -42,8 +42,8 @@ _COMMON = dict(grids=GRIDS, base=BASE, augment=REPORT_AUGMENT, observe_epochs=Tr
 UGO_QUICK = dict(_COMMON, epochs_cap=None, grids=dict(lr=[0.01, 0.001, 0.0001], epochs=[100, 200, 500], depth=[3, 4], batch_size=[128, 2048]),
                  dataset='fer2013', labels='fer2013', size=32, train_subset=280, val_size=70,
                  test_usages=['PublicTest', 'PrivateTest'], epoch_scale=1/200, run_budget_min=None)
-UGO_FULL = dict(_COMMON, epochs_cap=6, dataset='fer2013', labels='ferplus', size=128, train_subset=2000, val_size=1000,
-                test_usages=['PrivateTest'], epoch_scale=1/25, run_budget_min=15)
+UGO_FULL = dict(_COMMON, epochs_cap=2, dataset='fer2013', labels='ferplus', size=128, train_subset=None, val_size=3000,
+                test_usages=['PrivateTest'], epoch_scale=1/100, run_budget_min=30)
 
 def ugo_settings(profile:str|None=None, # 'quick' or 'full'; default: the active profile
                 ) -> dict:
@@ -338,9 +338,10 @@ class StudyTuner(kt.engine.base_tuner.BaseTuner):
 
 # %% ../nbs/30_hparams_rafdb.ipynb #b4d2d78e
 def tuner_dir(S:dict) -> Path:
-    "Where the KerasTuner state of the study lives: `<results>.tuner/<profile>/` beside the results folder."
+    "Where the KerasTuner state of the study lives: `<results>.tuner/<profile>/<settings hash>/` (a new schedule starts afresh)."
+    shaping = {k: v for k, v in S.items() if not k.startswith('_') and k not in ('protocols', 'distribution')}
     r = Path(results_dir())
-    return r.with_name(r.name + '.tuner')/S['_profile']
+    return r.with_name(r.name + '.tuner')/S['_profile']/hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 def run_study(data:dict, # from `load_study_data`
               S:dict, # settings
