@@ -12,8 +12,8 @@ import numpy as np, pandas as pd
 __all__ = ['PAPER', 'STAGES', 'GRIDS', 'BASE', 'REPORT_AUGMENT', 'UGO_QUICK', 'UGO_FULL', 'PROTOCOLS', 'PAPER_TABLES',
            'PAPER_CHOICE', 'SORT_CSV', 'OUR_CHAIN', 'CLAIMS', 'ugo_settings', 'run_epochs', 'load_study_data',
            'ugochukwu_cnn', 'EvaluateEach', 'distribution_scope', 'run_name', 'run_key', 'final_metrics', 'train_run',
-           'pick', 'table_row', 'stage_runs', 'trial_results', 'stage_table', 'StagedGridOracle', 'StudyTuner',
-           'tuner_dir', 'run_study', 'is_tuner_worker', 'run_studies', 'UnsafeOutputError', 'sort_images',
+           'pick', 'table_row', 'is_epochs_run', 'stage_runs', 'trial_results', 'stage_table', 'StagedGridOracle',
+           'StudyTuner', 'tuner_dir', 'run_study', 'is_tuner_worker', 'run_studies', 'UnsafeOutputError', 'sort_images',
            'sort_summary', 'load_study', 'study_table', 'paper_vs_ours', 'plot_batch_curves', 'selection_table',
            'claims_table', 'record_sort']
 
@@ -248,6 +248,11 @@ PAPER_TABLES = {
 PAPER_CHOICE = dict(lr=0.001, epochs=100, depth=4, batch_size=2048)
 
 # %% ../nbs/30_hparams_rafdb.ipynb #22fedbab
+def is_epochs_run(cfg:dict, S:dict) -> bool:
+    "Is `cfg` the epochs experiment's one observed run (the longest count, later stages still at their base values)?"
+    later = STAGES[STAGES.index('epochs') + 1:]
+    return bool(S['observe_epochs']) and cfg['epochs'] == max(S['grids']['epochs']) and all(cfg[k] == S['base'][k] for k in later)
+
 def stage_runs(stage:str, cfg:dict, S:dict) -> list:
     "The configurations one experiment trains, given the earlier winners in `cfg`."
     vals = S['grids'][stage]
@@ -329,8 +334,7 @@ class StudyTuner(kt.engine.base_tuner.BaseTuner):
         super().__init__(oracle, **kwargs); self.data = data
     def run_trial(self, trial, *args, **kwargs):
         S = self.S
-        longest = S['observe_epochs'] and trial.hyperparameters.values['epochs'] == max(S['grids']['epochs'])
-        observe = S['grids']['epochs'] if longest else None
+        observe = S['grids']['epochs'] if is_epochs_run(trial.hyperparameters.values, S) else None
         rec = train_run(trial.hyperparameters.values, self.data, S, observe=observe)
         return trial_results(rec)
     def save_model(self, trial_id, model, step=0): pass

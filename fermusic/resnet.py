@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ['MODELS', 'METRICS', 'SHINDE_QUICK', 'SHINDE_FULL', 'PAPER_TABLE1', 'PAPER_TABLE2', 'IMAGENET_NOTOP', 'IMAGENET_URL',
            'CLAIMS', 'shinde_settings', 'load_train_test', 'class_counts', 'table1', 'custom_cnn', 'ResNetPreprocess',
            'PretrainedWeightsError', 'keras_cache_file', 'download_available', 'resolve_weights', 'freeze_before',
-           'resnet50', 'feature_map_sizes', 'build_model', 'input_cost', 'run_input_cost', 'StopAt', 'run_name',
+           'resnet50', 'feature_map_sizes', 'build_model', 'input_cost', 'run_input_cost', 'run_name',
            'shinde_callbacks', 'run_shinde', 'run_all', 'pick_records', 'table2', 'diagnostics']
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #27ab7781
@@ -264,12 +264,6 @@ def run_input_cost(settings:dict, # from `shinde_settings()`: uses cost_sizes, c
     return rec.timing
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #410a9f5c
-class StopAt(keras.callbacks.Callback):
-    "Stops training after the batch during which the wall clock passes `deadline` (a `time.time()` value)."
-    def __init__(self, deadline:float): super().__init__(); self.deadline, self.stopped_early = deadline, False
-    def on_train_batch_end(self, batch, logs=None):
-        if time.time() > self.deadline: self.model.stop_training, self.stopped_early = True, True
-
 def run_name(name:str, settings:dict) -> str:
     "The record name of model `name` under `settings`, e.g. 'cnn-48px' or 'resnet50-scratch-48px'."
     if name == 'cnn': return f"cnn-{settings['cnn_size']}px"
@@ -283,7 +277,7 @@ def shinde_callbacks(settings:dict, # from `shinde_settings()`
     cbs = [keras.callbacks.EarlyStopping('val_loss', patience=s['patience'], restore_best_weights=True),
            keras.callbacks.ReduceLROnPlateau('val_loss', factor=s['lr_factor'], patience=s['lr_patience'], min_lr=s['min_lr'])]
     if s.get('time_budget_min'):
-        cbs += [TimeBudget(s['time_budget_min']), StopAt(time.time() + 1.1 * 60 * s['time_budget_min'])]
+        cbs.append(TimeBudget(s['time_budget_min'], cut_after=1.1))
     return cbs
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #85705fc1
@@ -318,8 +312,8 @@ def run_shinde(model_name:str, # 'cnn' or 'resnet50'
         rec.history, rec.epochs_run = hist, len(hist['loss'])
         rec.best_epoch = int(np.argmin(hist['val_loss'])) + 1
         for cb in cbs:
-            if getattr(cb, 'stopped_early', False): rec.notes.append(f"stopped by the {s['time_budget_min']} min time budget ({type(cb).__name__})")
-        if isinstance(cbs[-1], StopAt) and cbs[-1].stopped_early: rec.notes.append('the last epoch was cut short: its images/s is overstated')
+            if isinstance(cb, TimeBudget) and cb.stopped_early: rec.notes.append(f"stopped by the {s['time_budget_min']} min time budget (TimeBudget)")
+            if isinstance(cb, TimeBudget) and cb.cut_short: rec.notes.append('the last epoch was cut short: its images/s is overstated')
         if model_name == 'resnet50' and not s['weights']: rec.notes.append('ResNet50 from random initialisation: every layer trained, none frozen')
         rec.params_count = model.count_params()
         rec.trainable_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))

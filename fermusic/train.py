@@ -96,11 +96,17 @@ def fit(model:keras.Model, # a compiled model
 # %% ../nbs/03_train.ipynb #df834160
 class TimeBudget(keras.callbacks.Callback):
     "Stops training after the epoch when another epoch of the same length would overrun `minutes`."
-    def __init__(self, minutes:float): super().__init__(); self.budget = minutes * 60
-    def on_train_begin(self, logs=None): self.t0, self.stopped_early = time.perf_counter(), False
+    def __init__(self, minutes:float, # the wall-clock budget of the whole `fit`
+                 cut_after:float|None=None, # also stop mid-epoch, after the batch that passes this multiple of the budget
+                ):
+        super().__init__(); self.budget, self.cut_after = minutes * 60, cut_after
+    def on_train_begin(self, logs=None): self.t0, self.stopped_early, self.cut_short = time.perf_counter(), False, False
     def on_epoch_end(self, epoch, logs=None):
         spent = time.perf_counter() - self.t0
         if spent + spent / (epoch + 1) > self.budget: self.model.stop_training, self.stopped_early = True, True
+    def on_train_batch_end(self, batch, logs=None):
+        if self.cut_after and time.perf_counter() - self.t0 > self.cut_after * self.budget:
+            self.model.stop_training, self.stopped_early, self.cut_short = True, True, True
 
 # %% ../nbs/03_train.ipynb #955c15d3
 def tiny_cnn(input_shape=(48, 48, 1), # H x W x C of the images

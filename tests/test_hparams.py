@@ -192,6 +192,31 @@ def test_interrupted_study_resumes(fake_runs, monkeypatch):
     st = run_study({'desc': {}}, S, 'report')
     assert len(fake_runs) == 13 and st['trials'] == 13
 
+def test_only_the_epochs_run_is_observed(monkeypatch, tmp_path):
+    "When the longest epoch count wins, the later experiments' runs at that count are capped runs, not observed ones."
+    monkeypatch.setenv('FERMUSIC_RESULTS', str(tmp_path/'results'))
+    seen = []
+    def fake(cfg, data, S, observe=None):
+        cfg = {k: cfg[k] for k in STAGES}; seen.append((cfg, observe))
+        m = dict(loss=1., accuracy=0.9, val_loss=1., val_accuracy=0.5, test_loss=1., test_accuracy=0.5, discrepancy_val=.4, discrepancy_test=.4)
+        rec = dict(name=run_name(cfg), metrics=m)
+        if observe: rec['observed'] = {str(e): dict(m, val_accuracy=0.5 + e / 1e4, test_accuracy=0.5 + e / 1e4) for e in observe}
+        return rec
+    monkeypatch.setattr(H, 'train_run', fake)
+    S = ugo_settings('full')
+    assert run_study({'desc': {}}, S, 'report')['winners']['epochs'] == 1000
+    assert [(c['depth'], c['batch_size']) for c, o in seen if o] == [(2, 64)] and len(seen) == 13
+    assert not H.is_epochs_run(dict(lr=0.001, epochs=1000, depth=3, batch_size=64), S)
+
+def test_new_schedule_does_not_resume_a_stale_study(fake_runs):
+    "The tuner state is keyed by the settings: a changed schedule runs its own trials instead of reusing the old oracle's."
+    S = ugo_settings('full')
+    run_study({'desc': {}}, S, 'report'); n = len(fake_runs)
+    S2 = dict(S, epoch_scale=S['epoch_scale'] * 2)
+    assert H.tuner_dir(S2) != H.tuner_dir(S) and H.tuner_dir(dict(S, protocols=['val'])) == H.tuner_dir(S)
+    run_study({'desc': {}}, S2, 'report')
+    assert len(fake_runs) == 2 * n
+
 def test_failed_trial_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv('FERMUSIC_RESULTS', str(tmp_path/'results'))
     def broken(*a, **k): raise ValueError('bad data')

@@ -3,8 +3,9 @@ import time
 import numpy as np, pytest
 import keras
 import fermusic.resnet as R
+from fermusic.train import TimeBudget
 from fermusic.resnet import (custom_cnn, resnet50, resolve_weights, freeze_before, build_model, run_name, run_shinde,
-                             shinde_settings, table2, pick_records, table1, PretrainedWeightsError, StopAt, PAPER_TABLE1)
+                             shinde_settings, table2, pick_records, table1, PretrainedWeightsError, shinde_callbacks, PAPER_TABLE1)
 from fermusic.train import save_for_inference
 from fermusic.train import load_model, predict_proba
 
@@ -78,10 +79,14 @@ def test_saved_resnet_takes_raw_pixels(tmp_path):
     np.testing.assert_allclose(predict_proba(m2, x), predict_proba(m, x), atol=1e-5)
     with pytest.raises(ValueError, match='resize first'): predict_proba(m2, np.zeros((1, 32, 32), 'uint8'))
 
-def test_stop_at_deadline():
-    cb = StopAt(time.time() - 1); cb.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+def test_time_budget_cuts_an_epoch_short():
+    "The CPU schedule's budget also stops mid-epoch once 1.1 x the budget has passed (the kit's one TimeBudget)."
+    cb = shinde_callbacks(dict(shinde_settings('full'), time_budget_min=1e-6))[-1]
+    assert isinstance(cb, TimeBudget) and cb.cut_after == 1.1
+    cb.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])); cb.on_train_begin(); time.sleep(0.01)
     cb.on_train_batch_end(0)
-    assert cb.model.stop_training and cb.stopped_early
+    assert cb.model.stop_training and cb.stopped_early and cb.cut_short
+    assert len(shinde_callbacks(dict(shinde_settings('full'), time_budget_min=None))) == 2
 
 def test_tables_without_or_with_partial_records():
     assert set(table2({}).verdict) == {'not yet run'}
