@@ -4,12 +4,12 @@
 
 # %% ../nbs/02_records.ipynb #da9db0d9
 from __future__ import annotations
-import os, sys, json, time, math, platform, subprocess, tempfile, datetime as dt
+import os, sys, json, time, math, platform, shlex, subprocess, tempfile, datetime as dt
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 import numpy as np
-from .config import get_profile, repo_root, results_dir
+from .config import get_profile, repo_root, results_dir, PROFILE_ENV, OVERRIDES_ENV
 
 # %% auto #0
 __all__ = ['PACKAGES', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
@@ -75,7 +75,9 @@ def current_command() -> str:
     "How this process was started, in a form a person can re-run."
     if os.environ.get('FERMUSIC_COMMAND'): return os.environ['FERMUSIC_COMMAND']
     if 'ipykernel' in sys.modules: return f'interactive notebook session (profile {get_profile()})'
-    return ' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv[0] != '-c' else list(getattr(sys, 'orig_argv', sys.argv))
+    env = [f'{k}={shlex.quote(os.environ[k])}' for k in (PROFILE_ENV, 'FERMUSIC_DATA', OVERRIDES_ENV) if os.environ.get(k)]
+    return ' '.join(env + [shlex.quote(a) for a in argv])   # `python -c CODE` keeps its code (sys.orig_argv)
 
 # %% ../nbs/02_records.ipynb #e50032ff
 def to_jsonable(o):

@@ -72,3 +72,12 @@ def test_readme_is_rendered_from_index():
     "README.md is what `fermusic nb readme` makes of nbs/index.ipynb (edit the notebook, then regenerate)."
     from fermusic.notebooks import render_readme
     assert (ROOT/'README.md').read_text(encoding='utf-8') == render_readme(ROOT/'nbs'/'index.ipynb', out=None)
+
+def test_record_command_of_python_c_keeps_its_code():
+    "A record made under `python -c CODE` names the code and the kit's environment settings, so the run can be repeated."
+    code = 'from fermusic.records import current_command; print(current_command())'
+    env = {k: v for k, v in __import__('os').environ.items() if not k.startswith('FERMUSIC_')}
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                         env=dict(env, FERMUSIC_PROFILE='full', FERMUSIC_OVERRIDES='{"epochs": 3}')).stdout.strip()
+    assert shlex.split(out)[:2] == ['FERMUSIC_PROFILE=full', 'FERMUSIC_OVERRIDES={"epochs": 3}'], out
+    assert shlex.split(out)[-2:] == ['-c', code], out
