@@ -106,7 +106,7 @@ def run_cnn8(settings:dict, # from `cnn8_settings()`
         hist = fit(model, x, y, val=val, epochs=s['epochs'], batch_size=s['batch_size'], augment=aug,
                    callbacks=cbs, seed=seed, verbose=verbose)
         rec.history, rec.epochs_run = hist, len(hist['loss'])
-        if budget is not None and budget.stopped_early: rec.notes.append(f"stopped by the {s['time_budget_min']} min time budget")
+        if budget is not None: rec.notes.extend(budget.notes(rec.epochs_run, s['epochs']))
         if verbose: print(f"trained {rec.epochs_run} epochs; evaluating", flush=True)
         evs = {name: evaluate(model, f.x, f.y, EMOTIONS) for name, f in (('PrivateTest', priv), ('PublicTest', pub))}
         for name, ev in evs.items(): rec.add_evaluation(ev, split=name)   # PrivateTest first: it fills `metrics`

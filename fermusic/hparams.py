@@ -202,8 +202,7 @@ def train_run(cfg:dict, # lr, epochs (report units), depth, batch_size
         rec.history = h
         rec.metrics = dict(final_metrics(h), epochs_done=len(h['loss']))
         rec.metrics['accuracy_test'] = rec.metrics['test_accuracy']
-        if S['run_budget_min'] and budget.stopped_early:
-            rec.notes.append(f"stopped by the {S['run_budget_min']}-minute run budget after {len(h['loss'])} of {epochs} epochs")
+        if S['run_budget_min']: rec.notes.extend(budget.notes(len(h['loss']), epochs))
         if epochs < planned: rec.notes.append(f"capped at {epochs} of {planned} epochs by epochs_cap (the CPU schedule's limit)")
         if observe:
             rec.observed = {str(e): final_metrics(h, run_epochs(e, S['epoch_scale'])) for e in observe

@@ -402,7 +402,7 @@ def train_model(kind:str, # 'fusion', 'image', 'image+landmarks', 'image+hog', .
         h = model.fit(tr, validation_data=va, epochs=epochs, callbacks=cbs, verbose=0)
         hist = {k: [float(v) for v in vs] for k, vs in h.history.items()}
         hist['train_images_per_s'] = [len(train) * max(S['factor'], 1) / s for s in hist['epoch_seconds']]
-    notes = [f"stopped by the {S['time_budget_min']} min time budget after {len(hist['loss'])} of {epochs} epochs"] if budget and budget.stopped_early else []
+    notes = budget.notes(len(hist['loss']), epochs) if budget else []
     if S.get('bn_recalibrate'):  # moving BN statistics re-estimated for the final weights (see `fermusic.train.recalibrate_bn`)
         plain = ArrayDataset(train.x, batch_size=S['batch_size'], shuffle=True, seed=seed) if kind in APPS else \
             MultimodalDataset(train.x, train.pts, train.hog, inputs=model_inputs(model), batch_size=S['batch_size'], shuffle=True, seed=seed)

@@ -75,7 +75,7 @@ def current_command() -> str:
     "How this process was started, in a form a person can re-run."
     if os.environ.get('FERMUSIC_COMMAND'): return os.environ['FERMUSIC_COMMAND']
     if 'ipykernel' in sys.modules: return f'interactive notebook session (profile {get_profile()})'
-    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv[0] != '-c' else list(getattr(sys, 'orig_argv', sys.argv))
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv[0] != '-c' else sys.orig_argv
     env = [f'{k}={shlex.quote(os.environ[k])}' for k in (PROFILE_ENV, 'FERMUSIC_DATA', OVERRIDES_ENV) if os.environ.get(k)]
     return ' '.join(env + [shlex.quote(a) for a in argv])   # `python -c CODE` keeps its code (sys.orig_argv)
 

@@ -312,8 +312,7 @@ def run_shinde(model_name:str, # 'cnn' or 'resnet50'
         rec.history, rec.epochs_run = hist, len(hist['loss'])
         rec.best_epoch = int(np.argmin(hist['val_loss'])) + 1
         for cb in cbs:
-            if isinstance(cb, TimeBudget) and cb.stopped_early: rec.notes.append(f"stopped by the {s['time_budget_min']} min time budget (TimeBudget)")
-            if isinstance(cb, TimeBudget) and cb.cut_short: rec.notes.append('the last epoch was cut short: its images/s is overstated')
+            if isinstance(cb, TimeBudget): rec.notes.extend(cb.notes(rec.epochs_run, s['epochs']))
         if model_name == 'resnet50' and not s['weights']: rec.notes.append('ResNet50 from random initialisation: every layer trained, none frozen')
         rec.params_count = model.count_params()
         rec.trainable_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))

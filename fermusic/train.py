@@ -107,6 +107,12 @@ class TimeBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.cut_after and time.perf_counter() - self.t0 > self.cut_after * self.budget:
             self.model.stop_training, self.stopped_early, self.cut_short = True, True, True
+    def notes(self, epochs_done:int, # epochs the fit ran
+              epochs_planned:int, # epochs it was asked for
+             ) -> list:
+        "What a run record should say of this budget: whether it ended training, and whether it cut an epoch short."
+        out = [f'stopped by the {self.budget / 60:g} min time budget after {epochs_done} of {epochs_planned} epochs'] if self.stopped_early else []
+        return out + (['the last epoch was cut short: its images/s is overstated'] if self.cut_short else [])
 
 # %% ../nbs/03_train.ipynb #955c15d3
 def tiny_cnn(input_shape=(48, 48, 1), # H x W x C of the images
