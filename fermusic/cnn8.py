@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['CNN8_QUICK', 'CNN8_FULL', 'PAPER', 'TABLE1', 'VARIANTS', 'BASELINES', 'TABLE2', 'CLAIMS', 'cnn8_settings', 'cnn8',
-           'load_fer_splits', 'default_model_path', 'run_cnn8', 'paper_vs_ours', 'gabor_bank', 'gabor_features',
+__all__ = ['CNN8_QUICK', 'CNN8_FULL', 'CNN8_CPU', 'PAPER', 'TABLE1', 'VARIANTS', 'BASELINES', 'TABLE2', 'CLAIMS', 'cnn8_settings',
+           'cnn8', 'load_fer_splits', 'default_model_path', 'run_cnn8', 'paper_vs_ours', 'gabor_bank', 'gabor_features',
            'lbp_features', 'table2_indices', 'svm_classifier', 'run_baselines', 'table2', 'score_table2']
 
 # %% ../nbs/10_cnn8_fer2013.ipynb #d4c134f5
@@ -18,17 +18,21 @@ import keras
 from keras import layers
 
 # %% ../nbs/10_cnn8_fer2013.ipynb #123464ae
-from .config import profile_settings, set_seed, repo_root, rel_path
+from .config import profile_settings, set_seed, repo_root, rel_path, state_dir
 from .data import EMOTIONS, load_fer2013, train_val_split, find_dataset, stratified_subset
 from .records import recording, full_records
-from .train import fit, augmentation, evaluate, TimeBudget, save_for_inference
+from .train import (fit, augmentation, evaluate, TimeBudget, save_for_inference, Checkpoint, run_spec,
+                            fingerprint, run_schedule, why_stopped, RunPaused)
 
 # %% ../nbs/10_cnn8_fer2013.ipynb #84019272
 CNN8_QUICK = dict(variant='7x7', epochs=4, batch_size=32, lr=1e-4, optimizer='adam', val_fraction=0.1, patience=None,
-                  augment=None, seeds=[0], time_budget_min=None, svm_train_size=None, table2_n=200)
+                  augment=None, seeds=[0], time_budget_min=None, svm_train_size=None, table2_n=200,
+                  lr_patience=None, resumable=False)
 CNN8_FULL = dict(variant='7x7', epochs=500, batch_size=64, lr=1e-4, optimizer='adam', val_fraction=0.1, patience=60,
                  augment=dict(rotation=10, translation=0.1, flip=True), seeds=[0, 1, 2], time_budget_min=None,
-                 svm_train_size=7000, table2_n=200)
+                 svm_train_size=7000, table2_n=200,
+                 lr_patience=None, resumable=True)
+CNN8_CPU = dict(epochs=60, lr=3e-4, patience=6, lr_patience=2, seeds=[0])  # the declared 2-core CPU schedule
 PAPER = dict(accuracy=0.621, table2_accuracy=0.625, train_accuracy=0.77, final_loss=0.65, epochs=500, lr=1e-4,
              recall=dict(happy=0.83, surprise=0.83, disgust=0.29, fear=0.23), disgust_as_angry=0.51)  # section 4.1, Fig. 5-8, Table 2
 
@@ -101,11 +105,22 @@ def run_cnn8(settings:dict, # from `cnn8_settings()`
         cbs, budget = [], None
         if val is not None and s.get('patience'):
             cbs.append(keras.callbacks.EarlyStopping('val_accuracy', patience=s['patience'], restore_best_weights=True))
+        if val is not None and s.get('lr_patience'):
+            cbs.append(keras.callbacks.ReduceLROnPlateau('val_loss', factor=0.5, patience=s['lr_patience'], min_lr=1e-6))
         if s.get('time_budget_min'): budget = TimeBudget(s['time_budget_min']); cbs.append(budget)
         aug = augmentation(**s['augment'], seed=seed) if s.get('augment') else None
+        ck = None
+        if s.get('resumable'):
+            data = dict(train=fingerprint(x, y), val=None if val is None else fingerprint(*val))
+            ck = Checkpoint(state_dir()/'yu2020'/f"cnn8-{s['variant']}"/f'seed{seed}', run_spec(model, s, data, aug), s['epochs'])
         hist = fit(model, x, y, val=val, epochs=s['epochs'], batch_size=s['batch_size'], augment=aug,
-                   callbacks=cbs, seed=seed, verbose=verbose)
+                   callbacks=cbs, seed=seed, verbose=verbose, checkpoint=ck)
+        if ck is not None and not ck.meta['finished']:
+            raise RunPaused(f"cnn8 seed {seed} paused after epoch {ck.initial_epoch} of {s['epochs']}: "
+                            f"run the same command again to continue from {ck.folder}")
         rec.history, rec.epochs_run = hist, len(hist['loss'])
+        stopped = ck.meta['stopped'] if ck is not None else why_stopped(rec.epochs_run, s['epochs'], cbs)
+        rec.schedule = run_schedule(hist, s['epochs'], stopped, checkpoint=ck)
         if budget is not None: rec.notes.extend(budget.notes(rec.epochs_run, s['epochs']))
         if verbose: print(f"trained {rec.epochs_run} epochs; evaluating", flush=True)
         evs = {name: evaluate(model, f.x, f.y, EMOTIONS) for name, f in (('PrivateTest', priv), ('PublicTest', pub))}

@@ -8,8 +8,8 @@ import os, json, warnings, logging
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PROFILES', 'PROFILE_ENV', 'OVERRIDES_ENV', 'get_profile', 'get_overrides', 'profile_settings', 'set_seed',
-           'repo_root', 'results_dir', 'rel_path', 'sample_dir']
+__all__ = ['PROFILES', 'PROFILE_ENV', 'OVERRIDES_ENV', 'STATE_ENV', 'get_profile', 'get_overrides', 'profile_settings',
+           'set_seed', 'repo_root', 'results_dir', 'rel_path', 'sample_dir', 'state_dir', 'thread_count']
 
 # %% ../nbs/01_config.ipynb #712dfc54
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')   # TF's C++ INFO/WARNING lines on stderr
@@ -99,3 +99,21 @@ def sample_dir() -> Path:
     if root is None: raise FileNotFoundError("fermusic's shipped samples are in the data/ folder of a git checkout; "
                                              "clone the repository (pip installs the code only).")
     return root/'data'
+
+# %% ../nbs/01_config.ipynb #9b8fcdb4
+STATE_ENV = 'FERMUSIC_STATE'
+
+def state_dir() -> Path:
+    "Where resumable runs keep their checkpoints: $FERMUSIC_STATE, else ~/.cache/fermusic/runs."
+    return Path(os.environ.get(STATE_ENV) or Path.home()/'.cache'/'fermusic'/'runs').expanduser()
+
+# %% ../nbs/01_config.ipynb #50944e32
+def thread_count() -> int:
+    "The threads the Keras backend's ops may use: TensorFlow's intra-op setting, else the usable cores."
+    import sys
+    try: cores = len(os.sched_getaffinity(0))
+    except AttributeError: cores = os.cpu_count() or 1
+    if 'tensorflow' in sys.modules and os.environ.get('KERAS_BACKEND', 'tensorflow') == 'tensorflow':
+        n = sys.modules['tensorflow'].config.threading.get_intra_op_parallelism_threads()
+        if n: return n
+    return int(os.environ.get('TF_NUM_INTRAOP_THREADS') or cores)

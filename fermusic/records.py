@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 import numpy as np
-from .config import get_profile, repo_root, results_dir, PROFILE_ENV, OVERRIDES_ENV
+from .config import get_profile, repo_root, results_dir, thread_count, PROFILE_ENV, OVERRIDES_ENV
 
 # %% auto #0
 __all__ = ['PACKAGES', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
@@ -64,11 +64,12 @@ def accelerators() -> list:
     return []
 
 def hardware() -> dict:
-    "The machine a run ran on: OS, CPU model and count, memory, Keras backend and accelerators."
+    "The machine a run ran on: OS, CPU model and count, memory, Keras backend, accelerators and threads."
     try: mem = round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30, 1)
     except (ValueError, OSError, AttributeError): mem = None
     return dict(platform=platform.platform(), cpu=_cpu_model(), cpu_count=os.cpu_count(), memory_gib=mem,
-                keras_backend=os.environ.get('KERAS_BACKEND', 'tensorflow'), accelerators=accelerators())
+                keras_backend=os.environ.get('KERAS_BACKEND', 'tensorflow'), accelerators=accelerators(),
+                threads=thread_count())
 
 # %% ../nbs/02_records.ipynb #5fce958b
 def current_command() -> str:
@@ -76,7 +77,8 @@ def current_command() -> str:
     if os.environ.get('FERMUSIC_COMMAND'): return os.environ['FERMUSIC_COMMAND']
     if 'ipykernel' in sys.modules: return f'interactive notebook session (profile {get_profile()})'
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv[0] != '-c' else sys.orig_argv
-    env = [f'{k}={shlex.quote(os.environ[k])}' for k in (PROFILE_ENV, 'FERMUSIC_DATA', OVERRIDES_ENV) if os.environ.get(k)]
+    env = [f'{k}={shlex.quote(os.environ[k])}' for k in (PROFILE_ENV, 'FERMUSIC_DATA', OVERRIDES_ENV,
+                                                      'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS') if os.environ.get(k)]
     return ' '.join(env + [shlex.quote(a) for a in argv])   # `python -c CODE` keeps its code (sys.orig_argv)
 
 # %% ../nbs/02_records.ipynb #e50032ff

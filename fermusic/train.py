@@ -4,15 +4,19 @@
 
 # %% ../nbs/03_train.ipynb #ca67a9c2
 from __future__ import annotations
-import math, time
+import math, time, os, random, json, hashlib, tempfile, socket, datetime as dt
 from pathlib import Path
 import numpy as np
-from .config import set_seed
+from .config import set_seed, thread_count
+from .records import git_state, write_json_atomic
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['augmentation', 'ArrayDataset', 'EpochTimer', 'fit', 'TimeBudget', 'tiny_cnn', 'recalibrate_bn', 'as_model_input',
-           'load_model', 'save_for_inference', 'predict_proba', 'wilson_interval', 'classification_metrics', 'evaluate',
-           'layer_table', 'plot_history', 'plot_confusion', 'plot_roc', 'show_faces', 'plot_class_counts']
+__all__ = ['STOPS', 'augmentation', 'ArrayDataset', 'EpochTimer', 'fit', 'TimeBudget', 'tiny_cnn', 'run_key', 'spec_diff',
+           'fingerprint', 'run_spec', 'Checkpoint', 'why_stopped', 'RunPaused', 'run_schedule', 'recalibrate_bn',
+           'as_model_input', 'load_model', 'save_for_inference', 'predict_proba', 'wilson_interval',
+           'classification_metrics', 'evaluate', 'layer_table', 'plot_history', 'plot_confusion', 'plot_roc',
+           'show_faces', 'plot_class_counts']
 
 # %% ../nbs/03_train.ipynb #ae19601c
 import keras
@@ -82,14 +86,20 @@ def fit(model:keras.Model, # a compiled model
         class_weight:dict|None=None, # per-class loss weights
         seed:int=0, # seeds everything before the first batch
         verbose:int=0, # Keras' progress output (0: silent, as in stored notebooks)
+        checkpoint:keras.callbacks.Callback|None=None, # a `Checkpoint`: resume from it, save to it every epoch
        ) -> dict:
     "Train `model` and return its history as a dict of lists, with `epoch_seconds` and `train_images_per_s`."
     set_seed(seed)
     train = ArrayDataset(x, y, batch_size=batch_size, shuffle=True, augment=augment, seed=seed)
     vdata = ArrayDataset(*val, batch_size=max(batch_size, 256)) if val is not None else None
-    h = model.fit(train, validation_data=vdata, epochs=epochs, callbacks=[EpochTimer(), *callbacks],
+    cbs, start = [EpochTimer(), *callbacks], 0
+    if checkpoint is not None:   # last, so that it saves the other callbacks' state after their epoch end
+        checkpoint.load(); checkpoint.attach(train, augment, callbacks); cbs.append(checkpoint)
+        start = epochs if checkpoint.meta['finished'] else checkpoint.initial_epoch
+    h = model.fit(train, validation_data=vdata, epochs=epochs, initial_epoch=start, callbacks=cbs,
                   class_weight=class_weight, verbose=verbose)
-    hist = {k: [float(v) for v in vs] for k, vs in h.history.items()}
+    hist = checkpoint.meta['history'] if checkpoint is not None else h.history
+    hist = {k: [float(v) for v in vs] for k, vs in hist.items()}
     hist['train_images_per_s'] = [len(x) / s for s in hist['epoch_seconds']]
     return hist
 
@@ -123,6 +133,221 @@ def tiny_cnn(input_shape=(48, 48, 1), # H x W x C of the images
                           layers.MaxPooling2D(4), layers.Flatten(), layers.Dense(n_classes, activation='softmax')], name='tiny_cnn')
     m.compile(optimizer=keras.optimizers.Adam(1e-3), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     return m
+
+# %% ../nbs/03_train.ipynb #666e5714
+def _canonical(spec:dict) -> dict:
+    return json.loads(json.dumps(spec, sort_keys=True, default=str))
+
+def run_key(spec:dict, # what decides the run: settings, model, optimizer, data (see `run_spec`)
+           ) -> str:
+    "A short stable hash naming the run `spec` describes."
+    blob = json.dumps(_canonical(spec), sort_keys=True, separators=(',', ':'))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+# %% ../nbs/03_train.ipynb #43cc1661
+def _flat(d, pre=''):
+    "Nested dicts and lists flattened to {'a.b.0': value}."
+    if isinstance(d, dict) and d: items = d.items()
+    elif isinstance(d, list) and d: items = enumerate(d)
+    else: return {pre[:-1]: d}
+    return {k2: v2 for k, v in items for k2, v2 in _flat(v, f'{pre}{k}.').items()}
+
+def spec_diff(old:dict, new:dict, # two run specs
+              limit:int=8, # at most this many differences listed
+             ) -> list:
+    "Where two run specs differ, as 'key: old -> new' lines."
+    a, b = _flat(_canonical(old)), _flat(_canonical(new))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, '<absent>') != b.get(k, '<absent>'))
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys[:limit]]
+
+# %% ../nbs/03_train.ipynb #4f0fb4d2
+def fingerprint(*arrays) -> str:
+    "A hash of arrays' shapes, dtypes and bytes: the same data give the same fingerprint."
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a); h.update(f'{a.shape}{a.dtype}'.encode()); h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+def _unnamed(cfg):
+    "A config without the names of layers and optimizers (Keras numbers them by build order; they change no result)."
+    if isinstance(cfg, list): return [_unnamed(c) for c in cfg]
+    if not isinstance(cfg, dict): return cfg
+    keep_name = set(cfg) == {'name'}   # a dtype policy's config, {'name': 'float32'}, is a setting
+    return {k: _unnamed(v) for k, v in cfg.items() if k != 'name' or keep_name}
+
+def run_spec(model:keras.Model, # the compiled model about to be trained
+             settings:dict, # the run's settings ('_' keys and those in `free` are left out)
+             data:dict, # what it trains on, e.g. {'train': fingerprint(x, y)}
+             augment:keras.layers.Layer|None=None, # the augmentation stack
+             free=('time_budget_min', 'seeds'), # settings that may change between resumes
+            ) -> dict:
+    "What decides a run's computation: settings, architecture, optimizer, loss, augmentation, data, backend."
+    s = {k: v for k, v in settings.items() if not k.startswith('_') and k not in free}
+    return dict(settings=s, model=_unnamed(model.get_config()), optimizer=_unnamed(keras.optimizers.serialize(model.optimizer)),
+                loss=str(model.loss), augment=None if augment is None else _unnamed(augment.get_config()),
+                data=data, keras_backend=keras.backend.backend())
+
+# %% ../nbs/03_train.ipynb #d959db81
+_CB_STATE = {keras.callbacks.EarlyStopping: ('wait', 'best', 'best_epoch', 'stopped_epoch'),
+             keras.callbacks.ReduceLROnPlateau: ('wait', 'best', 'cooldown_counter')}
+
+def _cb_state(cb) -> tuple:
+    "The resumable state of a stateful Keras callback: (JSON-able values, weight arrays)."
+    vals = {k: getattr(cb, k, None) for k in _CB_STATE[type(cb)]}
+    return vals, list(getattr(cb, 'best_weights', None) or [])
+
+def _set_cb_state(cb, vals:dict, arrays:list):
+    for k, v in vals.items(): setattr(cb, k, v)
+    if isinstance(cb, keras.callbacks.EarlyStopping): cb.best_weights = arrays or None
+
+# %% ../nbs/03_train.ipynb #5b5ec1a2
+def _now() -> str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
+def _numpy(vs) -> list: return [keras.ops.convert_to_numpy(v) for v in vs]
+
+class Checkpoint(keras.callbacks.Callback):
+    "After every epoch, saves what a run needs to go on; `fit(..., checkpoint=)` resumes from it."
+    file = 'checkpoint.npz'
+    def __init__(self, folder:Path|str, # the run's state folder, e.g. state_dir()/'yu2020'/'cnn8-7x7'/'seed0'
+                 spec:dict, # the run spec (`run_spec`); resuming under another spec is refused
+                 epochs:int, # epochs planned
+                ):
+        super().__init__()
+        self.folder, self.spec, self.key = Path(folder), _canonical(spec), run_key(spec)
+        self.path, self.dataset, self.augment, self.watched, self._arrays = self.folder/self.file, None, None, [], None
+        self.meta = dict(key=self.key, spec=self.spec, epochs_planned=epochs, epochs_done=0, history={},
+                         resumes=[], finished=False, stopped=None, best_epoch=None)
+
+    @property
+    def initial_epoch(self) -> int: return self.meta['epochs_done']
+
+# %% ../nbs/03_train.ipynb #8135d768
+@patch
+def load(self:Checkpoint) -> bool:
+    "Read the checkpoint if there is one (True); a clear error if it is corrupt or belongs to another spec."
+    if not self.path.exists(): return False
+    try:
+        with np.load(self.path, allow_pickle=False) as z:
+            meta, arrays = json.loads(str(z['meta'])), {k: z[k] for k in z.files if k != 'meta'}
+    except Exception as e:
+        raise ValueError(f'{self.path}: the checkpoint cannot be read ({type(e).__name__}: {e}). Nothing was '
+                         f'changed. Delete {self.folder} to start this run over, or restore the file.') from None
+    if meta.get('key') != self.key:
+        diff = '\n  '.join(spec_diff(meta.get('spec', {}), self.spec)) or '(the specs hash differently)'
+        raise ValueError(f'{self.folder} holds run {meta.get("key")}, started with other settings or code:\n'
+                         f'  {diff}\nResume with the same settings, or delete {self.folder} to start over.')
+    self.meta, self._arrays = meta, arrays
+    return True
+
+@patch
+def attach(self:Checkpoint, dataset=None, # the training `ArrayDataset` (its shuffling state)
+           augment=None, # the augmentation stack (its random state)
+           callbacks=(), # callbacks whose state is kept (early stopping, learning-rate reduction)
+          ) -> Checkpoint:
+    "Name the objects outside the model whose state a resume needs."
+    self.dataset, self.augment = dataset, augment
+    self.watched = [c for c in callbacks if type(c) in _CB_STATE]
+    return self
+
+# %% ../nbs/03_train.ipynb #675bb86c
+@patch
+def save(self:Checkpoint):
+    "Write the checkpoint through a temporary file and a rename: a kill leaves the old one or the new one."
+    arrays = {f'model_{i}': a for i, a in enumerate(_numpy(self.model.variables))}
+    arrays.update({f'opt_{i}': a for i, a in enumerate(_numpy(self.model.optimizer.variables))})
+    if self.augment is not None: arrays.update({f'aug_{i}': a for i, a in enumerate(_numpy(self.augment.variables))})
+    self.meta['callbacks'] = []
+    for j, cb in enumerate(self.watched):
+        vals, ws = _cb_state(cb); self.meta['callbacks'].append(vals)
+        arrays.update({f'cb{j}_{i}': np.asarray(w) for i, w in enumerate(ws)})
+    if self.dataset is not None:   # the next epoch's order is drawn already; keep it and the generator's state
+        arrays['dataset_order'] = self.dataset.order; self.meta['dataset_rng'] = self.dataset.rng.bit_generator.state
+    self.meta['python_random'] = random.getstate()   # Keras shuffles the order of batches with Python's `random`
+    self.folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.checkpoint.', suffix='.npz', dir=self.folder)
+    try:
+        with os.fdopen(fd, 'wb') as f: np.savez(f, meta=np.array(json.dumps(self.meta, default=float)), **arrays)
+        os.replace(tmp, self.path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
+    skip = ('spec', 'python_random', 'dataset_rng', 'callbacks')   # progress.json: for people and `fermusic runs`
+    write_json_atomic(self.folder/'progress.json', {k: v for k, v in self.meta.items() if k not in skip})
+
+# %% ../nbs/03_train.ipynb #1559f1c6
+@patch
+def on_train_begin(self:Checkpoint, logs=None):
+    "Put every saved state back (after the other callbacks reset theirs), and open an entry in the resume log."
+    self._t0 = time.perf_counter()
+    if not self.meta['finished']:
+        self.meta['resumes'].append(dict(start=_now(), from_epoch=self.initial_epoch, host=socket.gethostname(),
+                                         threads=thread_count(), commit=git_state()['commit']))
+    if self._arrays is None: return
+    a, opt = self._arrays, self.model.optimizer
+    if not opt.built: opt.build(self.model.trainable_variables)   # TensorFlow builds it at the first step
+    for i, v in enumerate(self.model.variables): v.assign(a[f'model_{i}'])
+    for i, v in enumerate(opt.variables): v.assign(a[f'opt_{i}'])
+    if self.augment is not None:
+        for i, v in enumerate(self.augment.variables): v.assign(a[f'aug_{i}'])
+    if self.dataset is not None and 'dataset_order' in a:
+        self.dataset.order, self.dataset.rng.bit_generator.state = a['dataset_order'], self.meta['dataset_rng']
+    v, st, g = self.meta['python_random']; random.setstate((v, tuple(st), g))
+    for j, cb in enumerate(self.watched):
+        n = sum(k.startswith(f'cb{j}_') for k in a)
+        _set_cb_state(cb, self.meta['callbacks'][j], [a[f'cb{j}_{i}'] for i in range(n)])
+
+# %% ../nbs/03_train.ipynb #e03db933
+@patch
+def on_epoch_end(self:Checkpoint, epoch, logs=None):
+    "Add the epoch to the history, decide whether the run is over and why, and save."
+    m = self.meta
+    for k, v in (logs or {}).items(): m['history'].setdefault(k, []).append(float(v))
+    m['epochs_done'] = epoch + 1
+    es = [c for c in self.watched if isinstance(c, keras.callbacks.EarlyStopping)]
+    if es: m['best_epoch'] = es[0].best_epoch + 1
+    if es and es[0].stopped_epoch > 0: m['finished'], m['stopped'] = True, 'converged'
+    elif epoch + 1 >= m['epochs_planned']: m['finished'], m['stopped'] = True, 'planned_end'
+    self.save()
+
+@patch
+def on_train_end(self:Checkpoint, logs=None):
+    "Close the resume log's entry."
+    if self.meta['resumes'] and 'end' not in self.meta['resumes'][-1]:
+        self.meta['resumes'][-1].update(end=_now(), to_epoch=self.meta['epochs_done'],
+                                        seconds=round(time.perf_counter() - self._t0, 1))
+        self.save()
+
+# %% ../nbs/03_train.ipynb #2891bc5e
+STOPS = ('converged', 'planned_end', 'epoch_cap', 'time_budget')
+
+def why_stopped(epochs_run:int, # epochs the run did
+                epochs_planned:int, # epochs it was asked for
+                callbacks=(), # its callbacks: early stopping and time budgets are asked
+               ) -> str:
+    "Why a run without a checkpoint stopped: one of `STOPS`."
+    if any(isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0 for c in callbacks): return 'converged'
+    if any(isinstance(c, TimeBudget) and c.stopped_early for c in callbacks): return 'time_budget'
+    return 'planned_end' if epochs_run >= epochs_planned else 'epoch_cap'
+
+class RunPaused(Exception):
+    "A resumable run stopped before its end (time budget, interruption): run the same command again to go on."
+
+def run_schedule(history:dict, # the run's history (per-epoch lists)
+                 epochs_planned:int, # epochs the schedule asked for
+                 stopped:str, # why it stopped: one of `STOPS`
+                 monitor:str='val_accuracy', # the validation score that picks the best epoch
+                 window:int=3, # 'still improving': the best epoch is among the last `window`
+                 checkpoint:Checkpoint|None=None, # adds the resume log and summed training time
+                ) -> dict:
+    "What a record says of a run's schedule: epochs planned and run, best epoch, why it stopped, still improving."
+    if stopped not in STOPS: raise ValueError(f'stopped={stopped!r}: choose one of {STOPS}')
+    run = len(history.get('loss', []))
+    scores = history.get(monitor)
+    best = int(np.argmax(scores)) + 1 if scores else None
+    res = dict(epochs_planned=epochs_planned, epochs_run=run, best_epoch=best, monitor=monitor if scores else None,
+               stopped=stopped, still_improving=None if best is None else best > run - window)
+    if checkpoint is not None:
+        rs = checkpoint.meta['resumes']
+        res.update(resumes=rs, train_seconds=round(sum(r.get('seconds', 0) for r in rs), 1), run_key=checkpoint.key)
+    return res
 
 # %% ../nbs/03_train.ipynb #2030c51c
 def recalibrate_bn(model:keras.Model, # a trained model with BatchNormalization layers
