@@ -101,6 +101,31 @@ def _add_reproduce_commands(sub):
     c.add_argument('--quick', action='store_true', help="instead, check the quick-profile records here against each claim's quick value")
     c.set_defaults(func=_scoreboard)
 
+# %% ../nbs/99_cli.ipynb #fdc02dc4
+def _runs_start(args):
+    "Start or resume a paper's full-data run in the background (or --foreground, with progress bars)."
+    from fermusic.runs import start_run
+    res = start_run(args.name, data=args.data, background=not args.foreground)
+    if args.foreground: return res['returncode']
+    print(f"{args.name}: started, pid {res['pid']}; log {res['log']}\nwatch it with `fermusic runs status`")
+
+def _runs_status(args):
+    "Every checkpointed run: epoch k of N, best validation score, time per epoch and left, running or not."
+    from fermusic.runs import runs_status, FULL_RUNS
+    t = runs_status()
+    print(t.to_string(index=False) if len(t) else 'no checkpointed runs yet; start one with `fermusic runs start NAME`')
+    print('\nruns:', ', '.join(f'{n} ({r["what"]})' for n, r in FULL_RUNS.items()))
+
+def _add_runs_commands(sub):
+    "The `runs` subcommands (`fermusic.runs`)."
+    runs = sub.add_parser('runs', help='start, resume and watch full-data training runs')
+    runs = runs.add_subparsers(dest='runs_command', required=True, metavar='ACTION')
+    c = runs.add_parser('start', help=_runs_start.__doc__); c.add_argument('name', help='a run name (see `runs status`)')
+    c.add_argument('--data', help='the full datasets folder (default: $FERMUSIC_DATA)')
+    c.add_argument('--foreground', action='store_true', help='run here until it ends, with progress bars')
+    c.set_defaults(func=_runs_start)
+    runs.add_parser('status', help=_runs_status.__doc__).set_defaults(func=_runs_status)
+
 # %% ../nbs/99_cli.ipynb #dbb3e27e
 def _add_recommend_args(c):
     c.add_argument('--top', type=int, default=5, help='songs per face (default 5)')
@@ -145,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--notebook', default='nbs/index.ipynb'); c.add_argument('--out', default='README.md')
     c.set_defaults(func=_nb_readme)
     _add_reproduce_commands(sub)
+    _add_runs_commands(sub)
     return p
 
 # %% ../nbs/99_cli.ipynb #3d8db0d6
