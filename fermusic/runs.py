@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_runs.ipynb #a5ff8c3d
 from __future__ import annotations
-import os, sys, json, time, signal, shlex, subprocess, importlib
+import os, sys, json, time, shlex, subprocess, importlib
 from pathlib import Path
 from .config import state_dir, repo_root
 
