@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_multimodal.ipynb #d1825b3c
 from __future__ import annotations
-import hashlib, json, os, time
+import hashlib, json, os, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os, threading, time
 from pathlib import Path
 import numpy as np
+import pandas as pd
 
 # %% auto #0
 __all__ = ['MODELS', 'METRICS', 'SHINDE_QUICK', 'SHINDE_FULL', 'PAPER_TABLE1', 'PAPER_TABLE2', 'IMAGENET_NOTOP', 'IMAGENET_URL',
