@@ -21,8 +21,7 @@ from keras import layers
 from .config import profile_settings, set_seed, repo_root, rel_path, state_dir
 from .data import EMOTIONS, load_fer2013, train_val_split, find_dataset, stratified_subset
 from .records import recording, full_records
-from .train import (fit, augmentation, evaluate, TimeBudget, save_for_inference, Checkpoint, run_spec,
-                            fingerprint, run_schedule, why_stopped, RunPaused)
+from .train import fit_run, evaluate, save_for_inference
 
 # %% ../nbs/10_cnn8_fer2013.ipynb #84019272
 CNN8_QUICK = dict(variant='7x7', epochs=4, batch_size=32, lr=1e-4, optimizer='adam', val_fraction=0.1, patience=None,
@@ -100,28 +99,11 @@ def run_cnn8(settings:dict, # from `cnn8_settings()`
     params = {k: v for k, v in s.items() if not k.startswith('_')}
     with recording(f"cnn8-{s['variant']}", paper='yu2020', seed=seed, profile=s['_profile'], params=params,
                    dataset=dataset, save=save_record) as rec:
-        set_seed(seed)
-        model = cnn8(s['variant'], lr=s['lr'], optimizer=s['optimizer'])
-        cbs, budget = [], None
-        if val is not None and s.get('patience'):
-            cbs.append(keras.callbacks.EarlyStopping('val_accuracy', patience=s['patience'], restore_best_weights=True))
-        if val is not None and s.get('lr_patience'):
-            cbs.append(keras.callbacks.ReduceLROnPlateau('val_loss', factor=0.5, patience=s['lr_patience'], min_lr=1e-6))
-        if s.get('time_budget_min'): budget = TimeBudget(s['time_budget_min']); cbs.append(budget)
-        aug = augmentation(**s['augment'], seed=seed) if s.get('augment') else None
-        ck = None
-        if s.get('resumable'):
-            data = dict(train=fingerprint(x, y), val=None if val is None else fingerprint(*val))
-            ck = Checkpoint(state_dir()/'yu2020'/f"cnn8-{s['variant']}"/f'seed{seed}', run_spec(model, s, data, aug), s['epochs'])
-        hist = fit(model, x, y, val=val, epochs=s['epochs'], batch_size=s['batch_size'], augment=aug,
-                   callbacks=cbs, seed=seed, verbose=verbose, checkpoint=ck)
-        if ck is not None and not ck.meta['finished']:
-            raise RunPaused(f"cnn8 seed {seed} paused after epoch {ck.initial_epoch} of {s['epochs']}: "
-                            f"run the same command again to continue from {ck.folder}")
-        rec.history, rec.epochs_run = hist, len(hist['loss'])
-        stopped = ck.meta['stopped'] if ck is not None else why_stopped(rec.epochs_run, s['epochs'], cbs)
-        rec.schedule = run_schedule(hist, s['epochs'], stopped, checkpoint=ck)
-        if budget is not None: rec.notes.extend(budget.notes(rec.epochs_run, s['epochs']))
+        state = state_dir()/'yu2020'/f"cnn8-{s['variant']}"/f'seed{seed}'
+        run = fit_run(lambda: cnn8(s['variant'], lr=s['lr'], optimizer=s['optimizer']), x, y, val, s, seed=seed,
+                      state=state, verbose=verbose)
+        model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
+        rec.epochs_run = len(rec.history['loss']); rec.notes.extend(run['notes'])
         if verbose: print(f"trained {rec.epochs_run} epochs; evaluating", flush=True)
         evs = {name: evaluate(model, f.x, f.y, EMOTIONS) for name, f in (('PrivateTest', priv), ('PublicTest', pub))}
         for name, ev in evs.items(): rec.add_evaluation(ev, split=name)   # PrivateTest first: it fills `metrics`

@@ -13,10 +13,10 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['STOPS', 'augmentation', 'ArrayDataset', 'EpochTimer', 'fit', 'TimeBudget', 'tiny_cnn', 'run_key', 'spec_diff',
-           'fingerprint', 'run_spec', 'Checkpoint', 'why_stopped', 'RunPaused', 'run_schedule', 'recalibrate_bn',
-           'as_model_input', 'load_model', 'save_for_inference', 'predict_proba', 'wilson_interval',
-           'classification_metrics', 'evaluate', 'layer_table', 'plot_history', 'plot_confusion', 'plot_roc',
-           'show_faces', 'plot_class_counts']
+           'fingerprint', 'run_spec', 'Checkpoint', 'why_stopped', 'RunPaused', 'run_schedule', 'standard_callbacks',
+           'fit_run', 'recalibrate_bn', 'as_model_input', 'load_model', 'save_for_inference', 'predict_proba',
+           'wilson_interval', 'classification_metrics', 'evaluate', 'layer_table', 'plot_history', 'plot_confusion',
+           'plot_roc', 'show_faces', 'plot_class_counts']
 
 # %% ../nbs/03_train.ipynb #ae19601c
 import keras
@@ -348,6 +348,54 @@ def run_schedule(history:dict, # the run's history (per-epoch lists)
         rs = checkpoint.meta['resumes']
         res.update(resumes=rs, train_seconds=round(sum(r.get('seconds', 0) for r in rs), 1), run_key=checkpoint.key)
     return res
+
+# %% ../nbs/03_train.ipynb #a784e405
+def standard_callbacks(settings:dict, # the run's settings (`patience`, `lr_patience`, `time_budget_min`)
+                       monitor:str='val_accuracy', # the validation score early stopping watches
+                       has_val:bool=True, # whether the run has a validation split
+                      ) -> list:
+    "The callbacks a run's settings ask for: early stopping, learning-rate halving, a time budget."
+    cbs = []
+    if has_val and settings.get('patience'):
+        cbs.append(keras.callbacks.EarlyStopping(monitor, patience=settings['patience'], restore_best_weights=True))
+    if has_val and settings.get('lr_patience'):
+        cbs.append(keras.callbacks.ReduceLROnPlateau('val_loss', factor=0.5, patience=settings['lr_patience'],
+                                                     min_lr=1e-6))
+    if settings.get('time_budget_min'): cbs.append(TimeBudget(settings['time_budget_min']))
+    return cbs
+
+# %% ../nbs/03_train.ipynb #48053faf
+def fit_run(build, # called after the seed is set: returns the compiled model
+            x:np.ndarray, y:np.ndarray, # training images and labels
+            val:tuple|None, # (x_val, y_val) carved from the training data, or None
+            settings:dict, # see the table above
+            seed:int=0, # seed of the initialisation, augmentation and shuffling
+            state:Path|str|None=None, # the run's state folder (needed when `settings['resumable']`)
+            callbacks:list|None=None, # the run's callbacks; default: `standard_callbacks(settings, monitor)`
+            monitor:str='val_accuracy', # the validation score that picks the best epoch
+            class_weight:dict|None=None, # per-class loss weights
+            verbose:int=0, # Keras' progress output
+           ) -> dict:
+    "Seed, build, fit (resuming when asked) and say how it ended: {model, history, schedule, notes}."
+    s = settings
+    set_seed(seed); model = build()
+    cbs = standard_callbacks(s, monitor, val is not None) if callbacks is None else list(callbacks)
+    aug = augmentation(**s['augment'], seed=seed) if s.get('augment') else None
+    ck = None
+    if s.get('resumable'):
+        if state is None: raise ValueError('a resumable run needs a state folder (e.g. state_dir()/PAPER/RUN/seedN)')
+        data = dict(train=fingerprint(x, y), val=None if val is None else fingerprint(*val))
+        ck = Checkpoint(state, run_spec(model, s, data, aug), s['epochs'])
+    hist = fit(model, x, y, val=val, epochs=s['epochs'], batch_size=s['batch_size'], augment=aug, callbacks=cbs,
+               class_weight=class_weight, seed=seed, verbose=verbose, checkpoint=ck)
+    if ck is not None and not ck.meta['finished']:
+        raise RunPaused(f"paused after epoch {ck.initial_epoch} of {s['epochs']}: run the same command again to "
+                        f"continue from {ck.folder}")
+    run = len(hist['loss'])
+    stopped = ck.meta['stopped'] if ck is not None else why_stopped(run, s['epochs'], cbs)
+    notes = [n for c in cbs if isinstance(c, TimeBudget) for n in c.notes(run, s['epochs'])]
+    schedule = run_schedule(hist, s['epochs'], stopped, monitor=monitor, checkpoint=ck)
+    return dict(model=model, history=hist, schedule=schedule, notes=notes)
 
 # %% ../nbs/03_train.ipynb #2030c51c
 def recalibrate_bn(model:keras.Model, # a trained model with BatchNormalization layers
