@@ -366,3 +366,11 @@ def test_killed_sort_finishes_or_rolls_back(folder, tmp_path, n, then):
         assert got == {k: v for k, v in want.items() if k != MANIFEST}     # every copy whole, nothing extra
         assert (m['files'], m['dirs'], m['state']) == (mr['files'], mr['dirs'], 'complete')
     assert files_of(folder) == before
+
+def test_sort_needs_no_study_module():
+    "The command sorts without importing the hyperparameter study (fermusic.hparams and KerasTuner)."
+    code = ('import sys, fermusic.cli, fermusic.sort, fermusic.pipeline; '
+            'assert not {"keras_tuner", "fermusic.hparams"} & set(sys.modules), sorted(sys.modules)')
+    r = subprocess.run([sys.executable, '-c', code], env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1500:]
