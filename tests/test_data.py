@@ -14,9 +14,9 @@ SAMPLE = ROOT/'data'/'fer2013_sample'
 FULL = Path(os.environ.get(DATA_ENV) or ROOT.parent/'shared'/'data')
 needs_full = lambda rel: pytest.mark.skipif(not (FULL/rel).exists(), reason=f'full data absent: {FULL/rel}')
 
-@pytest.fixture(autouse=True)
 NOT_IMAGE = 'not an image: no format Pillow reads; convert it to PNG or JPEG if it is one'
 
+@pytest.fixture(autouse=True)
 def no_env(monkeypatch): monkeypatch.delenv(DATA_ENV, raising=False)
 
 @pytest.fixture(scope='module')
