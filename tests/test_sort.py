@@ -1,6 +1,6 @@
 """`fermusic sort` beyond the lesson (nbs/14_sort.ipynb): bad paths, names, images, links, numeric options,
 permissions, a property-based test of the path rules and a fault-injection test of a sort killed midway."""
-import io, json, os, stat, subprocess, sys, tempfile, textwrap
+import io, json, os, stat, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
