@@ -4,12 +4,11 @@
 
 # %% ../nbs/99_cli.ipynb #2978fcda
 from __future__ import annotations
-import argparse, json, os, sys
-from pathlib import Path
+import argparse, json, math, os, sys
 from .config import PROFILES, PROFILE_ENV, get_profile
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['EXIT_CODES', 'EXIT_HELP', 'SORT_HELP', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #2480ac3d
 def _info(args):
@@ -51,7 +50,7 @@ def _nb_readme(args):
 
 def _recommend(args):
     "Detect the faces in a photo, read each one's emotion, and recommend songs for it."
-    from fermusic.pipeline import photo_to_music, results_frame, results_json, NoFaceError
+    from fermusic.pipeline import photo_to_music, results_json, NoFaceError
     try: res = photo_to_music(args.photo, model=args.model, top_k=args.top, policy=args.policy, min_score=args.min_score)
     except NoFaceError as e:
         print(f'fermusic: {e}', file=sys.stderr); return 3
@@ -66,14 +65,21 @@ def _demo(args):
     "Run `recommend` on the shipped demo photo with the shipped model: the kit's main job on a fresh clone."
     from fermusic.config import sample_dir
     args.photo = str(sample_dir()/'demo'/'astronaut.jpg')
-    print(f'photo: data/demo/astronaut.jpg (NASA, public domain)\n')
+    print('photo: data/demo/astronaut.jpg (NASA, public domain)\n')
     return _recommend(args)
 
 def _sort(args):
     "Copy each image of a folder into OUTPUT/<emotion>/ by a model's prediction, with a CSV of probabilities."
-    from fermusic.hparams import sort_images, sort_summary
+    from fermusic.sort import sort_images, sort_summary
     t = sort_images(args.input, args.output, model=args.model, dry_run=args.dry_run, overwrite=args.overwrite)
     print(sort_summary(t))
+
+def _unsort(args):
+    "Remove what a sort wrote to OUTPUT (finished or stopped midway), as its manifest lists: nothing else."
+    from fermusic.sort import undo_sort
+    r = undo_sort(args.output)
+    left = 'removed OUTPUT' if r['output_removed'] else f"OUTPUT kept ({len(r['left'])} entries the sort did not write)"
+    print(f"removed {r['removed']} files the sort wrote; {left}")
 
 # %% ../nbs/99_cli.ipynb #68bf86af
 def _reproduce(args):
@@ -127,17 +133,46 @@ def _add_runs_commands(sub):
     runs.add_parser('status', help=_runs_status.__doc__).set_defaults(func=_runs_status)
 
 # %% ../nbs/99_cli.ipynb #dbb3e27e
+EXIT_CODES = {0: 'success',
+              1: 'a check failed: a quick-profile claim drifted (reproduce, scoreboard --quick)',
+              2: 'bad input or usage: the message names the file or option, what is wrong and the fix',
+              3: 'no face found in the photo, or the photo is too small to hold one (recommend, demo)',
+              4: 'the system refused a read or write (permissions, a read-only or full disk): the message names the path',
+              130: 'interrupted (Ctrl-C); a sort first removes what it wrote'}
+EXIT_HELP = 'exit status:\n' + '\n'.join(f'  {k:>3}  {v}' for k, v in EXIT_CODES.items())
+SORT_HELP = """OUTPUT must be new (its parent existing), empty, or an earlier sort's OUTPUT. Every file the sort
+writes is listed in OUTPUT/fermusic-sort.json first; --overwrite and `fermusic unsort` remove only those.
+A sort stopped midway is finished by running it again, or rolled back by `fermusic unsort OUTPUT`.
+
+""" + EXIT_HELP
+
+def _formatter(prog): return argparse.RawDescriptionHelpFormatter(prog, width=100)   # same help on every terminal
+
+def _positive_int(s:str) -> int:
+    "An argparse type: a whole number of at least 1."
+    try: v = int(s)
+    except ValueError: v = 0
+    if v < 1: raise argparse.ArgumentTypeError(f'{s!r} is not a whole number of at least 1: pass e.g. 5')
+    return v
+
+def _finite_float(s:str) -> float:
+    "An argparse type: a finite number (not nan or inf)."
+    try: v = float(s)
+    except ValueError: v = math.nan
+    if not math.isfinite(v): raise argparse.ArgumentTypeError(f'{s!r} is not a finite number: pass e.g. 0.5')
+    return v
+
 def _add_recommend_args(c):
-    c.add_argument('--top', type=int, default=5, help='songs per face (default 5)')
+    c.add_argument('--top', type=_positive_int, default=5, help='songs per face (default 5)')
     c.add_argument('--policy', choices=('match', 'lift'), default='match', help='match the mood, or lift a negative one')
     c.add_argument('--model', default=None, help='a .keras emotion model (default: the shipped CNN)')
-    c.add_argument('--min-score', type=float, default=0.5, help='leave out weaker face detections (default 0.5)')
+    c.add_argument('--min-score', type=_finite_float, default=0.5, help='leave out weaker face detections (default 0.5)')
     c.add_argument('--json', action='store_true', help='print JSON instead of tables')
 
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of the `fermusic` command."
     p = argparse.ArgumentParser(prog='fermusic', description='Reproduce four FER papers and an emotion-driven music recommender.',
-                                formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100))  # same help on every terminal
+                                formatter_class=_formatter, epilog=EXIT_HELP)
     p.add_argument('--profile', choices=PROFILES, help=f'quick (shipped samples) or full (paper settings); sets ${PROFILE_ENV}')
     p.add_argument('--debug', action='store_true', help='show tracebacks')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -145,12 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser('recommend', help=_recommend.__doc__); c.add_argument('photo', help='a photo with one or more faces')
     _add_recommend_args(c); c.set_defaults(func=_recommend)
     c = sub.add_parser('demo', help=_demo.__doc__); _add_recommend_args(c); c.set_defaults(func=_demo)
-    c = sub.add_parser('sort', help=_sort.__doc__); c.add_argument('input', help='a folder of images (read only)')
-    c.add_argument('output', help='a new folder for the class folders and predictions.csv')
+    c = sub.add_parser('sort', help=_sort.__doc__, description=_sort.__doc__, epilog=SORT_HELP, formatter_class=_formatter)
+    c.add_argument('input', help='a folder of images (only read; links are followed only to files inside it)')
+    c.add_argument('output', help='a new or empty folder (or an earlier sort\'s) for the class folders and predictions.csv')
     c.add_argument('--model', default=None, help='a .keras emotion model (default: the shipped CNN); its input size is used')
-    c.add_argument('--dry-run', action='store_true', help='predict and report, write nothing')
-    c.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it holds an earlier sort')
+    c.add_argument('--dry-run', action='store_true', help='check and predict, write nothing')
+    c.add_argument('--overwrite', action='store_true', help="replace the files an earlier sort wrote in OUTPUT (nothing else)")
     c.set_defaults(func=_sort)
+    c = sub.add_parser('unsort', help=_unsort.__doc__, description=_unsort.__doc__, epilog=EXIT_HELP, formatter_class=_formatter)
+    c.add_argument('output', help="a sort's OUTPUT folder"); c.set_defaults(func=_unsort)
 
     data = sub.add_parser('data', help='check and convert datasets').add_subparsers(dest='data_command', required=True, metavar='ACTION')
     c = data.add_parser('check', help=_data_check.__doc__); c.add_argument('path', help='a dataset file or folder')
@@ -174,15 +212,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/99_cli.ipynb #3d8db0d6
+def _shown(p) -> str: return str(p).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+
+def _os_message(e:OSError) -> str:
+    "An OSError as one line: our own messages as they are, the system's with the path and what to check."
+    if e.errno is None: return str(e)
+    where = f'{_shown(e.filename)}: ' if e.filename else ''
+    return f'{where}{e.strerror}; check the permissions of that path and that its disk is writable and not full'
+
 def main(argv:list|None=None, # arguments (default: sys.argv[1:])
         ) -> int:
-    "Entry point of the `fermusic` command; returns the exit status."
-    args = build_parser().parse_args(argv)
+    "Entry point of the `fermusic` command; returns the exit status (see `EXIT_CODES`)."
+    try: args = build_parser().parse_args(argv)
+    except SystemExit as e: return e.code if isinstance(e.code, int) else 2   # --help, or a usage error argparse printed
     if args.profile: os.environ[PROFILE_ENV] = args.profile
     try: res = args.func(args)
-    except (FileNotFoundError, ValueError, NotADirectoryError, FileExistsError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError) as e:
         if args.debug: raise
-        print(f'fermusic: error: {e}', file=sys.stderr); return 2
+        msg = _os_message(e) if isinstance(e, OSError) and e.errno is not None else str(e)
+        print(f'fermusic: error: {_shown(msg)}', file=sys.stderr); return 2
+    except OSError as e:
+        if args.debug: raise
+        print(f'fermusic: error: {_shown(_os_message(e))}', file=sys.stderr); return 4
     except KeyboardInterrupt:
         print('fermusic: interrupted', file=sys.stderr); return 130
     return res if isinstance(res, int) else 0

@@ -10,17 +10,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 import numpy as np, pandas as pd
-from PIL import Image
-from .config import sample_dir, repo_root, get_profile, rel_path
+from PIL import Image, ImageOps, UnidentifiedImageError
+from .config import sample_dir, get_profile, rel_path
 
 # %% auto #0
 __all__ = ['EMOTIONS', 'CONTEMPT', 'EMOTIONS_EXT', 'FER2013_MAP', 'CKPLUS_MAP', 'RAFDB_NAMES', 'RAFDB_MAP', 'FERPLUS_MAP',
-           'DATA_ENV', 'DATASETS', 'IMAGE_EXTS', 'COLOR_MODES', 'PROGRESS_MIN', 'FER2013_USAGES', 'FER_SIDE',
-           'OFFICIAL_COUNTS', 'RAFDB_LABEL_FILE', 'RAFDB_SPLITS', 'FERPLUS_COLUMNS', 'emotion_index',
-           'DatasetNotFoundError', 'DataError', 'find_dataset', 'Faces', 'read_image', 'fer2013_usages',
-           'load_fer2013_folder', 'read_fer2013_csv', 'load_fer2013', 'export_folders', 'export_csv', 'load_ckplus',
-           'read_rafdb_labels', 'load_rafdb', 'load_image_folder', 'load_ferplus_labels', 'detect_dataset',
-           'check_dataset', 'stratified_subset', 'train_val_split', 'group_kfold']
+           'DATA_ENV', 'DATASETS', 'IMAGE_EXTS', 'COLOR_MODES', 'PROGRESS_MIN', 'MIN_FACE_SIDE', 'FER2013_USAGES',
+           'FER_SIDE', 'OFFICIAL_COUNTS', 'RAFDB_LABEL_FILE', 'RAFDB_SPLITS', 'FERPLUS_COLUMNS', 'emotion_index',
+           'DatasetNotFoundError', 'DataError', 'find_dataset', 'Faces', 'NotAnImageError', 'UnreadableImageError',
+           'ImageTooSmallError', 'image_name', 'read_image', 'fer2013_usages', 'load_fer2013_folder',
+           'read_fer2013_csv', 'load_fer2013', 'atomic_write', 'export_folders', 'export_csv', 'load_ckplus',
+           'read_rafdb_labels', 'load_rafdb', 'walk_files', 'load_image_folder', 'load_ferplus_labels',
+           'detect_dataset', 'check_dataset', 'stratified_subset', 'train_val_split', 'group_kfold']
 
 # %% ../nbs/00_data.ipynb #47cd1fc3
 EMOTIONS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')  # FER2013 labels 0..6: the canonical order
@@ -113,7 +114,7 @@ def find_dataset(name:str, # 'fer2013', 'ckplus', 'rafdb', 'ferplus' or 'lyrics'
     for get in ((_sample, _env) if profile == 'quick' else (_env,)):
         p = get()
         if p is not None: return p
-    if profile == 'full' and info['sample']: looked.append(f"(the shipped sample is not used in the full profile)")
+    if profile == 'full' and info['sample']: looked.append("(the shipped sample is not used in the full profile)")
     return _not_found(info, looked)
 
 def _not_found(info, looked):
@@ -174,32 +175,97 @@ class Faces:
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
 COLOR_MODES = ('grayscale', 'rgb')
 PROGRESS_MIN = 2000  # with `progress=None`, a bar is shown from this many files on
+MIN_FACE_SIDE = 24   # the rule: an image with a side under this many pixels cannot hold a face
+
+class NotAnImageError(DataError):
+    "The file's content is no image format Pillow knows (whatever its name says)."
+
+class UnreadableImageError(DataError):
+    "The file looks like an image but cannot be decoded (truncated, corrupt, too large, unreadable)."
+
+class ImageTooSmallError(DataError):
+    "The image is smaller than `min_side` pixels on a side: too small to hold a face."
 
 def _size_hw(size) -> tuple|None:
     "`size` as (height, width), or None."
     if size is None: return None
-    if isinstance(size, (int, np.integer)): return (int(size), int(size))
-    if len(size) == 2 and all(isinstance(s, (int, np.integer)) and s > 0 for s in size): return (int(size[0]), int(size[1]))
-    raise ValueError(f'size must be an int or (height, width), got {size!r}')
+    if isinstance(size, (int, np.integer)) and size > 0: return (int(size), int(size))
+    if (isinstance(size, (tuple, list)) and len(size) == 2
+            and all(isinstance(s, (int, np.integer)) and s > 0 for s in size)): return (int(size[0]), int(size[1]))
+    raise ValueError(f'size must be a positive int or (height, width), got {size!r}')
 
 def _check_mode(color_mode):
     if color_mode not in COLOR_MODES: raise ValueError(f'color_mode must be one of {COLOR_MODES}, got {color_mode!r}')
 
-def read_image(src, # a path, the file's bytes, or a binary file object
+def image_name(src) -> str:
+    "How messages name an image source: its path (undecodable bytes escaped), or its type."
+    if isinstance(src, (str, Path)): return str(src).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    return getattr(src, 'name', None) or f'the {type(src).__name__} image'
+
+# %% ../nbs/00_data.ipynb #2b40d94a
+def _image_error(cls, name:str, detail:str) -> DataError:
+    "An image error whose message starts with the file's name; `.detail` holds the rest (what is wrong and the fix)."
+    e = cls(f'{name}: {detail}'); e.detail = detail; return e
+
+def _open_image(src, name:str) -> Image.Image:
+    "Open and decode `src` with Pillow, turning its many exceptions into three with the file's name and the fix."
+    if isinstance(src, Image.Image): return src
+    if isinstance(src, (bytes, bytearray)): src = io.BytesIO(src)
+    try:
+        im = Image.open(src)
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            im.load()
+        return im
+    except FileNotFoundError: raise
+    except UnidentifiedImageError:
+        raise _image_error(NotAnImageError, name, 'not an image (no format Pillow reads); '
+                           'convert it to PNG or JPEG') from None
+    except PermissionError:
+        raise _image_error(UnreadableImageError, name, 'permission denied; give yourself read access '
+                           '(chmod u+r)') from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
+        raise _image_error(UnreadableImageError, name, f'damaged or truncated image ({type(e).__name__}: {e}); '
+                           're-save or re-download it') from None
+
+def _flatten(im:Image.Image) -> Image.Image:
+    "Any Pillow mode as 'L' or 'RGB': 16-bit keeps its top 8 bits, floats in 0..1 are scaled, alpha lies on white."
+    if im.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):   # 16-bit greyscale (Pillow reads some as 32-bit 'I')
+        return Image.fromarray((np.clip(np.asarray(im, np.int64), 0, 65535) >> 8).astype(np.uint8))
+    if im.mode == 'F':
+        a = np.asarray(im, np.float64); a = np.nan_to_num(a * 255 if np.nanmax(a, initial=0) <= 1 else a)
+        return Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8))
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (im.mode == 'P' and 'transparency' in im.info):
+        im = im.convert('RGBA'); bg = Image.new('RGB', im.size, (255, 255, 255)); bg.paste(im, mask=im.getchannel('A'))
+        return bg
+    return im if im.mode in ('L', 'RGB') else im.convert('RGB')   # palette, CMYK, YCbCr, 1-bit, ...
+
+def read_image(src, # a path, the file's bytes, a binary file object or a PIL image
                color_mode:str='grayscale', # 'grayscale' (H x W) or 'rgb' (H x W x 3)
                size:int|tuple|None=None, # output (height, width), or one int for a square; None keeps the image's size
+               max_side:int|None=None, # shrink (keeping the aspect) so the longer side is at most this
+               min_side:int=0, # refuse images with a side under this (`MIN_FACE_SIDE` for faces)
               ) -> np.ndarray:
-    "One image as a uint8 array in `color_mode`, resized (bilinear) to `size`."
-    _check_mode(color_mode)
-    if isinstance(src, (bytes, bytearray)): src = io.BytesIO(src)
-    with Image.open(src) as im:
-        im.load()
-        if im.mode.startswith('I;16'): im = Image.fromarray((np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8))
-        want = 'L' if color_mode == 'grayscale' else 'RGB'
-        if im.mode != want: im = im.convert(want)
-        hw = _size_hw(size)
+    "One upright image as a uint8 array in `color_mode`: the kit's one reader, for datasets and for commands."
+    _check_mode(color_mode); hw = _size_hw(size); name = image_name(src)
+    if isinstance(src, (str, Path)) and Path(src).is_dir(): raise _image_error(NotAnImageError, name, 'a folder, not an image')
+    im = orig = _open_image(src, name)
+    try:
+        try: im = _flatten(ImageOps.exif_transpose(im))
+        except Exception as e:   # a broken EXIF block or a mode Pillow cannot convert
+            raise _image_error(UnreadableImageError, name, f'cannot convert its {im.mode} pixels '
+                               f'({type(e).__name__}: {e}); re-save it as PNG or JPEG') from None
+        if min(im.size) < min_side:
+            raise _image_error(ImageTooSmallError, name, f'{im.size[0]}x{im.size[1]} pixels is too small to hold a face '
+                               f'(the rule: at least {min_side} on each side); use a larger image or crop less tightly')
+        im = im.convert('L' if color_mode == 'grayscale' else 'RGB')
+        if max_side and max(im.size) > max_side: im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         if hw and im.size != (hw[1], hw[0]): im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
         return np.array(im, dtype=np.uint8)
+    finally:
+        if orig is not src: orig.close()   # release the file we opened; the caller's PIL image stays open
+
 
 # %% ../nbs/00_data.ipynb #af3a5c39
 def _natural_key(s:str) -> list:
@@ -216,9 +282,18 @@ def _finish_skips(skipped:list, strict:bool, where, what:str):
     warnings.warn(f"{what}: skipped {len(skipped)} file(s) ({', '.join(f'{k}: {v}' for k, v in counts.items())}); "
                   "they are listed in `.skipped`; pass strict=True to raise instead.", stacklevel=3)
 
+def _skip_reason(name:str, e:Exception) -> str:
+    "The `.skipped` reason for a file `read_image` refused: a short class, a colon, what is wrong and the fix."
+    if isinstance(e, FileNotFoundError): return 'missing'
+    detail = getattr(e, 'detail', str(e))
+    if isinstance(e, ImageTooSmallError): return f'too small: {detail}'
+    if isinstance(e, NotAnImageError) and PurePosixPath(name).suffix.lower() not in IMAGE_EXTS:
+        return 'not an image: no format Pillow reads; convert it to PNG or JPEG if it is one'
+    return f'unreadable: {detail}'
+
 def _read_entries(entries:list, # (name, get) pairs: `get()` returns a path or the file's bytes
-                  color_mode:str, size, strict:bool, where, progress:bool|None, desc:str):
-    "Read `entries`; returns (images array, indices of the entries kept, skipped (name, reason) list)."
+                  color_mode:str, size, strict:bool, where, progress:bool|None, desc:str, min_side:int=0):
+    "Read `entries` (by content: any name); returns (images array, indices of the entries kept, skipped (name, reason) list)."
     _check_mode(color_mode); _size_hw(size)  # argument errors are raised here, not counted as unreadable files
     it = entries
     if progress or (progress is None and len(entries) >= PROGRESS_MIN):
@@ -226,13 +301,9 @@ def _read_entries(entries:list, # (name, get) pairs: `get()` returns a path or t
         it = tqdm(entries, desc=desc, unit='img', leave=False)
     imgs, kept, skipped = [], [], []
     for i, (name, get) in enumerate(it):
-        if PurePosixPath(name).suffix.lower() not in IMAGE_EXTS: reason = 'not an image'
-        else:
-            try: imgs.append(read_image(get(), color_mode, size)); kept.append(i); continue
-            except FileNotFoundError: reason = 'missing'
-            except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-                reason = f'unreadable: {type(e).__name__}: {e}'
-        if strict: raise DataError(f'{where}: {name}: {reason}')
+        try: imgs.append(read_image(get(), color_mode, size, min_side=min_side)); kept.append(i); continue
+        except (DataError, FileNotFoundError) as e: reason = _skip_reason(name, e)
+        if strict: raise DataError(f'{where}: {image_name(name)}: {reason}')
         skipped.append((name, reason))
     shapes = Counter(a.shape for a in imgs)
     if len(shapes) > 1:
@@ -319,10 +390,11 @@ def load_fer2013_folder(path:str|Path, # the folder holding train/ and test/
 
 # %% ../nbs/00_data.ipynb #e8535576
 def _bad_rows(path, rows, describe, limit:int=5) -> DataError:
-    "A `DataError` naming the first `limit` bad 0-based `rows` as 1-based data rows and csv lines."
+    "A `DataError` naming the first `limit` bad 0-based `rows` as 1-based data rows and csv lines, and the fix."
     lines = [f'  row {r+1} (line {r+2}): {describe(r)}' for r in rows[:limit]]
     more = [f'  ... and {len(rows)-limit} more'] if len(rows) > limit else []
-    return DataError(f'{path}: {len(rows)} bad row(s) (rows count from 1 after the header):\n' + '\n'.join(lines + more))
+    fix = ['fix: correct or delete these rows (open the file at the line numbers above), or re-download the file']
+    return DataError(f'{path}: {len(rows)} bad row(s) (rows count from 1 after the header):\n' + '\n'.join(lines + more + fix))
 
 def _first_bad_token(s:str) -> str:
     return next((t for t in s.split(' ') if t and not re.fullmatch(r'[0-9]+', t)), s[:20])
@@ -465,6 +537,16 @@ def _atomic_path(out:Path, overwrite:bool, is_dir:bool):
         if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
         else: tmp.unlink(missing_ok=True)
         raise
+
+def atomic_write(path:Path|str, # the file to (over)write
+                 data, # bytes, or a function that writes the file at the temporary path it is given
+                 overwrite:bool=True, # replace `path` if it exists
+                ) -> Path:
+    "Write `path` through a temporary sibling and a rename: readers, and runs killed midway, see the old file or the new."
+    with _atomic_path(Path(path), overwrite, is_dir=False) as tmp:
+        if callable(data): data(tmp)
+        else: tmp.write_bytes(data)
+    return Path(path)
 
 def export_folders(csv:str|Path, # a FER2013 csv (plain or compressed)
                    out:str|Path, # the folder to create, with train/ and test/ inside
@@ -657,6 +739,42 @@ def load_rafdb(path:str|Path|None=None, # RAF-DB basic folder (EmoLabel/, Image/
                  files=np.array([e[0] for e in entries])[kept], kind=kind, skipped=skipped, source=root)
 
 # %% ../nbs/00_data.ipynb #bb0f82d9
+def _hidden(name:str) -> bool: return name.startswith('.') or name == '__MACOSX'
+
+def _link_reason(f:Path, root:Path) -> str|None:
+    "Why the link `f` is not followed (dangling, leading out of `root`, or to a folder), or None to follow it."
+    try: t = f.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return f'dangling link: it points to {os.readlink(f)}, which does not exist; fix the link or remove it'
+    try: t.relative_to(root.resolve())
+    except ValueError: return f'link out of the folder: not followed (it points to {t}); copy the file in instead'
+    return None if t.is_file() else 'link to a folder: not followed; copy the folder in instead'
+
+def walk_files(root:Path, # the folder to list
+               recursive:bool=True, # also list subfolders
+              ) -> tuple:
+    "Regular files under `root` as (relative name, path) pairs, and (name, reason) for each thing left out."
+    root, files, skipped = Path(root), [], []
+    def err(e):
+        if Path(e.filename) == root:
+            raise DataError(f'{root}: cannot list the folder ({e.strerror}); give yourself read access (chmod u+rx)')
+        skipped.append((Path(e.filename).relative_to(root).as_posix() + '/',
+                        f'unreadable folder: {e.strerror}; give yourself read access (chmod u+rx) or move it'))
+    for d, dirs, names in os.walk(root, onerror=err):
+        dp = Path(d)
+        for n in sorted(dirs):
+            rel = (dp/n).relative_to(root).as_posix() + '/'
+            if (dp/n).is_symlink(): skipped.append((rel, _link_reason(dp/n, root) or 'link to a folder: not followed'))
+            elif _hidden(n) and recursive: skipped.append((rel, 'hidden folder: not read; rename it to include it'))
+        dirs[:] = [n for n in sorted(dirs) if recursive and not (dp/n).is_symlink() and not _hidden(n)]
+        for n in names:
+            f = dp/n; rel = f.relative_to(root).as_posix()
+            why = _link_reason(f, root) if f.is_symlink() else (None if f.is_file() else
+                  'not a regular file (a pipe, socket or device); move it out of the folder')
+            if why: skipped.append((rel, why))
+            else: files.append((rel, f))
+    return files, skipped
+
 def load_image_folder(path:str|Path, # a folder of images (or a .tar/.tar.gz archive of them)
                       recursive:bool=True, # also read subfolders
                       color_mode:str='rgb', # 'rgb' or 'grayscale'
@@ -664,21 +782,27 @@ def load_image_folder(path:str|Path, # a folder of images (or a .tar/.tar.gz arc
                       add_channel:bool=False, # greyscale as N x H x W x 1
                       strict:bool=False, # raise on a bad file instead of skipping it
                       progress:bool|None=None, # tqdm bar; None: only for large folders
+                      min_side:int=0, # skip images with a side under this ('too small'; `MIN_FACE_SIDE` for faces)
+                      allow_empty:bool=False, # return an empty `Faces` instead of raising when nothing is readable
                      ) -> Faces:
-    "Every image in a folder, unlabelled (`y` is None), with its file path relative to the folder."
-    p = Path(path)
-    if p.is_file(): entries = [e for e in _tar_entries(p) if recursive or '/' not in e[0].strip('/')]
+    "Every image in a folder (found by content), unlabelled (`y` is None), with its path relative to the folder."
+    p, skipped = Path(path), []
+    if p.is_file():
+        entries = [e for e in _tar_entries(p) if (recursive or '/' not in e[0].strip('/'))
+                   and not any(_hidden(s) for s in PurePosixPath(e[0]).parts[:-1])]
     elif p.is_dir():
-        files = [f for f in (p.rglob('*') if recursive else p.iterdir()) if f.is_file()]
-        entries = [(f.relative_to(p).as_posix(), lambda f=f: f) for f in files]
+        files, skipped = walk_files(p, recursive)
+        entries = [(name, lambda f=f: f) for name, f in files]
     else: raise DatasetNotFoundError(f'{p}: no such folder or archive.')
-    entries = sorted((e for e in entries if not any(s.startswith('.') or s == '__MACOSX' for s in PurePosixPath(e[0]).parts[:-1])),
-                     key=lambda e: _natural_key(e[0]))
-    x, kept, skipped = _read_entries(entries, color_mode, size, strict, p, progress, 'images')
+    entries = sorted(entries, key=lambda e: _natural_key(e[0]))
+    x, kept, bad = _read_entries(entries, color_mode, size, strict, p, progress, 'images', min_side)
+    skipped = sorted(skipped + bad, key=lambda e: _natural_key(e[0]))
     _finish_skips(skipped, strict, p, 'image folder')
-    if x is None: raise DataError(f'{p}: no readable images' + (f' ({len(skipped)} files skipped).' if skipped else '.'))
-    return Faces(_finish_x(x, add_channel), None, files=np.array([entries[i][0] for i in kept]), classes=(),
-                 kind='image folder', skipped=skipped, source=p)
+    if x is None and not allow_empty:
+        raise DataError(f'{p}: no readable images' + (f' ({len(skipped)} files skipped).' if skipped else '.'))
+    if x is None: x = np.zeros((0, *(_size_hw(size) or (0, 0)), *([3] if color_mode == 'rgb' else [])), np.uint8)
+    return Faces(_finish_x(x, add_channel), None, files=np.array([entries[i][0] for i in kept], dtype=object),
+                 classes=(), kind='image folder', skipped=skipped, source=p)
 
 # %% ../nbs/00_data.ipynb #95c37720
 FERPLUS_COLUMNS = ('neutral', 'happiness', 'surprise', 'sadness', 'anger', 'disgust', 'fear', 'contempt', 'unknown', 'NF')

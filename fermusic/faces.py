@@ -4,11 +4,12 @@
 
 # %% ../nbs/04_faces.ipynb #0d96909a
 from __future__ import annotations
-import functools, importlib.util, io, os, warnings
-from dataclasses import dataclass, field
+import functools, importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+from .data import read_image
 
 # %% auto #0
 __all__ = ['landmark_model_path', 'read_photo', 'Face', 'face_landmarks', 'find_faces', 'plot_faces', 'to_grey',
@@ -49,27 +50,13 @@ def _predictor(path:str):
 # %% ../nbs/04_faces.ipynb #ccbb529c
 def read_photo(src, # a path, bytes, a file object, a PIL image or an array
                max_side:int=2000, # longer sides are shrunk to this (None: never)
+               min_side:int=0, # refuse photos with a side under this (`fermusic.data.MIN_FACE_SIDE`)
               ) -> np.ndarray:
-    "An upright RGB uint8 array of the photo, shrunk so its longer side is at most `max_side`."
-    name = str(src) if isinstance(src, (str, Path)) else type(src).__name__
-    if isinstance(src, np.ndarray): im = Image.fromarray(src.astype(np.uint8) if src.dtype != np.uint8 else src)
-    elif isinstance(src, Image.Image): im = src
-    else:
-        if isinstance(src, (str, Path)) and not Path(src).is_file(): raise FileNotFoundError(f'no photo at {src}')
-        try:
-            im = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
-            with warnings.catch_warnings():
-                warnings.simplefilter('error', Image.DecompressionBombWarning)
-                im.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ValueError(f'{name} is not a readable image ({e.__class__.__name__}: {e})') from None
-    im = ImageOps.exif_transpose(im)
-    if im.mode != 'RGB':
-        if im.mode in ('RGBA', 'LA', 'P'):  # flatten transparency onto white
-            im = im.convert('RGBA'); bg = Image.new('RGB', im.size, (255, 255, 255)); bg.paste(im, mask=im.split()[-1]); im = bg
-        else: im = im.convert('RGB')
-    if max_side and max(im.size) > max_side: im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return np.asarray(im)
+    "An upright RGB uint8 array of the photo (read by `read_image`), shrunk so its longer side is at most `max_side`."
+    if isinstance(src, np.ndarray): src = Image.fromarray(src.astype(np.uint8) if src.dtype != np.uint8 else src)
+    if isinstance(src, (str, Path)) and not Path(src).is_file():
+        raise FileNotFoundError(f'no photo at {src}: check the path (a file, not a folder)')
+    return read_image(src, 'rgb', max_side=max_side, min_side=min_side)
 
 # %% ../nbs/04_faces.ipynb #0405f921
 @dataclass

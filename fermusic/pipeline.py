@@ -4,13 +4,12 @@
 
 # %% ../nbs/13_pipeline.ipynb #12b5cb05
 from __future__ import annotations
-import functools, json
+import functools, math
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .config import sample_dir
-from .data import EMOTIONS
+from .data import EMOTIONS, MIN_FACE_SIDE, ImageTooSmallError
 from .faces import Face, find_faces, read_photo, plot_faces
 from .recommend import recommend, load_song_library
 
@@ -65,7 +64,10 @@ def photo_to_music(photo, # a path, bytes, file object, PIL image or array
                    library:pd.DataFrame|None=None, # the song library; default: the shipped one
                   ) -> list:
     "For every face in `photo` (largest first): its emotion probabilities and the recommended songs."
-    img = read_photo(photo)
+    if not (isinstance(min_score, (int, float)) and math.isfinite(min_score)):
+        raise ValueError(f'min_score must be a finite number, got {min_score!r}: pass e.g. 0.5 (higher keeps fewer faces)')
+    try: img = read_photo(photo, min_side=MIN_FACE_SIDE)
+    except ImageTooSmallError as e: raise NoFaceError(f'no face found: {e}') from None
     found = find_faces(img, upsample=upsample)
     faces = [f for f in found if f.score >= min_score]
     if not faces:

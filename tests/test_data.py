@@ -14,6 +14,8 @@ SAMPLE = ROOT/'data'/'fer2013_sample'
 FULL = Path(os.environ.get(DATA_ENV) or ROOT.parent/'shared'/'data')
 needs_full = lambda rel: pytest.mark.skipif(not (FULL/rel).exists(), reason=f'full data absent: {FULL/rel}')
 
+NOT_IMAGE = 'not an image: no format Pillow reads; convert it to PNG or JPEG if it is one'
+
 @pytest.fixture(autouse=True)
 def no_env(monkeypatch): monkeypatch.delenv(DATA_ENV, raising=False)
 
@@ -173,7 +175,7 @@ def test_folder_bad_files_skipped_and_counted(tmp_path, sample):
         f = load_fer2013_folder(root)
     assert f.n == 28 and len(f.skipped) == 5
     assert dict(f.skip_counts) == {'unreadable': 3, 'not an image': 1, 'not in a class folder': 1}
-    assert ('train/happy/notes.txt', 'not an image') in f.skipped
+    assert ('train/happy/notes.txt', NOT_IMAGE) in f.skipped
     with pytest.raises(DataError, match='truncated.png|corrupt.png|empty.jpg|loose.png|notes.txt'): load_fer2013_folder(root, strict=True)
     t = check_dataset(root, verbose=False)
     assert t.attrs['skipped'] == {'unreadable': 3, 'not an image': 1, 'not in a class folder': 1} and len(t.attrs['skipped_files']) == 5
@@ -221,7 +223,9 @@ def test_image_folder_errors_and_archive(tmp_path, sample):
     d = tmp_path/'imgs'; (d/'.hidden').mkdir(parents=True)
     (d/'x.txt').write_text('no')
     (d/'.hidden'/'a.png').write_bytes(png(sample.x[0]))
-    with pytest.warns(UserWarning), pytest.raises(DataError, match=r'no readable images \(1 files skipped\)'): load_image_folder(d)
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=r'no readable images \(2 files skipped\)'): load_image_folder(d)
+    f = load_image_folder(d, allow_empty=True, size=8)
+    assert f.n == 0 and f.skipped == [('.hidden/', 'hidden folder: not read; rename it to include it'), ('x.txt', NOT_IMAGE)]
     with pytest.raises(DatasetNotFoundError): load_image_folder(tmp_path/'nope')
     (d/'b.png').write_bytes(png(sample.x[0]))
     with tarfile.open(tmp_path/'imgs.tar.gz', 'w:gz') as tf: tf.add(d/'b.png', arcname='faces/b.png')
