@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_sort.ipynb #eee51b4a
 from __future__ import annotations
-import glob, json, os, shutil, warnings
+import glob, hashlib, json, os, shutil, warnings
 from pathlib import Path, PurePosixPath
 import numpy as np, pandas as pd
 from .data import EMOTIONS, MIN_FACE_SIDE, DataError, load_image_folder, atomic_write, image_name
@@ -69,6 +69,21 @@ def read_manifest(out:Path|str, # an OUTPUT folder of a sort
                         'or state); it was edited: check what the folder holds, then delete it or choose another OUTPUT')
     return m
 
+def _sha256(p:Path|None=None, data:bytes|None=None) -> str:
+    "The SHA-256 of a file's bytes (or of `data`): how a sort tells its own copies from files put in their place."
+    h = hashlib.sha256()
+    if data is not None: h.update(data)
+    else:
+        with open(p, 'rb') as f:
+            for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()
+
+def _ours(out:Path, rel:str, m:dict|None) -> bool:
+    "Is `out/rel` a file the sort wrote, unchanged since? (Manifests without hashes: the name decides.)"
+    want = ((m or {}).get('sha256') or {}).get(rel); p = out/rel
+    if want is None or p.is_symlink() or not p.is_file(): return True
+    return _sha256(p) in ([want] if isinstance(want, str) else want)   # while writing: the old copy's or the new
+
 def _write_manifest(out:Path, m:dict):
     "Write the manifest atomically (JSON with \\u escapes: names that are not valid UTF-8 survive exactly)."
     atomic_write(out/MANIFEST, (json.dumps(m, indent=1, sort_keys=True) + '\n').encode('ascii'))
@@ -115,8 +130,8 @@ def _check_dests(out:Path, rels:list, prior:dict|None):
                                         'away or choose a new OUTPUT (nothing was changed)')
             seen.add(d)
         p = out/rel
-        if (p.exists() or p.is_symlink()) and (rel not in ours or p.is_dir()):
-            raise FileExistsError(f'{image_name(p)} exists and was not written by a sort: move it away or choose a new '
+        if (p.exists() or p.is_symlink()) and (rel not in ours or p.is_dir() or not _ours(out, rel, prior)):
+            raise FileExistsError(f'{image_name(p)} exists and was not written by a sort (or was changed since): move it away or choose a new '
                                   'OUTPUT (nothing was changed)')
 
 # %% ../nbs/14_sort.ipynb #e7910d9b
@@ -138,10 +153,11 @@ def _remove_tmps(p:Path):
     for t in p.parent.glob(f'.{glob.escape(p.name)}.*.tmp'):
         if t.is_file() and not t.is_symlink(): t.unlink()
 
-def _remove_file(out:Path, rel:str) -> int:
-    "Remove `out/rel` (a file or link the manifest names, never a folder) and its leftover temporaries."
+def _remove_file(out:Path, rel:str, m:dict|None=None) -> int:
+    "Remove `out/rel` (a file or link manifest `m` names, never a folder, never one changed since) and its temporaries."
     if not _real_parents(out, rel): return 0
     p = out/rel; _remove_tmps(p)
+    if not _ours(out, rel, m): return 0                 # someone put their own file there: it stays
     if p.is_symlink() or p.is_file(): p.unlink(); return 1
     return 0
 
@@ -164,7 +180,7 @@ def undo_sort(output_dir:str|Path, # OUTPUT of a sort, finished or stopped midwa
         raise FileNotFoundError(f'{o} holds no {MANIFEST}: nothing there was written by a sort (or it was undone '
                                 'already); nothing was changed')
     m = read_manifest(out)
-    removed = sum(_remove_file(out, rel) for rel in m['files'])
+    removed = sum(_remove_file(out, rel, m) for rel in m['files'])
     _remove_dirs(out, m['dirs'])
     (out/MANIFEST).unlink()
     gone = m.get('created_output') is True and not any(out.iterdir()) and not _holds_cwd(out)
@@ -183,6 +199,11 @@ def _csv_bytes(table:pd.DataFrame) -> bytes:
     esc = lambda s: s if not isinstance(s, str) else image_name(s)
     return table.assign(file=table.file.map(esc), copied_to=table.copied_to.map(esc)).to_csv(index=False).encode('utf-8')
 
+def _both(old:dict, new:dict) -> dict:
+    "Every hash a listed file may have while a sort writes: an earlier sort's copy or this one's."
+    as_list = lambda v: [] if v is None else [v] if isinstance(v, str) else list(v)
+    return {k: sorted(set(as_list(old.get(k)) + as_list(new.get(k)))) for k in old.keys() | new.keys()}
+
 def _write_sort(inp:Path, out:Path, table:pd.DataFrame, prior:dict|None):
     "Write the copies and the CSV with a manifest listing them first; on any failure, remove all the manifest lists."
     copies = table[table.status == 'copied']
@@ -190,21 +211,25 @@ def _write_sort(inp:Path, out:Path, table:pd.DataFrame, prior:dict|None):
     need = sorted({d for rel in files for d in _parents(rel)}, key=_depth)
     old_files, old_dirs = (prior['files'], prior['dirs']) if prior else ([], [])
     made = not out.exists()
+    csv = _csv_bytes(table)
+    sha = {**{r.copied_to: _sha256(inp/r.file) for r in copies.itertuples()}, SORT_CSV: _sha256(data=csv)}
     m = dict(kind='fermusic sort', version=1, state='writing', input=str(Path(inp).resolve()),
              created_output=prior['created_output'] if prior else made,
-             files=sorted({*old_files, *files}), dirs=sorted({*old_dirs, *(d for d in need if not (out/d).is_dir())}))
+             files=sorted({*old_files, *files}), dirs=sorted({*old_dirs, *(d for d in need if not (out/d).is_dir())}),
+             sha256=_both((prior or {}).get('sha256') or {}, sha))
     try:
         if made: out.mkdir()
         for n in os.listdir(out):
             if _is_manifest_tmp(n): (out/n).unlink()
         _write_manifest(out, m)                        # from here on, every path written is listed
         for rel in old_files: _remove_tmps(out/rel)    # half-written copies of a killed run
-        for rel in set(old_files) - set(files): _remove_file(out, rel)
+        for rel in set(old_files) - set(files): _remove_file(out, rel, prior)
         _remove_dirs(out, set(old_dirs) - set(need))
         for d in need: (out/d).mkdir(exist_ok=True)
         for r in copies.itertuples(): _copy(inp/r.file, out/r.copied_to)
-        atomic_write(out/SORT_CSV, _csv_bytes(table))
-        _write_manifest(out, dict(m, state='complete', files=sorted(files), dirs=sorted(set(m['dirs']) & set(need))))
+        atomic_write(out/SORT_CSV, csv)
+        _write_manifest(out, dict(m, state='complete', files=sorted(files), dirs=sorted(set(m['dirs']) & set(need)),
+                                  sha256={k: sha[k] for k in files}))
     except BaseException as e:
         try:
             if (out/MANIFEST).is_file(): undo_sort(out)

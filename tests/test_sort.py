@@ -6,7 +6,7 @@ import numpy as np, pandas as pd, pytest
 from PIL import Image
 from hypothesis import example, given, settings, strategies as st, HealthCheck
 import fermusic.sort as S
-from fermusic.sort import (sort_images, sort_summary, undo_sort, read_manifest, SORT_CSV, MANIFEST,
+from fermusic.sort import (_ours, sort_images, sort_summary, undo_sort, read_manifest, SORT_CSV, MANIFEST,
                            UnsafeOutputError, OutputWriteError)
 from fermusic.data import EMOTIONS, DataError
 from fermusic.cli import main, EXIT_CODES
@@ -297,7 +297,9 @@ def test_path_rules_on_random_trees(entries, out, runs):
                 if planted and region and region.is_dir(): make(region/planted[0], planted[1], planted[2])
                 before, listed = snapshot(u), set()
                 if region and (region/MANIFEST).is_file():
-                    try: listed = {region/f for f in read_manifest(region)['files']}
+                    try:
+                        m = read_manifest(region)      # a listed file replaced by other bytes is not the sort's
+                        listed = {region/f for f in m['files'] if _ours(region, f, m)}
                     except DataError: pass
                 try:
                     if action == 'undo': res = undo_sort(out)
@@ -374,3 +376,16 @@ def test_sort_needs_no_study_module():
     r = subprocess.run([sys.executable, '-c', code], env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-1500:]
+
+
+def test_a_copy_replaced_by_the_user_is_never_removed(folder, tmp_path):
+    "The manifest keeps each copy's SHA-256: a file put in a copy's place (same name, other bytes) is not the sort's."
+    out = tmp_path/'out'
+    res = sort_images(folder, out, model=fake)
+    rel = res[res.status == 'copied'].copied_to.iloc[0]
+    (out/rel).write_bytes(b'my own drawing, saved over the copy')
+    with pytest.raises(FileExistsError, match='changed since'): sort_images(folder, out, model=fake, overwrite=True)
+    assert (out/rel).read_bytes() == b'my own drawing, saved over the copy'
+    r = undo_sort(out)
+    assert (out/rel).read_bytes() == b'my own drawing, saved over the copy' and not r['output_removed']
+    assert r['left'] == [rel.split('/')[0]]
