@@ -19,8 +19,8 @@ __all__ = ['EMOTIONS', 'CONTEMPT', 'EMOTIONS_EXT', 'FER2013_MAP', 'CKPLUS_MAP', 
            'FER_SIDE', 'OFFICIAL_COUNTS', 'RAFDB_LABEL_FILE', 'RAFDB_SPLITS', 'FERPLUS_COLUMNS', 'emotion_index',
            'DatasetNotFoundError', 'DataError', 'find_dataset', 'Faces', 'NotAnImageError', 'UnreadableImageError',
            'ImageTooSmallError', 'image_name', 'read_image', 'fer2013_usages', 'load_fer2013_folder',
-           'read_fer2013_csv', 'load_fer2013', 'atomic_write', 'export_folders', 'export_csv', 'load_ckplus',
-           'read_rafdb_labels', 'load_rafdb', 'walk_files', 'load_image_folder', 'load_ferplus_labels',
+           'read_fer2013_csv', 'convert_images', 'load_fer2013', 'atomic_write', 'export_folders', 'export_csv',
+           'load_ckplus', 'read_rafdb_labels', 'load_rafdb', 'walk_files', 'load_image_folder', 'load_ferplus_labels',
            'detect_dataset', 'check_dataset', 'stratified_subset', 'train_val_split', 'group_kfold']
 
 # %% ../nbs/00_data.ipynb #47cd1fc3
@@ -463,7 +463,10 @@ def read_fer2013_csv(path:str|Path, # fer2013.csv, plain or compressed
     return Faces(x, emo[sel].astype(np.int64), split=us[sel].astype(str), rows=sel, kind='fer2013 csv', source=path)
 
 # %% ../nbs/00_data.ipynb #837c4fe8
-def _convert_array(x:np.ndarray, color_mode:str, size) -> np.ndarray:
+def convert_images(x:np.ndarray, # N x H x W greyscale images, uint8
+                   color_mode:str, # 'grayscale' or 'rgb'
+                   size, # the side (or (height, width)) to resize to; None keeps the size
+                  ) -> np.ndarray:
     "Greyscale N x H x W images resized (bilinear) to `size` and, for 'rgb', repeated over 3 channels."
     _check_mode(color_mode)
     hw = _size_hw(size)
@@ -487,7 +490,7 @@ def load_fer2013(path:str|Path|None=None, # csv file or image folder; default: `
     if p.is_dir() and not ((p/'train').is_dir() or (p/'test').is_dir()) and _fer_csv_in(p): p = _fer_csv_in(p)
     if p.is_dir(): return load_fer2013_folder(p, split, color_mode, size, add_channel, strict, progress)
     f = read_fer2013_csv(p, split)
-    f.x = _finish_x(_convert_array(f.x, color_mode, size), add_channel)
+    f.x = _finish_x(convert_images(f.x, color_mode, size), add_channel)
     return f
 
 # %% ../nbs/00_data.ipynb #160f7a26

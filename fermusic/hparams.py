@@ -23,7 +23,7 @@ import keras_tuner as kt
 
 # %% ../nbs/30_hparams_rafdb.ipynb #ac07c160
 from .config import profile_settings, set_seed, rel_path, results_dir
-from .data import (EMOTIONS, _convert_array, find_dataset, load_fer2013, load_ferplus_labels, load_rafdb, stratified_subset,
+from .data import (EMOTIONS, convert_images, find_dataset, load_fer2013, load_ferplus_labels, load_rafdb, stratified_subset,
                            train_val_split)
 from .sort import sort_images
 from .records import recording, load_records, full_records, Claim, record_value
@@ -59,7 +59,7 @@ def run_epochs(report_epochs:int, # an epoch count in the report's units
 # %% ../nbs/30_hparams_rafdb.ipynb #f7b34660
 def _rgb(x:np.ndarray, size:int) -> np.ndarray:
     "Greyscale N x H x W uint8 faces as N x size x size x 3 (bilinear resize, grey repeated over RGB)."
-    return x if x.ndim == 4 else _convert_array(x, 'rgb', size)  # the data layer's resize + grey-to-RGB
+    return x if x.ndim == 4 else convert_images(x, 'rgb', size)  # the data layer's resize + grey-to-RGB
 
 def load_study_data(S:dict, # settings from `ugo_settings`
                     data_path:str|Path|None=None, # dataset location; default: `find_dataset(S['dataset'])`
