@@ -89,7 +89,8 @@ def _reproduce(args):
 
 def _scoreboard(args):
     "Print every claim of the papers against the committed full-profile records (the README's Markdown table)."
-    from fermusic.scoreboard import scoreboard_markdown, quick_check, quick_text
+    from fermusic.scoreboard import scoreboard_markdown, scoreboard_json, quick_check, quick_text
+    if args.json: print(scoreboard_json()); return 0
     if not args.quick: print(scoreboard_markdown()); return 0
     qc = quick_check()
     print(quick_text(qc).drop(columns='run').to_string(index=False)); return int((qc.status == 'DRIFT').any())
@@ -105,6 +106,7 @@ def _add_reproduce_commands(sub):
     c.set_defaults(func=_reproduce)
     c = sub.add_parser('scoreboard', help=_scoreboard.__doc__)
     c.add_argument('--quick', action='store_true', help="instead, check the quick-profile records here against each claim's quick value")
+    c.add_argument('--json', action='store_true', help="print every row with all its fields as JSON instead")
     c.set_defaults(func=_scoreboard)
 
 # %% ../nbs/99_cli.ipynb #fdc02dc4

@@ -56,7 +56,8 @@ from .records import Claim
 _TABLE4 = (('Brass', .972, .9723), ('Rise', .972, .9723), ('PDD', .816, .8165), ('Higher', .625, .625), ('All in', .625, .625),
            ('Adventures', .531, .5303), ('Temptation', .177, .3536), ('Light', .177, .3536))  # song, paper's Cos, ours (quick check)
 CLAIMS = [Claim('yu2020', f'Table 4: cosine similarity of {song}', paper, 'recommend-table4', f'table4.{i}.ours', 0.0015, quick=(ours, 1e-4),
-                reason=('C-only song: the profile counts Cheerful twice, so cos = 2/sqrt(32) = 0.354; the paper printed 1/sqrt(32)'
+                evidence='inconsistent' if song in ('Temptation', 'Light') else 'derived',
+                reason='tol: the paper prints three decimals. ' + ('C-only song: the profile counts Cheerful twice, so cos = 2/sqrt(32) = 0.354; the paper printed 1/sqrt(32) = 0.177, exactly a W-only song\'s score: a misprinted label column is as likely as a miscount'
                         if song in ('Temptation', 'Light') else 'plain cosine of the label counts (formula 5\'s cos^-1 is a typo)'))
           for i, (song, paper, ours) in enumerate(_TABLE4)]
 

@@ -12,7 +12,7 @@ import numpy as np
 from .config import get_profile, repo_root, results_dir, thread_count, PROFILE_ENV, OVERRIDES_ENV
 
 # %% auto #0
-__all__ = ['PACKAGES', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
+__all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
            'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'load_records', 'records_frame',
            'full_records', 'compare', 'Claim', 'record_value']
 
@@ -206,6 +206,8 @@ def compare(paper:float, # the paper's number
 # %% ../nbs/02_records.ipynb #cea25254
 from dataclasses import dataclass, field
 
+EVIDENCE = ('run', 'substitute', 'derived', 'inconsistent')  # what a claim's number rests on (see `Claim.evidence`)
+
 @dataclass
 class Claim:
     "One number of a paper, the record that measures it, and how close counts as reproduced."
@@ -214,10 +216,15 @@ class Claim:
     paper_value:float|None # the paper's number (a fraction for accuracies), None if it gives none
     record:str|None # the `name` of the record that measures it; None: not measurable here
     metric:str='metrics.accuracy' # dotted path into the record, e.g. 'evaluations.test.per_class.happy.recall'
-    tolerance:float=0.02 # |ours - paper| within this counts as reproduced
+    tolerance:float|None=None # |ours - paper| still called reproduced; None: the scoreboard's one rule (a 95% interval)
     quick:tuple|None=None # (expected, tolerance) for the quick-profile record of the same name
-    reason:str='' # one line: why it differs, or why it cannot be measured here
+    reason:str='' # one line: why it differs, or why it cannot be measured here (and why a stated tolerance)
     quick_record:str|None=None # the quick-profile record's name where it differs from `record`
+    evidence:str='run' # 'run' (the paper's experiment), 'substitute' (other data or setting), 'derived' (arithmetic
+                       # on the paper's numbers or data), 'inconsistent' (the paper's own numbers contradict each other)
+    schedule_record:str|None=None # the record of the training behind `record`, where `record` only scores its model
+    def __post_init__(self):
+        if self.evidence not in EVIDENCE: raise ValueError(f'{self.claim}: evidence={self.evidence!r}; choose one of {EVIDENCE}')
 
 def record_value(rec:dict|None, # a run record
                  metric, # dotted path, e.g. 'evaluations.test.accuracy' ('history.loss.-1': a list item), or a function of the record

@@ -4,15 +4,18 @@
 
 # %% ../nbs/90_scoreboard.ipynb #a1f2b302
 from __future__ import annotations
-import datetime as dt, html, importlib, importlib.util, re, time
+import datetime as dt, html, importlib, importlib.util, json, math, re, statistics, time
 from pathlib import Path
-import pandas as pd
+import numpy as np, pandas as pd
 from .config import get_profile, repo_root, results_dir
-from .records import Claim, compare, full_records, load_records, record_value
+from .records import Claim, full_records, load_records, record_value, to_jsonable
+from .train import run_schedule, wilson_interval
 
 # %% auto #0
-__all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'check_paper', 'collect_claims', 'run_label', 'judge', 'scoreboard', 'summary',
-           'fmt', 'board_text', 'scoreboard_markdown', 'quick_check', 'quick_text', 'reproduce']
+__all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'COLUMNS', 'check_paper', 'collect_claims',
+           'run_label', 'schedule_of', 'settled', 'schedule_text', 'rule_tolerance', 'one_class_share', 'judge',
+           'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt', 'board_text', 'scoreboard_markdown',
+           'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
 PAPERS = {'yu2020': 'Yu et al. 2020', 'han': 'Han, Wang & Lu', 'ugochukwu': 'Ugochukwu', 'shinde': 'Shinde et al. 2024'}
@@ -41,7 +44,9 @@ def collect_claims(papers=None, # paper keys; default: all four
     return claims, missing
 
 # %% ../nbs/90_scoreboard.ipynb #eb30ba09
-VERDICTS = ('reproduced', 'not reproduced', 'not measurable here', 'not run yet', 'no number in the paper', 'lesson not merged yet')
+VERDICTS = ('reproduced', 'not reproduced', 'under-trained', 'failed run', 'substitute', 'paper inconsistent',
+            'derived check', 'not measurable here', 'no number in the paper', 'not run yet', 'lesson not merged yet')
+EVIDENCE_VERDICT = {'substitute': 'substitute', 'derived': 'derived check', 'inconsistent': 'paper inconsistent'}
 
 def run_label(rec:dict) -> str:
     "Where and when a record was made: 'name · CPU x2 · 2026-11-21' or with its accelerators."
@@ -49,25 +54,117 @@ def run_label(rec:dict) -> str:
     dev = ', '.join(hw.get('accelerators') or []) or f"CPU x{hw.get('cpu_count', '?')}"
     return f"{rec['name']} · {dev} · {(rec.get('started') or '')[:10]}"
 
+def schedule_of(rec:dict|None, # a run record
+               ) -> dict|None:
+    "The record's `schedule`, or for an older record the same fields derived from what it holds; None: no epochs."
+    if not rec: return None
+    if rec.get('schedule'): return rec['schedule']
+    p, h, name = rec.get('params') or {}, rec.get('history') or {}, rec['name']
+    run = rec.get('epochs_run') or p.get('epochs_run') or len(h.get('loss') or [])
+    if not run: return None                                    # an SVM, a count, a table: nothing trained by epochs
+    planned = p.get('epochs_planned') or p.get('epochs') or run
+    base = 'ck_baseline_epochs' if 'ckplus' in name else 'baseline_epochs'   # Han's baselines have their own schedule
+    if name.split('-')[0] in ('vgg16', 'resnet50') and p.get(base): planned = p[base]
+    notes = ' '.join(map(str, rec.get('notes') or []))
+    stopped = ('time_budget' if re.search(r'stopped by the [\d.]+ min time budget', notes) else
+               'epoch_cap' if 'epochs_cap' in notes else 'planned_end' if run >= planned else
+               'converged' if p.get('patience') else 'epoch_cap')
+    hist = dict(loss=[0.] * run)                               # CK+ records keep one history entry per fold, not per epoch
+    if len(h.get('val_accuracy') or []) == run: hist['val_accuracy'] = h['val_accuracy']
+    return dict(run_schedule(hist, planned, stopped), derived_from='the record (it predates `schedule`)')
+
+def settled(s:dict|None, # from `schedule_of`
+           ) -> bool:
+    "Whether a schedule can back a verdict: no epochs, converged, or its planned end with validation no longer improving."
+    return s is None or s['stopped'] == 'converged' or (s['stopped'] == 'planned_end' and s.get('still_improving') is False)
+
+def schedule_text(s:dict|None) -> str:
+    "A schedule in a few words: '10/12 epochs, time budget, still improving'."
+    if not s: return ''
+    imp = {True: ', still improving', False: ', no longer improving'}.get(s.get('still_improving'), '')
+    return f"{s['epochs_run']}/{s['epochs_planned']} epochs, {s['stopped'].replace('_', ' ')}{imp}"
+
+# %% ../nbs/90_scoreboard.ipynb #7a1c0e02
+_RATE = re.compile(r'evaluations\.([^.]+)\.(accuracy|error_rate|mean_class_accuracy|precision|recall|f1'
+                   r'|per_class\.([^.]+)\.recall)$')
+
+def _half(p:float, n:int) -> float:
+    "Half the width of the 95% Wilson interval of a proportion `p` on `n` trials."
+    lo, hi = wilson_interval(round(p * n), n); return (hi - lo) / 2
+
+def rule_tolerance(claim:Claim, # a claim without a tolerance of its own
+                   rec:dict, # the newest record of its run
+                   seed_values=(), # the claim's value in the newest record of each seed
+                  ) -> tuple:
+    "The one tolerance rule, (tolerance, how it was derived), or (None, '') where it does not apply."
+    m = _RATE.match(claim.metric) if isinstance(claim.metric, str) else None
+    ev = ((rec.get('evaluations') or {}).get(m.group(1)) or {}) if m else {}
+    if claim.paper_value is None or not ev: return None, ''
+    p, split, what, cls = claim.paper_value, *m.groups()
+    if cls:
+        n = ev['per_class'][cls]['support']; tol = _half(p, n); how = f'the {n:,} {split} {cls} faces'
+    elif what in ('accuracy', 'error_rate'):
+        n = ev['n']; tol = _half(p, n); how = f'{n:,} {split} faces'
+    else:                                                      # a mean over classes: the classes' intervals, averaged
+        ns = [ev['per_class'][l]['support'] for l in ev['labels']]
+        tol = math.sqrt(sum(_half(p, n) ** 2 for n in ns)) / len(ns)
+        how = f'{len(ns)} classes of {min(ns):,}-{max(ns):,} {split} faces, averaged'
+    how = f'tol: 95% binomial (Wilson) interval on {how}'
+    vals = [v for v in seed_values if v is not None]
+    if len(vals) >= 3:
+        sd = statistics.stdev(vals); tol = math.sqrt(tol ** 2 + (1.96 * sd) ** 2)
+        how += f', widened by the spread of {len(vals)} seeds (sd {sd:.3f})'
+    return tol, how
+
+# %% ../nbs/90_scoreboard.ipynb #7a1c0e05
+FAILED_SHARE = 0.9  # a model that gives one class to at least 90% of the test faces "predicts one class": a failed run
+
+def one_class_share(rec:dict, # a run record
+                    metric=None, # the claim's metric: its evaluation's confusion matrix is read (default: the first)
+                   ) -> tuple:
+    "(share of test predictions in the most-predicted class, that class) from a confusion matrix, or (None, None)."
+    evs = {k: v for k, v in (rec.get('evaluations') or {}).items() if isinstance(v, dict) and v.get('confusion')}
+    m = re.match(r'evaluations\.([^.]+)\.', metric) if isinstance(metric, str) else None
+    ev = evs.get(m.group(1)) if m else None
+    ev = ev or next(iter(evs.values()), None)
+    if ev is None: return None, None
+    cols = np.asarray(ev['confusion']).sum(axis=0)
+    return float(cols.max() / max(cols.sum(), 1)), ev['labels'][int(cols.argmax())]
+
 def judge(claim:Claim, # the claim
           recs:dict, # {record name: [records, newest first]}
          ) -> dict:
-    "One scoreboard row: paper value, ours (newest record), difference, verdict, reason and run."
-    row = dict(paper=claim.paper, claim=claim.claim, paper_value=claim.paper_value, ours=None, diff=None,
-               tol=claim.tolerance, verdict=None, reason=claim.reason, run='')
-    if claim.record is None: row.update(verdict='not measurable here', tol=None); return row
-    rec = (recs.get(claim.record) or [None])[0]
+    "One scoreboard row: paper value, ours (newest record), difference, tolerance, verdict, schedule, reason and run."
+    row = dict(paper=claim.paper, claim=claim.claim, paper_value=claim.paper_value, ours=None, diff=None, tol=None,
+               verdict=None, schedule=None, reason=claim.reason, run='', record=claim.record)
+    if claim.record is None: return dict(row, verdict='not measurable here')
+    runs = recs.get(claim.record) or []
+    rec = runs[0] if runs else None
     ours = record_value(rec, claim.metric)
-    if rec is not None: row['run'] = run_label(rec)
-    row['ours'] = ours
-    if ours is None: row['verdict'] = 'not run yet'
-    elif claim.paper_value is None: row['verdict'] = 'no number in the paper'
-    else:
-        c = compare(claim.paper_value, ours, claim.tolerance)
-        row.update(diff=c['diff'], verdict=c['verdict'])
-    return row
+    srec = (recs.get(claim.schedule_record) or [None])[0] if claim.schedule_record else rec
+    sched = schedule_of(srec) if claim.evidence in ('run', 'substitute') else None   # arithmetic trains nothing
+    row.update(ours=ours, schedule=sched, run=run_label(rec) if rec else '')
+    if ours is None: return dict(row, verdict='not run yet')
+    if claim.paper_value is None: return dict(row, verdict='no number in the paper')
+    tol, how = claim.tolerance, ''
+    if tol is None:
+        seeds = {}
+        for r in runs: seeds.setdefault(r.get('seed'), record_value(r, claim.metric))
+        tol, how = rule_tolerance(claim, rec, list(seeds.values()))
+    if tol is None: raise ValueError(f"{claim.paper}: claim {claim.claim!r}: the tolerance rule needs a rate in an "
+                                     f"evaluation, not {claim.metric!r}: give the Claim a `tolerance` and its reason")
+    share, label = one_class_share(rec, claim.metric)
+    row.update(tol=tol, diff=ours - claim.paper_value, reason='. '.join(s for s in (how, claim.reason) if s))
+    if claim.evidence != 'run': verdict = EVIDENCE_VERDICT[claim.evidence]
+    elif share is not None and share >= FAILED_SHARE:
+        verdict = 'failed run'; row['reason'] = f'predicts {label} for {share:.0%} of the test faces. ' + row['reason']
+    elif not settled(sched): verdict = 'under-trained'
+    else: verdict = 'reproduced' if abs(row['diff']) <= tol else 'not reproduced'
+    return dict(row, verdict=verdict)
 
 # %% ../nbs/90_scoreboard.ipynb #d2ccf397
+COLUMNS = ['paper', 'claim', 'paper_value', 'ours', 'diff', 'tol', 'verdict', 'schedule', 'reason', 'run', 'record']
+
 def scoreboard(papers=None, # paper keys; default: all four
                claims:list|None=None, # default: `collect_claims(papers)`
                root:Path|str|None=None, # results folder; default: `results_dir()`
@@ -83,13 +180,25 @@ def scoreboard(papers=None, # paper keys; default: all four
         for nb in nbs:
             rows.append(dict(paper=p, claim=f'every claim of nbs/{nb}.ipynb', verdict='lesson not merged yet',
                              reason=f'fermusic.{dict(PAPER_LESSONS[p])[nb]} is not in this checkout yet; its CLAIMS appear here once it is'))
-    cols = ['paper', 'claim', 'paper_value', 'ours', 'diff', 'tol', 'verdict', 'reason', 'run']
-    return pd.DataFrame(rows, columns=cols, dtype=object)  # object: counts stay integers
+    return pd.DataFrame(rows, columns=COLUMNS, dtype=object)  # object: counts stay integers
 
 def summary(board:pd.DataFrame, # from `scoreboard`
            ) -> pd.DataFrame:
     "Claims per paper and verdict."
     return pd.crosstab(board.paper, board.verdict).reindex(columns=[v for v in VERDICTS if v in set(board.verdict)])
+
+def tally(board:pd.DataFrame, # from `scoreboard`
+         ) -> str:
+    "The counts per verdict in one line: '74 rows: 3 reproduced, 20 under-trained, ...'."
+    counts = board.verdict.value_counts()
+    return f"{len(board)} rows: " + ', '.join(f'{counts[v]} {v}' for v in VERDICTS if v in counts)
+
+def scoreboard_json(board:pd.DataFrame|None=None, # from `scoreboard`; default: `scoreboard()`
+                   ) -> str:
+    "Every row with all its fields (the schedule as the record gives it) as a JSON list."
+    board = scoreboard() if board is None else board
+    rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in board.to_dict('records')]
+    return json.dumps(to_jsonable(rows), indent=1, ensure_ascii=False)
 
 # %% ../nbs/90_scoreboard.ipynb #b32c08e5
 def fmt(v, sign:bool=False) -> str:
@@ -103,7 +212,9 @@ def fmt(v, sign:bool=False) -> str:
 def board_text(board:pd.DataFrame, # from `scoreboard`
               ) -> pd.DataFrame:
     "The scoreboard with its numbers formatted for reading (strings; the numbers stay in `board`)."
-    return _formatted(board, ('paper_value', 'ours', 'tol'))
+    t = _formatted(board, ('paper_value', 'ours', 'tol'))
+    t['schedule'] = [schedule_text(s) if isinstance(s, dict) else '' for s in board.schedule]
+    return t
 
 def _formatted(df:pd.DataFrame, cols) -> pd.DataFrame:
     "A copy of `df` with `cols` and `diff` (signed) as `fmt` strings, blanks for missing values."
@@ -120,14 +231,13 @@ def scoreboard_markdown(board:pd.DataFrame|None=None, # from `scoreboard`; defau
     "The scoreboard as a Markdown table, with a summary line of verdicts, between marker comments."
     board = scoreboard() if board is None else board
     t = board_text(board)
-    lines = ['| paper | claim | paper | ours | diff | tol | verdict | reason | run |', '|---|---|---:|---:|---:|---:|---|---|---|']
+    lines = ['| paper | claim | paper | ours | diff | tol | verdict | schedule | reason | run |',
+             '|---|---|---:|---:|---:|---:|---|---|---|---|']
     for r in t.itertuples():
         lines.append('| ' + ' | '.join(_md(x) for x in (PAPERS.get(r.paper, r.paper), r.claim, r.paper_value, r.ours, r.diff, r.tol,
-                                                        f'**{r.verdict}**', r.reason, r.run)) + ' |')
-    counts = board.verdict.value_counts()
-    tally = ', '.join(f'{counts[v]} {v}' for v in VERDICTS if v in counts)
+                                                        f'**{r.verdict}**', r.schedule, r.reason, r.run)) + ' |')
     return ('<!-- scoreboard: generated by `fermusic scoreboard` from results/full/; do not edit -->\n'
-            f'{len(board)} rows: {tally}.\n\n' + '\n'.join(lines) + '\n<!-- /scoreboard -->')
+            f'{tally(board)}.\n\n' + '\n'.join(lines) + '\n<!-- /scoreboard -->')
 
 # %% ../nbs/90_scoreboard.ipynb #56ada7d5
 def quick_check(claims:list|None=None, # default: `collect_claims()`

@@ -1,11 +1,12 @@
 """`fermusic.scoreboard` and `fermusic reproduce`: the README's table is current, the claims are well formed, and
 `reproduce` passes, fails and reports as documented (nbs/90_scoreboard.ipynb covers the normal paths)."""
-import contextlib, io, re
+import contextlib, io, json, re
 from pathlib import Path
 import nbformat, pytest
 import fermusic.scoreboard as SB
-from fermusic.scoreboard import (PAPERS, collect_claims, scoreboard, scoreboard_markdown, reproduce, quick_check, VERDICTS)
-from fermusic.records import Claim
+from fermusic.scoreboard import (PAPERS, collect_claims, scoreboard, scoreboard_markdown, scoreboard_json, reproduce, quick_check,
+                                 VERDICTS, FAILED_SHARE)
+from fermusic.records import Claim, EVIDENCE, write_json_atomic
 from fermusic.cli import main, build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,8 @@ def test_claims_are_well_formed():
     assert {c.paper for c in claims} >= {'yu2020', 'shinde'}
     for c in claims:
         assert c.paper in PAPERS, c
-        assert c.tolerance is not None and c.tolerance >= 0, c
+        assert c.tolerance is None or (c.tolerance >= 0 and c.reason), f'{c.claim}: a stated tolerance needs its reason'
+        assert c.evidence in EVIDENCE, c
         assert c.record is not None or c.reason, f'{c.claim}: a claim without a record must say why'
         assert isinstance(c.metric, str) or callable(c.metric), c
         assert c.quick is None or (len(c.quick) == 2 and c.quick[1] >= 0), c
@@ -96,3 +98,63 @@ def test_cli_reproduce_arguments():
     err = io.StringIO()
     with contextlib.redirect_stderr(err): assert main(['reproduce', 'smith']) == 2
     assert 'choose one of yu2020, han, ugochukwu, shinde or all' in err.getvalue()
+
+
+def _rec(root, name, seed=0, started='2026-01-01T00:00:00+00:00', **kw):
+    "Write a synthetic full-profile record of the paper 'yu2020' under `root`."
+    rec = {**dict(name=name, paper='yu2020', profile='full', seed=seed, started=started, params={}, history={}, notes=[],
+                  hardware=dict(cpu_count=2, accelerators=[])), **kw}
+    write_json_atomic(Path(root)/'full'/'yu2020'/f'{name}__seed{seed}.json', rec)
+
+def _ev(correct, n=1000, confusion=None):
+    "An evaluation of `n` faces, `correct` of them right, two classes of 500."
+    cm = confusion or [[correct // 2, 500 - correct // 2], [500 - (correct - correct // 2), correct - correct // 2]]
+    return dict(test=dict(n=n, accuracy=correct / n, labels=['a', 'b'], confusion=cm,
+                          per_class=dict(a=dict(support=500, recall=cm[0][0] / 500), b=dict(support=500, recall=cm[1][1] / 500))))
+
+def test_every_verdict_from_synthetic_records(tmp_path):
+    "Synthetic records that produce each verdict, with the schedule and tolerance the rows state, and the JSON."
+    converged = dict(params=dict(epochs=30, patience=5), epochs_run=12, history=dict(loss=[1.] * 12, val_accuracy=[.5] * 3 + [.6] + [.55] * 8))
+    _rec(tmp_path, 'good', evaluations=_ev(610), **converged)
+    _rec(tmp_path, 'bad', evaluations=_ev(500), **converged)
+    _rec(tmp_path, 'short', evaluations=_ev(610), params=dict(epochs=12), epochs_run=10, history=dict(loss=[1.] * 10),
+         notes=['stopped by the 88 min time budget after 10 of 12 epochs'])
+    _rec(tmp_path, 'new', evaluations=_ev(610), schedule=dict(epochs_planned=500, epochs_run=40, best_epoch=40, monitor='val_accuracy',
+                                                              stopped='epoch_cap', still_improving=True))
+    _rec(tmp_path, 'flat', evaluations=_ev(500, confusion=[[500, 0], [480, 20]]), **converged)
+    _rec(tmp_path, 'count', metrics=dict(n=28709))
+    for s, k in enumerate((590, 610, 630)): _rec(tmp_path, 'seeds', seed=s, evaluations=_ev(k), **converged)
+    acc = 'evaluations.test.accuracy'
+    claims = [Claim('yu2020', 'good', 0.6, 'good', acc), Claim('yu2020', 'bad', 0.6, 'bad', acc),
+              Claim('yu2020', 'short', 0.6, 'short', acc), Claim('yu2020', 'new', 0.6, 'new', acc),
+              Claim('yu2020', 'flat', 0.6, 'flat', acc), Claim('yu2020', 'sub', 0.6, 'good', acc, evidence='substitute'),
+              Claim('yu2020', 'count', 28708, 'count', 'metrics.n', 0, evidence='derived', reason='a data count'),
+              Claim('yu2020', 'typo', 0.177, 'good', acc, 0.0015, evidence='inconsistent', reason='the paper contradicts itself'),
+              Claim('yu2020', 'none', 0.5, None, reason='no weights'), Claim('yu2020', 'nonum', None, 'good', acc),
+              Claim('yu2020', 'gone', 0.6, 'never-run', acc), Claim('yu2020', 'seeds', 0.6, 'seeds', acc),
+              Claim('yu2020', 'class a', 0.55, 'good', 'evaluations.test.per_class.a.recall')]
+    b = scoreboard(claims=claims, root=tmp_path).set_index('claim')
+    want = dict(good='reproduced', bad='not reproduced', short='under-trained', new='under-trained', flat='failed run',
+                sub='substitute', count='derived check', typo='paper inconsistent', none='not measurable here',
+                nonum='no number in the paper', gone='not run yet', seeds='reproduced')
+    assert b.verdict.to_dict() | want == b.verdict.to_dict(), b.verdict.to_dict()
+    assert set(VERDICTS) - set(b.verdict) == {'lesson not merged yet'}   # every verdict but the checkout's own, made here
+    assert b.schedule['short']['stopped'] == 'time_budget' and b.schedule['short']['epochs_run'] == 10
+    assert b.schedule['new']['epochs_planned'] == 500 and b.schedule['good']['stopped'] == 'converged'
+    assert b.schedule['count'] is None
+    # one tolerance rule: the 95% Wilson interval of the test set's size (1000 faces), of a class's count (500),
+    # widened by the spread of 3 seeds
+    assert abs(b.tol['good'] - 0.0303) < 5e-4 and abs(b.tol['class a'] - 0.0436) < 5e-4, b.tol
+    assert b.tol['seeds'] > b.tol['good'] and 'spread of 3 seeds' in b.reason['seeds']
+    assert '1,000 test faces' in b.reason['good'] and 'the 500 test a faces' in b.reason['class a']
+    assert b.reason['flat'].startswith('predicts a for 98% of the test faces') and 0.98 >= FAILED_SHARE
+    rows = json.loads(scoreboard_json(b.reset_index()))
+    assert len(rows) == len(claims) and {'paper', 'claim', 'paper_value', 'ours', 'tol', 'verdict', 'schedule', 'record'} <= set(rows[0])
+    assert rows[2]['schedule']['epochs_planned'] == 12 and rows[8]['ours'] is None
+
+
+def test_cli_scoreboard_json():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out): assert main(['scoreboard', '--json']) == 0
+    rows = json.loads(out.getvalue())
+    assert len(rows) == len(scoreboard()) and all(r['verdict'] in VERDICTS for r in rows)
