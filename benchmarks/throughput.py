@@ -9,7 +9,7 @@ FERMUSIC_PROFILE=full to keep the record under results/full/ (quick records are 
 
 Not a test: timings depend on the machine and on what else it is running (the record stores the load average).
 """
-import argparse, os, sys, time
+import argparse, os, time
 import numpy as np
 
 def measure(variant, batch_size, batches, warmup, seed=0):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cnn8_fer2013.ipynb #b3c658b6
 from __future__ import annotations
-import math, os, time
+import time
 from pathlib import Path
 import numpy as np
 
@@ -18,10 +18,10 @@ import keras
 from keras import layers
 
 # %% ../nbs/10_cnn8_fer2013.ipynb #123464ae
-from .config import profile_settings, set_seed, repo_root, rel_path, state_dir
-from .data import EMOTIONS, load_fer2013, train_val_split, find_dataset, stratified_subset
-from .records import recording, full_records
-from .train import fit_run, evaluate, save_for_inference
+from .config import profile_settings, repo_root, rel_path, state_dir
+from .data import EMOTIONS, load_fer2013, train_val_split, stratified_subset
+from .records import recording
+from .train import fit_run, evaluate, save_for_inference, classification_metrics
 
 # %% ../nbs/10_cnn8_fer2013.ipynb #84019272
 CNN8_QUICK = dict(variant='7x7', epochs=4, batch_size=32, lr=1e-4, optimizer='adam', val_fraction=0.1, patience=None,
@@ -195,7 +195,6 @@ def lbp_features(x:np.ndarray, # N x H x W (x 1) greyscale images, uint8
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from .train import classification_metrics
 
 BASELINES = {'gabor-svm': gabor_features, 'lbp-svm': lbp_features}
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_config.ipynb #15fa6dc2
 from __future__ import annotations
-import os, json, warnings, logging
+import os, json, warnings
 from pathlib import Path
 
 # %% auto #0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_lyrics.ipynb #7a0db261
 from __future__ import annotations
-import os, re, math, json, time, pickle, logging
+import re, math, json, time, pickle, logging
 from functools import lru_cache
 from pathlib import Path
 import numpy as np
@@ -30,8 +30,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.utils.validation import check_is_fitted
 
 # %% ../nbs/11_lyrics.ipynb #cbbc543a
-from .config import repo_root, sample_dir
-from .data import EMOTIONS, DATA_ENV, DataError, DatasetNotFoundError, emotion_index, find_dataset
+from .config import sample_dir
+from .data import EMOTIONS, DataError, emotion_index, find_dataset
 
 # %% ../nbs/11_lyrics.ipynb #08999b58
 LYRIC_LABELS = {'angry': 'angry', 'disgust': 'disgust', 'fear': 'fear', 'happy': 'happy', 'sad': 'sad',

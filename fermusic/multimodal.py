@@ -25,13 +25,13 @@ from skimage.transform import AffineTransform, warp
 import matplotlib.pyplot as plt
 
 # %% ../nbs/20_multimodal.ipynb #73928f7f
-from .config import profile_settings, set_seed, rel_path, repo_root, get_profile
-from .data import (EMOTIONS, EMOTIONS_EXT, Faces, load_fer2013, load_ckplus, find_dataset, group_kfold,
+from .config import profile_settings, set_seed, rel_path
+from .data import (EMOTIONS, Faces, load_fer2013, load_ckplus, find_dataset, group_kfold,
                            stratified_subset, DatasetNotFoundError)
-from .records import recording, full_records, compare, Claim, record_value, write_json_atomic
+from .records import recording, Claim
 from .train import (classification_metrics, EpochTimer, TimeBudget, augmentation, fit, predict_proba, recalibrate_bn, ArrayDataset,
-                            save_for_inference, plot_confusion, plot_history, layer_table)
-from .faces import batch_landmarks, hog_features, landmark_model_path, to_grey
+                            save_for_inference)
+from .faces import batch_landmarks, hog_features, to_grey
 
 # %% ../nbs/20_multimodal.ipynb #40b75c53
 HAN_FULL = dict(epochs=500, batch_size=64, lr=1e-3, factor=30, rotation=10., translation=0.1, tta=10,

@@ -23,7 +23,7 @@ from sklearn.metrics.pairwise import cosine_similarity
 # %% ../nbs/12_recommend.ipynb #4f4ce8e6
 from .config import sample_dir
 from .data import EMOTIONS, DataError
-from .lyrics import check_emotion, encoding_error, lexicon_scores, predict_emotions, load_lyric_model, DUTIR
+from .lyrics import check_emotion, encoding_error, lexicon_scores, predict_emotions, DUTIR
 
 # %% ../nbs/12_recommend.ipynb #01edf324
 def user_profile(label_lists, # the labels of each typical song, e.g. [['Cheerful', 'Keyboard'], ...]

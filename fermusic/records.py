@@ -204,7 +204,7 @@ def compare(paper:float, # the paper's number
     return dict(paper=paper, ours=ours, diff=diff, tol=tol, verdict='reproduced' if abs(diff) <= tol else 'not reproduced')
 
 # %% ../nbs/02_records.ipynb #cea25254
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 EVIDENCE = ('run', 'substitute', 'derived', 'inconsistent')  # what a claim's number rests on (see `Claim.evidence`)
 

@@ -22,8 +22,8 @@ from keras import layers
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #7f114744
 from .config import profile_settings, set_seed, rel_path
-from .data import EMOTIONS, OFFICIAL_COUNTS, load_fer2013, train_val_split, stratified_subset
-from .records import recording, compare, full_records
+from .data import EMOTIONS, load_fer2013, train_val_split, stratified_subset
+from .records import recording, compare
 from .train import fit, augmentation, evaluate, TimeBudget, save_for_inference
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #a555d949

@@ -1,10 +1,8 @@
 "Bad input and edge cases of `fermusic.cnn8` (the lesson nbs/10_cnn8_fer2013.ipynb covers the normal paths)."
-import os, json
-from pathlib import Path
 import numpy as np, pytest
 import keras
-from fermusic.cnn8 import (cnn8, cnn8_settings, save_for_inference, default_model_path, gabor_features,
-                           lbp_features, stratified_subset, table2_indices, paper_vs_ours, table2, run_cnn8, load_fer_splits)
+from fermusic.cnn8 import (cnn8, cnn8_settings, save_for_inference, gabor_features,
+                           lbp_features, stratified_subset, table2_indices, paper_vs_ours, table2)
 from fermusic.train import as_model_input, load_model, predict_proba, TimeBudget
 
 @pytest.fixture(scope='module')

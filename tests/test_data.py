@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 import fermusic.data as D
-from fermusic.data import (DATA_ENV, EMOTIONS, EMOTIONS_EXT, DataError, DatasetNotFoundError, Faces, check_dataset,
+from fermusic.data import (DATA_ENV, EMOTIONS, EMOTIONS_EXT, DataError, DatasetNotFoundError, check_dataset,
                            export_csv, export_folders, find_dataset, group_kfold, load_ckplus, load_fer2013,
                            load_fer2013_folder, load_ferplus_labels, load_image_folder, load_rafdb, read_fer2013_csv,
                            read_image, read_rafdb_labels, train_val_split)

@@ -1,7 +1,6 @@
 """Checks of the kit as a package: generated code matches the notebooks, install files agree, CI runs the README's command."""
 import configparser, json, re, shlex, shutil, subprocess, sys
 from pathlib import Path
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 

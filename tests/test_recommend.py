@@ -1,9 +1,9 @@
 "Bad input and edge cases of `fermusic.recommend` (the lesson nbs/12_recommend.ipynb covers the normal paths)."
 import json
 from pathlib import Path
-import numpy as np, pandas as pd, pytest
+import pandas as pd, pytest
 from fermusic.data import EMOTIONS, DataError
-from fermusic.recommend import (LIFT, build_song_library, emotion_library, label_similarity, load_song_library,
+from fermusic.recommend import (LIFT, emotion_library, label_similarity, load_song_library,
                                 read_songci_json, recommend, save_song_library, song_labels, user_profile)
 
 ROOT = Path(__file__).resolve().parents[1]

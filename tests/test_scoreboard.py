@@ -2,10 +2,9 @@
 `reproduce` passes, fails and reports as documented (nbs/90_scoreboard.ipynb covers the normal paths)."""
 import contextlib, io, json, re
 from pathlib import Path
-import nbformat, pytest
+import nbformat
 import fermusic.scoreboard as SB
-from fermusic.scoreboard import (PAPERS, collect_claims, scoreboard, scoreboard_markdown, scoreboard_json, reproduce, quick_check,
-                                 VERDICTS, FAILED_SHARE)
+from fermusic.scoreboard import (PAPERS, collect_claims, scoreboard, scoreboard_markdown, scoreboard_json, reproduce, VERDICTS, FAILED_SHARE)
 from fermusic.records import Claim, EVIDENCE, write_json_atomic
 from fermusic.cli import main, build_parser
 
