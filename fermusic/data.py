@@ -284,7 +284,8 @@ def _finish_skips(skipped:list, strict:bool, where, what:str):
 
 def _skip_reason(name:str, e:Exception) -> str:
     "The `.skipped` reason for a file `read_image` refused: a short class, a colon, what is wrong and the fix."
-    if isinstance(e, FileNotFoundError): return 'missing'
+    if isinstance(e, FileNotFoundError):
+        return 'missing: listed (e.g. by a label file) but not on disk; restore the file or remove its entry'
     detail = getattr(e, 'detail', str(e))
     if isinstance(e, ImageTooSmallError): return f'too small: {detail}'
     if isinstance(e, NotAnImageError) and PurePosixPath(name).suffix.lower() not in IMAGE_EXTS:

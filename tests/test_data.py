@@ -337,7 +337,8 @@ def raf_basic(root, sample, missing=()):
 def test_rafdb_basic(tmp_path, sample):
     root = raf_basic(tmp_path/'basic', sample, missing=('test_00003',))
     with pytest.warns(UserWarning, match='missing: 1'): f = load_rafdb(root, color_mode='grayscale', size=48)
-    assert f.n == 15 and f.x.shape == (15, 48, 48) and f.skipped == [('Image/aligned/test_00003_aligned.jpg', 'missing')]
+    assert f.n == 15 and f.x.shape == (15, 48, 48) and [(n, r.split(':')[0]) for n, r in f.skipped] == [('Image/aligned/test_00003_aligned.jpg', 'missing')]
+    assert 'restore the file' in f.skipped[0][1]
     with pytest.raises(DataError, match='test_00003_aligned.jpg: missing'): load_rafdb(root, strict=True)
     assert load_rafdb(root, 'train').y.tolist() == [5, 2, 1, 3, 4, 0, 6, 3]
     with pytest.raises(ValueError, match='Unknown RAF-DB split'): load_rafdb(root, 'val')
