@@ -225,6 +225,7 @@ def _os_message(e:OSError) -> str:
 def main(argv:list|None=None, # arguments (default: sys.argv[1:])
         ) -> int:
     "Entry point of the `fermusic` command; returns the exit status (see `EXIT_CODES`)."
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')   # a process the kit starts: quiet TensorFlow before it loads
     try: args = build_parser().parse_args(argv)
     except SystemExit as e: return e.code if isinstance(e.code, int) else 2   # --help, or a usage error argparse printed
     if args.profile: os.environ[PROFILE_ENV] = args.profile

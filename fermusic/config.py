@@ -9,11 +9,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PROFILES', 'PROFILE_ENV', 'OVERRIDES_ENV', 'STATE_ENV', 'get_profile', 'get_overrides', 'profile_settings',
-           'set_seed', 'repo_root', 'results_dir', 'rel_path', 'sample_dir', 'state_dir', 'thread_count']
+           'set_seed', 'repo_root', 'results_dir', 'rel_path', 'sample_dir', 'state_dir', 'keras_backend',
+           'thread_count']
 
 # %% ../nbs/01_config.ipynb #712dfc54
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')   # TF's C++ INFO/WARNING lines on stderr
-os.environ.setdefault('KERAS_BACKEND', 'tensorflow')  # the default; `jax` runs the same code on the GPU machines
 PROFILES = ('quick', 'full')
 PROFILE_ENV = 'FERMUSIC_PROFILE'
 OVERRIDES_ENV = 'FERMUSIC_OVERRIDES'
@@ -108,12 +107,18 @@ def state_dir() -> Path:
     return Path(os.environ.get(STATE_ENV) or Path.home()/'.cache'/'fermusic'/'runs').expanduser()
 
 # %% ../nbs/01_config.ipynb #50944e32
+def keras_backend() -> str:
+    "The Keras backend in use: Keras' own answer once it is imported, else $KERAS_BACKEND, else 'tensorflow'."
+    import sys
+    if 'keras' in sys.modules: return sys.modules['keras'].backend.backend()
+    return os.environ.get('KERAS_BACKEND') or 'tensorflow'
+
 def thread_count() -> int:
     "The threads the Keras backend's ops may use: TensorFlow's intra-op setting, else the usable cores."
     import sys
     try: cores = len(os.sched_getaffinity(0))
     except AttributeError: cores = os.cpu_count() or 1
-    if 'tensorflow' in sys.modules and os.environ.get('KERAS_BACKEND', 'tensorflow') == 'tensorflow':
+    if 'tensorflow' in sys.modules and keras_backend() == 'tensorflow':
         n = sys.modules['tensorflow'].config.threading.get_intra_op_parallelism_threads()
         if n: return n
     return int(os.environ.get('TF_NUM_INTRAOP_THREADS') or cores)

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 import numpy as np
-from .config import get_profile, repo_root, results_dir, thread_count, PROFILE_ENV, OVERRIDES_ENV
+from .config import (get_profile, repo_root, results_dir, thread_count, keras_backend, PROFILE_ENV,
+                             OVERRIDES_ENV)
 
 # %% auto #0
 __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
@@ -49,7 +50,7 @@ def _cpu_model():
 
 def accelerators() -> list:
     "The accelerators visible to the active Keras backend (empty on CPU)."
-    backend = os.environ.get('KERAS_BACKEND', 'tensorflow')
+    backend = keras_backend()
     try:
         if backend == 'jax':
             import jax
@@ -68,7 +69,7 @@ def hardware() -> dict:
     try: mem = round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30, 1)
     except (ValueError, OSError, AttributeError): mem = None
     return dict(platform=platform.platform(), cpu=_cpu_model(), cpu_count=os.cpu_count(), memory_gib=mem,
-                keras_backend=os.environ.get('KERAS_BACKEND', 'tensorflow'), accelerators=accelerators(),
+                keras_backend=keras_backend(), accelerators=accelerators(),
                 threads=thread_count())
 
 # %% ../nbs/02_records.ipynb #5fce958b
@@ -126,6 +127,14 @@ def record_path(rec:dict, root:Path|str|None=None) -> Path:
     stamp = rec['started'].replace(':', '').replace('-', '').split('.')[0].replace('+0000', 'Z')
     return Path(root or results_dir())/rec['profile']/rec['paper']/f"{rec['name']}__seed{rec['seed']}__{stamp}.json"
 
+def _reads_sample(dataset:dict|None) -> bool:
+    "Does the run's data path lie in the shipped samples (data/ of the checkout)?"
+    p, root = (dataset or {}).get('path'), repo_root()
+    if not p or root is None: return False
+    p = Path(p) if Path(p).is_absolute() else root/p
+    try: p.resolve().relative_to((root/'data').resolve()); return True
+    except ValueError: return False
+
 @contextmanager
 def recording(name:str, # what was run, e.g. 'cnn8-7x7'
               paper:str, # which paper it reproduces: 'yu2020', 'han', 'ugochukwu', 'shinde', or 'kit'
@@ -143,6 +152,10 @@ def recording(name:str, # what was run, e.g. 'cnn8-7x7'
                     overrides=json.loads(os.environ.get('FERMUSIC_OVERRIDES') or '{}'),
                     started=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'),
                     metrics={}, history={}, notes=[])
+    if rec['profile'] == 'full' and _reads_sample(dataset):
+        raise ValueError(f"a full-profile record of a run on the shipped sample ({dataset['path']}): the data were "
+                         "found in the quick profile. Set FERMUSIC_PROFILE=full (or `fermusic --profile full`) and "
+                         "FERMUSIC_DATA before the run, or record it as quick.")
     rec.update(git=git_state(), versions=package_versions(), hardware=hardware())  # the code and machine the run starts with
     t0 = time.perf_counter()
     yield rec
