@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The one prepared GPU command (issue #13, section 4): the papers' own schedules on a lent H100/H200, JAX, one call.
+#
+# Here, first: FERMUSIC_DATA=../shared/data bash benchmarks/gpu_prepare.sh   (wheels in .whl/, data in .gpu/)
+# Then, as the device tool's command, carrying .gpu and .whl:
+#   bash benchmarks/gpu_run.sh [--minutes 9.3] [--runs yu,shinde-cnn,shinde-resnet50,ugochukwu] [gpu_train.py options]
+# What comes back in $OUT (at most 8 files): console.log, device.txt, records.tgz (fermusic run records:
+# `tar xzf records.tgz` in the checkout puts them under results/), cnn8_fer2013.keras.part-NN (Yu's model,
+# split under the 16 MiB per-file limit: `cat cnn8_fer2013.keras.part-* > data/models/cnn8_fer2013.keras`).
+# Size: the carried data (47.3 MiB) and wheels (5.2 MiB) fit the 64 MiB limit only if the tracked 24.5 MiB
+# data/models/cnn8_fer2013.keras does not travel (see benchmarks/pack_fer2013.py --travel).
+# A CPU dry run of this same script is tests/test_gpu_run.py.
+set -uo pipefail
+T0=$(date +%s)
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+MINUTES=9.3
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in --minutes) MINUTES=$2; shift 2;; *) args+=("$1"); shift;; esac
+done
+if ! python3 -c "import keras" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then   # the GPU image has no keras
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site:$PWD"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+(nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv) > "$OUT/device.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/device.txt"
+LEFT=$(python3 -c "import sys; print(round(float(sys.argv[1]) - ($(date +%s) - $T0) / 60, 2))" "$MINUTES")
+python3 benchmarks/gpu_train.py --out "$OUT" --minutes "$LEFT" "${args[@]}" > "$OUT/console.log" 2>&1
+rc=$?
+tail -n 40 "$OUT/console.log"
+rm -f "$OUT/gpu_train.log"   # the same lines are in console.log
+if [ -d "$OUT/results" ]; then tar czf "$OUT/records.tgz" -C "$OUT" results && rm -rf "$OUT/results"; fi
+if [ -f "$OUT/cnn8_fer2013.keras" ]; then
+  split -b 15m -d "$OUT/cnn8_fer2013.keras" "$OUT/cnn8_fer2013.keras.part-" && rm "$OUT/cnn8_fer2013.keras"
+fi
+ls -l "$OUT"
+exit $rc

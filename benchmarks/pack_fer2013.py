@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""Pack FER2013 into a compact, lossless bundle that fits what travels to a lent GPU machine (64 MiB in all).
+
+The csv (35,887 faces, 79 MiB of pixels; 78 MB as .csv.xz) is too big to carry. The bundle keeps each distinct
+face once (1,851 rows of FER2013 repeat another row pixel for pixel) in mosaics of 4,096 faces, each mosaic a
+lossless image file (JPEG XL through the `pillow-jxl-plugin` package when it is installed, else PNG), plus
+`meta.npz`: labels, Usage, csv rows, the row -> distinct-face index, FER+ majority labels when given, and the
+SHA-256 of the original pixels, which `unpack` checks, so a bundle that does not rebuild FER2013 exactly fails.
+
+    python benchmarks/pack_fer2013.py [--source ../shared/data/fer2013/fer2013.csv.xz] [--out .gpu/fer2013]
+                                      [--ferplus ../shared/data/ferplus/fer2013new.csv.gz] [--codec jxl|png]
+    python benchmarks/pack_fer2013.py --travel [--carry .gpu .whl]   # what a device call would carry
+
+Measured on FER2013 (2026-11-26): JPEG XL lossless (effort 7) 49.7 MiB for all rows, about 47 MiB distinct rows
+only; PNG 55.4; WebP lossless 54.9; JPEG 2000 lossless 54.5; xz -9e 60.4 (raw), 53.2 (after a LOCO-I predictor).
+"""
+import argparse, hashlib, io, json, os, shutil, subprocess, tempfile, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import numpy as np
+
+USAGES = ('Training', 'PublicTest', 'PrivateTest')
+TILE = 4096    # faces per mosaic file: 64 x 64 faces of 48 x 48 = 3072 x 3072 pixels
+COLS = 64
+SIDE = 48
+LIMIT = 64 * 2**20   # what one device call may carry: the working tree plus carried paths
+
+def _jxl() -> bool:
+    "True when PIL can write and read JPEG XL (the `pillow-jxl-plugin` package registers it on import)."
+    try: import pillow_jxl  # noqa: F401
+    except ImportError: return False
+    return True
+
+def digest(x:np.ndarray) -> str:
+    "SHA-256 of an array's shape and bytes: the check that a rebuilt dataset is the original."
+    h = hashlib.sha256(str(x.shape).encode()); h.update(np.ascontiguousarray(x).tobytes()); return h.hexdigest()
+
+def mosaic(faces:np.ndarray) -> np.ndarray:
+    "Up to `TILE` faces (k x 48 x 48) laid out in rows of `COLS` as one greyscale image, zero-padded."
+    k = len(faces); rows = -(-k // COLS)
+    a = np.concatenate([faces, np.zeros((rows * COLS - k, SIDE, SIDE), np.uint8)])
+    return a.reshape(rows, COLS, SIDE, SIDE).transpose(0, 2, 1, 3).reshape(rows * SIDE, COLS * SIDE)
+
+def unmosaic(img:np.ndarray, k:int) -> np.ndarray:
+    "The first `k` faces of a `mosaic`."
+    rows = img.shape[0] // SIDE
+    return img.reshape(rows, SIDE, COLS, SIDE).transpose(0, 2, 1, 3).reshape(-1, SIDE, SIDE)[:k]
+
+def pack(x:np.ndarray, # N x 48 x 48 uint8 faces, in csv row order
+         y:np.ndarray, # FER2013 labels 0-6
+         usage:np.ndarray, # 'Training' / 'PublicTest' / 'PrivateTest' per face
+         out:Path|str, # the bundle folder to write (replaced atomically)
+         rows:np.ndarray|None=None, # csv row of each face
+         ferplus:np.ndarray|None=None, # FER+ majority label per face (-1: none), aligned with x
+         codec:str|None=None, # 'jxl' or 'png'; default: jxl when the plugin is installed
+        ) -> dict:
+    "Write the bundle; returns its description (files, bytes, distinct faces)."
+    x = np.asarray(x)
+    if x.ndim == 4 and x.shape[-1] == 1: x = x[..., 0]
+    if x.dtype != np.uint8 or x.shape[1:] != (SIDE, SIDE): raise ValueError(f'expected N x 48 x 48 uint8 faces, got {x.shape} {x.dtype}')
+    bad = sorted(set(np.unique(usage)) - set(USAGES))
+    if bad: raise ValueError(f'unknown Usage values {bad}; expected {USAGES}')
+    codec = codec or ('jxl' if _jxl() else 'png')
+    if codec == 'jxl' and not _jxl(): raise ValueError("codec 'jxl' needs the pillow-jxl-plugin package: pip install pillow-jxl-plugin")
+    if codec not in ('jxl', 'png'): raise ValueError(f"codec must be 'jxl' or 'png', got {codec!r}")
+    from PIL import Image
+    _, first, inv = np.unique(x.reshape(len(x), -1), axis=0, return_index=True, return_inverse=True)
+    keep = np.sort(first)                                   # distinct faces, in order of first appearance
+    index = np.searchsorted(keep, first)[inv.ravel()]      # row -> its face's place among the distinct ones
+    out = Path(out); tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent if out.parent.exists() else None))
+    try:
+        files = []
+        for t, s in enumerate(range(0, len(keep), TILE)):
+            name = f'tile-{t:02d}.{codec}'; b = io.BytesIO()
+            img = Image.fromarray(mosaic(x[keep[s:s + TILE]]))
+            if codec == 'jxl': img.save(b, 'JXL', lossless=True, effort=7)
+            else: img.save(b, 'PNG', optimize=True)
+            (tmp/name).write_bytes(b.getvalue()); files.append(name)
+        meta = dict(y=np.asarray(y, np.int8), usage=np.array([USAGES.index(u) for u in usage], np.int8), index=index.astype(np.int32),
+                    rows=np.arange(len(x), dtype=np.int32) if rows is None else np.asarray(rows, np.int32),
+                    info=np.array(json.dumps(dict(n=len(x), distinct=len(keep), codec=codec, files=files, tile=TILE, cols=COLS,
+                                                  sha256=digest(x), usages=USAGES))))
+        if ferplus is not None: meta['ferplus'] = np.asarray(ferplus, np.int8)
+        np.savez_compressed(tmp/'meta.npz', **meta)
+        if out.exists(): shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    sizes = {f.name: f.stat().st_size for f in sorted(out.iterdir())}
+    return dict(folder=str(out), n=len(x), distinct=len(keep), codec=codec, bytes=sum(sizes.values()), files=sizes)
+
+def unpack(folder:Path|str, # a bundle written by `pack`
+           threads:int|None=None, # mosaics decoded in parallel
+          ) -> dict:
+    "The dataset of a bundle: x (N x 48 x 48 uint8), y, usage (names), rows and, when packed, ferplus; checked against its SHA-256."
+    folder = Path(folder)
+    if not (folder/'meta.npz').is_file():
+        raise FileNotFoundError(f'{folder}: no meta.npz; build the bundle with `python benchmarks/pack_fer2013.py --out {folder}`')
+    with np.load(folder/'meta.npz') as z: meta = {k: z[k] for k in z.files}
+    info = json.loads(str(meta.pop('info')))
+    if info['codec'] == 'jxl' and not _jxl():
+        raise ImportError(f'{folder} holds JPEG XL mosaics: install pillow-jxl-plugin (carried as a wheel on the GPU machine)')
+    from PIL import Image
+    def read(i_name):
+        i, name = i_name
+        k = min(info['tile'], info['distinct'] - i * info['tile'])
+        with Image.open(folder/name) as im: return unmosaic(np.asarray(im.convert('L')), k)
+    with ThreadPoolExecutor(threads or min(16, os.cpu_count() or 1)) as ex: parts = list(ex.map(read, enumerate(info['files'])))
+    x = np.concatenate(parts)[meta['index']]
+    if digest(x) != info['sha256']:
+        raise ValueError(f'{folder}: the rebuilt pixels do not match the SHA-256 recorded at packing: the bundle is corrupt; rebuild it')
+    out = dict(x=x, y=meta['y'].astype(np.int64), usage=np.array(USAGES)[meta['usage']], rows=meta['rows'].astype(np.int64), info=info)
+    if 'ferplus' in meta: out['ferplus'] = meta['ferplus'].astype(np.int64)
+    return out
+
+def _du(p:Path) -> int:
+    if p.is_symlink() or p.is_file(): return p.lstat().st_size
+    return sum(f.lstat().st_size for f in p.rglob('*') if f.is_file() or f.is_symlink())
+
+def travel_size(root:Path|str='.', # the checkout a device call sends
+                carry=(), # ignored paths it carries too
+               ) -> dict:
+    "Bytes a device call would send: tracked files, untracked files git does not ignore, and the carried paths."
+    root = Path(root)
+    ls = lambda *a: subprocess.run(['git', 'ls-files', '-z', *a], cwd=root, capture_output=True, check=True).stdout.decode().split('\0')
+    files = {f for f in ls('--cached') + ls('--others', '--exclude-standard') if f and (root/f).exists()}
+    tree = sum((root/f).lstat().st_size for f in files)
+    big = sorted(((root/f).lstat().st_size, f) for f in files)[-3:][::-1]
+    carried = {c: _du(root/c) for c in carry if (root/c).exists()}
+    total = tree + sum(carried.values())
+    return dict(tree=tree, largest=big, carried=carried, total=total, limit=LIMIT, fits=total <= LIMIT)
+
+def _mib(b): return f'{b / 2**20:.1f} MiB'
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--source', default=None, help='FER2013 csv or folders (default: fermusic.data.find_dataset)')
+    ap.add_argument('--ferplus', default=None, help='fer2013new.csv(.gz) to pack FER+ majority labels (needs the csv source)')
+    ap.add_argument('--out', default='.gpu/fer2013')
+    ap.add_argument('--codec', choices=['jxl', 'png'], default=None)
+    ap.add_argument('--travel', action='store_true', help='only report what a device call would carry')
+    ap.add_argument('--carry', nargs='*', default=['.gpu', '.whl'])
+    a = ap.parse_args(argv)
+    if not a.travel:
+        from fermusic.data import load_fer2013, load_ferplus_labels
+        t0 = time.perf_counter(); f = load_fer2013(a.source)
+        plus = None
+        if a.ferplus:
+            if f.rows is None: raise SystemExit('--ferplus matches FER+ labels by csv row: give the FER2013 csv as --source')
+            plus = load_ferplus_labels(a.ferplus)[f.rows]
+        rows = f.rows if f.rows is not None else None
+        desc = pack(f.x, f.y, f.split, a.out, rows=rows, ferplus=plus, codec=a.codec)
+        back = unpack(a.out)  # proves the bundle rebuilds the data exactly (SHA-256)
+        assert (back['x'] == (f.x[..., 0] if f.x.ndim == 4 else f.x)).all()
+        print(f"{desc['n']} faces ({desc['distinct']} distinct) -> {a.out}: {_mib(desc['bytes'])} as {desc['codec']} "
+              f"in {len(desc['files'])} files; unpacked and checked ({time.perf_counter() - t0:.0f} s)")
+    t = travel_size('.', a.carry)
+    print(f"a device call would carry {_mib(t['total'])} of {_mib(t['limit'])}: tree {_mib(t['tree'])} "
+          f"(largest: {', '.join(f'{f} {_mib(b)}' for b, f in t['largest'])}), "
+          + ', '.join(f'{c} {_mib(b)}' for c, b in t['carried'].items()) + (' - fits' if t['fits'] else ' - TOO BIG'))
+    return t
+
+if __name__ == '__main__': main()

@@ -1,0 +1,51 @@
+"The prepared GPU command (benchmarks/gpu_run.sh), dry-run on the CPU with JAX at a tiny scale: pack, train, record, return."
+import json, os, subprocess, sys, tarfile
+from pathlib import Path
+import numpy as np, pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'benchmarks'))
+pytest.importorskip('jax')
+
+def test_pack_roundtrip(tmp_path):
+    "A bundle rebuilds the faces, labels and splits exactly, duplicates included; a corrupt one is refused."
+    from pack_fer2013 import pack, unpack
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (70, 48, 48), dtype=np.uint8); x[5] = x[3]
+    y, u = rng.integers(0, 7, 70), np.array(['Training'] * 50 + ['PublicTest'] * 10 + ['PrivateTest'] * 10)
+    d = pack(x, y, u, tmp_path/'b', codec='png')
+    assert d['distinct'] == 69
+    b = unpack(tmp_path/'b')
+    assert (b['x'] == x).all() and (b['y'] == y).all() and (b['usage'] == u).all()
+    with np.load(tmp_path/'b'/'meta.npz') as z: meta = {k: z[k] for k in z.files}
+    meta['index'][5] = 0; np.savez(tmp_path/'b'/'meta.npz', **meta)
+    with pytest.raises(ValueError, match='SHA-256'): unpack(tmp_path/'b')
+
+def test_gpu_run_dry(tmp_path):
+    "gpu_run.sh on the shipped sample: Yu's CNN8 and one Ugochukwu run, 2 epochs each, records and model come back in OUT."
+    from pack_fer2013 import pack
+    from fermusic.data import load_fer2013
+    f = load_fer2013(ROOT/'data'/'fer2013_sample')
+    pack(f.x, f.y, f.split, tmp_path/'fer', codec='png')
+    out = tmp_path/'out'
+    env = dict(os.environ, OUT=str(out), KERAS_BACKEND='jax', PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
+    cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'), '--profile', 'quick', '--minutes', '8',
+           '--runs', 'yu,ugochukwu', '--ugo-lrs', '0.001', '--limit', '70', '--epochs', '2', '--batch', '2', '--steps', '1',
+           '--eval-batch', '16', '--size', '32']
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names[:2] == ['cnn8_fer2013.keras.part-00', 'cnn8_fer2013.keras.part-01'] and 'records.tgz' in names and len(names) <= 8, names
+    with tarfile.open(out/'records.tgz') as t:
+        recs = {m.name.split('/')[2]: json.load(t.extractfile(m)) for m in t.getmembers() if m.name.endswith('.json')}
+    yu, ugo = recs['yu2020'], recs['ugochukwu']
+    assert yu['name'] == 'cnn8-7x7' and yu['profile'] == 'quick' and yu['hardware']['keras_backend'] == 'jax'
+    assert yu['epochs_run'] == 2 and yu['schedule']['stopped'] == 'planned_end' and yu['params']['precision'] == 'mixed_bfloat16'
+    assert set(yu['evaluations']) == {'PrivateTest', 'PublicTest'} and yu['evaluations']['PrivateTest']['n'] == 17
+    assert yu['dataset']['train'] + yu['dataset']['val'] == 70 and yu['params']['lr'] == 1e-4
+    assert ugo['name'] == 'ugochukwu-lr0.001-e50-d2-b64' and len(ugo['history']['test_accuracy']) == 2
+    model = tmp_path/'m.keras'
+    model.write_bytes(b''.join((out/n).read_bytes() for n in names if n.startswith('cnn8_fer2013.keras.part-')))
+    from fermusic.train import load_model
+    m = load_model(model)
+    assert m.dtype_policy.name == 'float32' and m.count_params() == 6405895
