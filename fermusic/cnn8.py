@@ -296,6 +296,9 @@ def _disgust_as_angry(r:dict) -> float|None:
     return row[EMOTIONS.index('angry')] / max(sum(row), 1)
 
 _WHY = 'CPU schedule, no augmentation (paper: 500 epochs on a GPU)'
+_NO_QUICK = ('No quick check: the sample has 15 test faces per class, and after 4 epochs a per-class rate moves by '
+             'several faces between CPUs with the same code and seed (Disgust as Angry: 0.4 on AMD EPYC, 0.2 on Intel '
+             'Xeon), so a quick value here would test the processor, not the code')
 CLAIMS = [
     Claim('yu2020', 'Table 1: parameters of the layers it lists (7x7 kernels, the reading its output sizes imply)', 6405895,
           'cnn8-7x7', 'params_count', 0, quick=(6405895, 0), evidence='derived',
@@ -311,12 +314,10 @@ CLAIMS = [
     Claim('yu2020', 'Fig. 5: final training loss approaches 0.65', PAPER['final_loss'], 'cnn8-7x7', 'history.loss.-1', 0.1,
           quick=(1.909, 0.02), reason=f'tol: "approaches 0.65" is read off a curve. {_WHY}'),
     *[Claim('yu2020', f'Fig. 8: {c.title()} recall {PAPER["recall"][c]:.0%}', PAPER['recall'][c], 'cnn8-7x7',
-            f'evaluations.PrivateTest.per_class.{c}.recall', quick=(q, 0.14),
-            reason=f'{_WHY} (quick: 15 faces, 2 faces of slack)')
-      for c, q in (('happy', 0.0), ('surprise', 0.6), ('disgust', 0.0), ('fear', 0.3333))],
+            f'evaluations.PrivateTest.per_class.{c}.recall', reason=f'{_WHY}. {_NO_QUICK}')
+      for c in ('happy', 'surprise', 'disgust', 'fear')],
     Claim('yu2020', 'Fig. 8: Disgust predicted as Angry 51%', PAPER['disgust_as_angry'], 'cnn8-7x7', _disgust_as_angry, 0.13,
-          quick=(0.4, 0.14),
-          reason=f'tol: 95% interval on the 55 PrivateTest Disgust faces (a share of a confusion-matrix row). {_WHY}'),
+          reason=f'tol: 95% interval on the 55 PrivateTest Disgust faces (a share of a confusion-matrix row). {_WHY}. {_NO_QUICK}'),
     *[Claim('yu2020', f'Table 2: {m}, {k}/200 correct', k / n, rec, 'evaluations.Table2.accuracy', quick=q,
             schedule_record='cnn8-7x7' if rec == 'cnn8-7x7-table2' else None,
             reason='the same fixed 200 PrivateTest faces for every method' + (
