@@ -276,8 +276,8 @@ def save(self:Checkpoint):
 @patch
 def on_train_begin(self:Checkpoint, logs=None):
     "Put every saved state back (after the other callbacks reset theirs), and open an entry in the resume log."
-    self._t0 = time.perf_counter()
-    if not self.meta['finished']:
+    self._t0, self._open = time.perf_counter(), not self.meta['finished']
+    if self._open:
         self.meta['resumes'].append(dict(start=_now(), from_epoch=self.initial_epoch, host=socket.gethostname(),
                                          threads=thread_count(), commit=git_state()['commit']))
     if self._arrays is None: return
@@ -305,15 +305,19 @@ def on_epoch_end(self:Checkpoint, epoch, logs=None):
     if es: m['best_epoch'] = es[0].best_epoch + 1
     if es and es[0].stopped_epoch > 0: m['finished'], m['stopped'] = True, 'converged'
     elif epoch + 1 >= m['epochs_planned']: m['finished'], m['stopped'] = True, 'planned_end'
-    self.save()
+    self._log_sitting(); self.save()
+
+@patch
+def _log_sitting(self:Checkpoint):
+    "Bring this sitting's resume-log entry up to date (after every epoch: a killed sitting keeps its last one)."
+    if getattr(self, '_open', False):
+        self.meta['resumes'][-1].update(end=_now(), to_epoch=self.meta['epochs_done'],
+                                        seconds=round(time.perf_counter() - self._t0, 1))
 
 @patch
 def on_train_end(self:Checkpoint, logs=None):
     "Close the resume log's entry."
-    if self.meta['resumes'] and 'end' not in self.meta['resumes'][-1]:
-        self.meta['resumes'][-1].update(end=_now(), to_epoch=self.meta['epochs_done'],
-                                        seconds=round(time.perf_counter() - self._t0, 1))
-        self.save()
+    if getattr(self, '_open', False): self._log_sitting(); self.save()
 
 # %% ../nbs/03_train.ipynb #2891bc5e
 STOPS = ('converged', 'planned_end', 'epoch_cap', 'time_budget')
@@ -335,7 +339,7 @@ def run_schedule(history:dict, # the run's history (per-epoch lists)
                  stopped:str, # why it stopped: one of `STOPS`
                  monitor:str='val_accuracy', # the validation score that picks the best epoch
                  window:int=3, # 'still improving': the best epoch is among the last `window`
-                 checkpoint:Checkpoint|None=None, # adds the resume log and summed training time
+                 checkpoint:Checkpoint|None=None, # adds the resume log and the run key
                 ) -> dict:
     "What a record says of a run's schedule: epochs planned and run, best epoch, why it stopped, still improving."
     if stopped not in STOPS: raise ValueError(f'stopped={stopped!r}: choose one of {STOPS}')
@@ -346,7 +350,9 @@ def run_schedule(history:dict, # the run's history (per-epoch lists)
                stopped=stopped, still_improving=None if best is None else best > run - window)
     if checkpoint is not None:
         rs = checkpoint.meta['resumes']
-        res.update(resumes=rs, train_seconds=round(sum(r.get('seconds', 0) for r in rs), 1), run_key=checkpoint.key)
+        res.update(resumes=rs, run_key=checkpoint.key)
+    if history.get('epoch_seconds'):   # every epoch run, whatever became of its sitting
+        res['train_seconds'] = round(sum(history['epoch_seconds']), 1)
     return res
 
 # %% ../nbs/03_train.ipynb #a784e405
