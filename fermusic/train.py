@@ -110,10 +110,11 @@ class TimeBudget(keras.callbacks.Callback):
                  cut_after:float|None=None, # also stop mid-epoch, after the batch that passes this multiple of the budget
                 ):
         super().__init__(); self.budget, self.cut_after = minutes * 60, cut_after
-    def on_train_begin(self, logs=None): self.t0, self.stopped_early, self.cut_short = time.perf_counter(), False, False
+    def on_train_begin(self, logs=None):
+        self.t0, self.stopped_early, self.cut_short, self.epochs = time.perf_counter(), False, False, 0
     def on_epoch_end(self, epoch, logs=None):
-        spent = time.perf_counter() - self.t0
-        if spent + spent / (epoch + 1) > self.budget: self.model.stop_training, self.stopped_early = True, True
+        spent, self.epochs = time.perf_counter() - self.t0, self.epochs + 1   # epochs of this sitting (a resume starts late)
+        if spent + spent / self.epochs > self.budget: self.model.stop_training, self.stopped_early = True, True
     def on_train_batch_end(self, batch, logs=None):
         if self.cut_after and time.perf_counter() - self.t0 > self.cut_after * self.budget:
             self.model.stop_training, self.stopped_early, self.cut_short = True, True, True
