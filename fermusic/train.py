@@ -4,11 +4,12 @@
 
 # %% ../nbs/03_train.ipynb #ca67a9c2
 from __future__ import annotations
-import math, time, os, random, json, hashlib, tempfile, socket, datetime as dt
+import math, time, random, json, hashlib, socket, datetime as dt
 from pathlib import Path
 import numpy as np
 from .config import set_seed, thread_count
 from .records import git_state, write_json_atomic
+from .data import atomic_write
 from fastcore.basics import patch
 
 # %% auto #0
@@ -252,7 +253,7 @@ def attach(self:Checkpoint, dataset=None, # the training `ArrayDataset` (its shu
 # %% ../nbs/03_train.ipynb #675bb86c
 @patch
 def save(self:Checkpoint):
-    "Write the checkpoint through a temporary file and a rename: a kill leaves the old one or the new one."
+    "Write the checkpoint atomically (`fermusic.data.atomic_write`): a kill leaves the old one or the new one."
     arrays = {f'model_{i}': a for i, a in enumerate(_numpy(self.model.variables))}
     arrays.update({f'opt_{i}': a for i, a in enumerate(_numpy(self.model.optimizer.variables))})
     if self.augment is not None: arrays.update({f'aug_{i}': a for i, a in enumerate(_numpy(self.augment.variables))})
@@ -263,13 +264,9 @@ def save(self:Checkpoint):
     if self.dataset is not None:   # the next epoch's order is drawn already; keep it and the generator's state
         arrays['dataset_order'] = self.dataset.order; self.meta['dataset_rng'] = self.dataset.rng.bit_generator.state
     self.meta['python_random'] = random.getstate()   # Keras shuffles the order of batches with Python's `random`
-    self.folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.checkpoint.', suffix='.npz', dir=self.folder)
-    try:
-        with os.fdopen(fd, 'wb') as f: np.savez(f, meta=np.array(json.dumps(self.meta, default=float)), **arrays)
-        os.replace(tmp, self.path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    def write(tmp):
+        with open(tmp, 'wb') as f: np.savez(f, meta=np.array(json.dumps(self.meta, default=float)), **arrays)
+    atomic_write(self.path, write)
     skip = ('spec', 'python_random', 'dataset_rng', 'callbacks')   # progress.json: for people and `fermusic runs`
     write_json_atomic(self.folder/'progress.json', {k: v for k, v in self.meta.items() if k not in skip})
 
