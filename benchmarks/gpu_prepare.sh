@@ -21,4 +21,5 @@ if [ ! -f .gpu/fer2013/meta.npz ]; then
   PYTHONPATH="$PWD:/tmp/fermusic-jxl${PYTHONPATH:+:$PYTHONPATH}" python3 benchmarks/pack_fer2013.py \
     --source "$DATA/fer2013/fer2013.csv.xz" --ferplus "$DATA/ferplus/fer2013new.csv.gz" --out .gpu/fer2013
 fi
-python3 benchmarks/pack_fer2013.py --travel --carry .gpu .whl
+# one call cannot carry the tree, the data and the wheels: split the data into stages, one call each
+python3 benchmarks/pack_fer2013.py --stages --out .gpu/fer2013

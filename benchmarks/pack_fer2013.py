@@ -10,6 +10,13 @@ SHA-256 of the original pixels, which `unpack` checks, so a bundle that does not
     python benchmarks/pack_fer2013.py [--source ../shared/data/fer2013/fer2013.csv.xz] [--out .gpu/fer2013]
                                       [--ferplus ../shared/data/ferplus/fer2013new.csv.gz] [--codec jxl|png]
     python benchmarks/pack_fer2013.py --travel [--carry .gpu .whl]   # what a device call would carry
+    python benchmarks/pack_fer2013.py --stages [--out .gpu/fer2013]  # split the bundle into calls that fit
+
+A bundle (47 MiB) plus the wheels (5 MiB) plus the tracked tree (35 MiB, 25 of them the shipped CNN8 model) is
+more than one device call carries (64 MiB). `--stages` copies the bundle's files into `.gpu/stage-1`, `.gpu/stage-2`,
+..., each small enough to carry beside the tree (the last beside the wheels too). Each call but the last carries one
+stage and only checks that it arrived; the last carries the last stage and `.whl` and runs `gpu_run.sh`, which
+joins the stages left on the warm machine (ignored folders stay there between calls) and checks the SHA-256.
 
 Measured on FER2013 (2026-11-26): JPEG XL lossless (effort 7) 49.7 MiB for all rows, about 47 MiB distinct rows
 only; PNG 55.4; WebP lossless 54.9; JPEG 2000 lossless 54.5; xz -9e 60.4 (raw), 53.2 (after a LOCO-I predictor).
@@ -67,7 +74,8 @@ def pack(x:np.ndarray, # N x 48 x 48 uint8 faces, in csv row order
     _, first, inv = np.unique(x.reshape(len(x), -1), axis=0, return_index=True, return_inverse=True)
     keep = np.sort(first)                                   # distinct faces, in order of first appearance
     index = np.searchsorted(keep, first)[inv.ravel()]      # row -> its face's place among the distinct ones
-    out = Path(out); tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent if out.parent.exists() else None))
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)   # the temporary folder must sit beside `out`
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
     try:
         files = []
         for t, s in enumerate(range(0, len(keep), TILE)):
@@ -132,6 +140,70 @@ def travel_size(root:Path|str='.', # the checkout a device call sends
 
 def _mib(b): return f'{b / 2**20:.1f} MiB'
 
+def plan_stages(files:dict, # {file name: bytes} of a bundle (meta.npz included)
+                room:int, # bytes one call may carry beside the tree
+                last_room:int, # bytes the last call may carry beside the tree and the wheels
+               ) -> list:
+    "Split a bundle's files into the fewest stages in order, each within `room` (the last within `last_room`)."
+    if room <= 0 or last_room <= 0: raise ValueError(f'no room beside the tree: {_mib(room)} / {_mib(last_room)}')
+    big = [f for f, b in files.items() if b > room]
+    if big: raise ValueError(f'{big[0]} ({_mib(files[big[0]])}) is larger than one call can carry: pack smaller tiles')
+    if files.get('meta.npz', 0) > last_room: raise ValueError(f'meta.npz ({_mib(files["meta.npz"])}) does not fit the last call')
+    names = sorted(files, key=lambda f: (f == 'meta.npz', f))   # meta.npz last: its arrival completes the bundle
+    fill = room
+    while True:   # greedy fill in order; shrink the fill until the last stage fits beside the wheels
+        stages, cur = [], []
+        for f in names:
+            if cur and sum(files[g] for g in cur) + files[f] > fill: stages.append(cur); cur = []
+            cur.append(f)
+        stages.append(cur)
+        if sum(files[g] for g in stages[-1]) <= last_room or fill <= 0: return stages
+        fill -= 2**20
+
+def write_stages(bundle:Path|str, # a bundle written by `pack`
+                 root:Path|str='.', # the checkout a device call sends
+                 wheels:str='.whl', # the carried wheels' folder (the last call carries it)
+                 margin:int=2 * 2**20, # bytes left free per call, for the tree growing before the call
+                ) -> list:
+    "Copy the bundle into `.gpu/stage-K/NAME` folders that each fit one device call; returns the stages' folders."
+    bundle, root = Path(bundle), Path(root)
+    files = {f.name: f.stat().st_size for f in sorted(bundle.iterdir()) if f.is_file()}
+    if 'meta.npz' not in files: raise FileNotFoundError(f'{bundle}: no meta.npz; build the bundle first (pack_fer2013.py)')
+    tree = travel_size(root)['tree']
+    room = LIMIT - tree - margin
+    plan = plan_stages(files, room, room - (_du(root/wheels) if (root/wheels).exists() else 0))
+    base = bundle.parent
+    for old in base.glob('stage-*'): shutil.rmtree(old)
+    out = []
+    for k, names in enumerate(plan, 1):
+        d = base/f'stage-{k}'/bundle.name; d.mkdir(parents=True)
+        for n in names: shutil.copy2(bundle/n, d/n)
+        out.append(d.parent)
+    return out
+
+def join_stages(base:Path|str, # the folder holding stage-1, stage-2, ... (e.g. .gpu)
+                name:str='fer2013', # the bundle's name inside each stage
+               ) -> Path:
+    "Gather the stages' files into `base/name` (hard links where possible); says which stage is missing."
+    base = Path(base); dest = base/name
+    stages = sorted(base.glob('stage-*'), key=lambda p: int(p.name.split('-')[1]))
+    if not stages: return dest
+    if not any((s/name/'meta.npz').is_file() for s in stages):
+        raise FileNotFoundError(f'{base}: the last stage (with meta.npz) has not arrived; carry it in this call')
+    dest.mkdir(exist_ok=True)
+    for s in stages:
+        for f in (s/name).iterdir():
+            if not (dest/f.name).exists():
+                try: os.link(f, dest/f.name)
+                except OSError: shutil.copy2(f, dest/f.name)
+    with np.load(dest/'meta.npz') as z: info = json.loads(str(z['info']))
+    missing = [f for f in info['files'] if not (dest/f).is_file()]
+    if missing:
+        raise FileNotFoundError(f'{base}: {len(missing)} of the bundle\'s files have not arrived ({missing[0]}, ...): '
+                                'an earlier stage call is missing or the machine was given back between calls; '
+                                'carry every stage again, one call each')
+    return dest
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--source', default=None, help='FER2013 csv or folders (default: fermusic.data.find_dataset)')
@@ -140,7 +212,17 @@ def main(argv=None):
     ap.add_argument('--codec', choices=['jxl', 'png'], default=None)
     ap.add_argument('--travel', action='store_true', help='only report what a device call would carry')
     ap.add_argument('--carry', nargs='*', default=['.gpu', '.whl'])
+    ap.add_argument('--stages', action='store_true', help='split the bundle at --out into stages that fit one call each')
+    ap.add_argument('--join', action='store_true', help='(on the GPU machine) gather the stages into --out')
     a = ap.parse_args(argv)
+    if a.join: return print(f'joined: {join_stages(Path(a.out).parent, Path(a.out).name)}')
+    if a.stages:
+        st = write_stages(a.out)
+        for k, d in enumerate(st, 1):
+            carry = [str(d)] + (['.whl'] if k == len(st) else [])
+            print(f'call {k} of {len(st)}: carry {carry}: {_mib(travel_size(".", carry)["total"])}'
+                  + ('  then: bash benchmarks/gpu_run.sh' if k == len(st) else '  then: bash benchmarks/gpu_run.sh --stage'))
+        return st
     if not a.travel:
         from fermusic.data import load_fer2013, load_ferplus_labels
         t0 = time.perf_counter(); f = load_fer2013(a.source)
@@ -155,7 +237,7 @@ def main(argv=None):
         print(f"{desc['n']} faces ({desc['distinct']} distinct) -> {a.out}: {_mib(desc['bytes'])} as {desc['codec']} "
               f"in {len(desc['files'])} files; unpacked and checked ({time.perf_counter() - t0:.0f} s)")
     t = travel_size('.', a.carry)
-    print(f"a device call would carry {_mib(t['total'])} of {_mib(t['limit'])}: tree {_mib(t['tree'])} "
+    print(f"one device call carrying all of it would carry {_mib(t['total'])} of {_mib(t['limit'])}: tree {_mib(t['tree'])} "
           f"(largest: {', '.join(f'{f} {_mib(b)}' for b, f in t['largest'])}), "
           + ', '.join(f'{c} {_mib(b)}' for c, b in t['carried'].items()) + (' - fits' if t['fits'] else ' - TOO BIG'))
     return t

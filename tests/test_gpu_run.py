@@ -21,6 +21,37 @@ def test_pack_roundtrip(tmp_path):
     meta['index'][5] = 0; np.savez(tmp_path/'b'/'meta.npz', **meta)
     with pytest.raises(ValueError, match='SHA-256'): unpack(tmp_path/'b')
 
+def test_stages(tmp_path):
+    "A bundle split into stages (one device call each) joins back into the same data; a missing stage is named."
+    import shutil
+    from pack_fer2013 import pack, unpack, plan_stages, join_stages
+    MiB = 2**20
+    plan = plan_stages({'tile-00.jxl': 5 * MiB, 'tile-01.jxl': 5 * MiB, 'tile-02.jxl': 5 * MiB, 'meta.npz': MiB},
+                       room=11 * MiB, last_room=6 * MiB)
+    assert plan == [['tile-00.jxl', 'tile-01.jxl'], ['tile-02.jxl', 'meta.npz']], plan
+    small_last = plan_stages({'tile-00.jxl': 5 * MiB, 'tile-01.jxl': 5 * MiB, 'meta.npz': MiB}, 11 * MiB, 2 * MiB)
+    assert small_last[-1] == ['meta.npz'] and all(sum(5 * MiB for f in p if f != 'meta.npz') <= 11 * MiB
+                                                  for p in small_last), small_last
+    with pytest.raises(ValueError, match='larger than one call'): plan_stages({'a': 9 * MiB, 'meta.npz': 1}, 8 * MiB, 8 * MiB)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (9000, 48, 48), dtype=np.uint8)   # 3 tiles of 4,096 faces
+    y, u = rng.integers(0, 7, 9000), np.array(['Training'] * 8000 + ['PrivateTest'] * 1000)
+    d = pack(x, y, u, tmp_path/'full'/'fer2013', codec='png')
+    files = d['files']; assert len(files) == 4
+    base = tmp_path/'gpu'
+    room = max(files.values()) + 1   # one full tile per call
+    plan = plan_stages(files, room, room)
+    assert all(sum(files[f] for f in p) <= room for p in plan) and len(plan) == 3, plan   # tile-02 (808 faces) + meta
+    for k, names in enumerate(plan, 1):
+        (base/f'stage-{k}'/'fer2013').mkdir(parents=True)
+        for n in names: shutil.copy2(tmp_path/'full'/'fer2013'/n, base/f'stage-{k}'/'fer2013'/n)
+    shutil.rmtree(base/'stage-2')
+    with pytest.raises(FileNotFoundError, match='have not arrived'): join_stages(base)
+    shutil.rmtree(base/'fer2013')
+    (base/'stage-2'/'fer2013').mkdir(parents=True); shutil.copy2(tmp_path/'full'/'fer2013'/'tile-01.png', base/'stage-2'/'fer2013')
+    b = unpack(join_stages(base))
+    assert (b['x'] == x).all() and (b['y'] == y).all()
+
 def test_gpu_run_dry(tmp_path):
     "gpu_run.sh on the shipped sample: Yu's CNN8 and one Ugochukwu run, 2 epochs each, records and model come back in OUT."
     from pack_fer2013 import pack
