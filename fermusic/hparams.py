@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['PAPER', 'STAGES', 'GRIDS', 'BASE', 'REPORT_AUGMENT', 'UGO_QUICK', 'UGO_FULL', 'PROTOCOLS', 'PAPER_TABLES',
-           'PAPER_CHOICE', 'OUR_CHAIN', 'CLAIMS', 'ugo_settings', 'run_epochs', 'load_study_data', 'ugochukwu_cnn',
-           'EvaluateEach', 'distribution_scope', 'run_name', 'run_key', 'final_metrics', 'train_run', 'pick',
-           'table_row', 'is_epochs_run', 'stage_runs', 'trial_results', 'stage_table', 'StagedGridOracle', 'StudyTuner',
-           'tuner_dir', 'run_study', 'is_tuner_worker', 'run_studies', 'load_study', 'study_table', 'paper_vs_ours',
-           'plot_batch_curves', 'selection_table', 'claims_table', 'record_sort']
+__all__ = ['PAPER', 'STAGES', 'GRIDS', 'BASE', 'REPORT_AUGMENT', 'UGO_QUICK', 'UGO_FULL', 'RAFDB_TRAIN', 'UGO_LR_CPU',
+           'PROTOCOLS', 'PAPER_TABLES', 'PAPER_CHOICE', 'OUR_CHAIN', 'CLAIMS', 'ugo_settings', 'run_epochs',
+           'load_study_data', 'ugochukwu_cnn', 'EvaluateEach', 'distribution_scope', 'run_name', 'run_key',
+           'final_metrics', 'train_run', 'pick', 'table_row', 'is_epochs_run', 'stage_runs', 'trial_results',
+           'stage_table', 'StagedGridOracle', 'StudyTuner', 'tuner_dir', 'run_study', 'is_tuner_worker', 'run_studies',
+           'load_study', 'study_table', 'paper_vs_ours', 'plot_batch_curves', 'selection_table', 'claims_table',
+           'record_sort']
 
 # %% ../nbs/30_hparams_rafdb.ipynb #e9a14f09
 import keras
@@ -22,12 +23,12 @@ from keras import layers
 import keras_tuner as kt
 
 # %% ../nbs/30_hparams_rafdb.ipynb #ac07c160
-from .config import profile_settings, set_seed, rel_path, results_dir
+from .config import profile_settings, rel_path, results_dir, state_dir
 from .data import (EMOTIONS, convert_images, find_dataset, load_fer2013, load_ferplus_labels, load_rafdb, stratified_subset,
                            train_val_split)
 from .sort import sort_images
 from .records import recording, load_records, full_records, Claim, record_value
-from .train import fit, augmentation, TimeBudget
+from .train import fit_run, public_settings
 
 # %% ../nbs/30_hparams_rafdb.ipynb #e09e4f67
 PAPER = 'ugochukwu'
@@ -38,12 +39,17 @@ BASE = dict(lr=0.001, epochs=50, depth=2, batch_size=64)  # experiment 1's fixed
 # The report's ImageDataGenerator(shear_range=0.2, zoom_range=0.2, horizontal_flip=True), in Keras 3 layers (see below)
 REPORT_AUGMENT = dict(shear=math.tan(math.radians(0.2)), zoom=0.2, flip=True)
 _COMMON = dict(grids=GRIDS, base=BASE, augment=REPORT_AUGMENT, observe_epochs=True, seed=0, protocols=['report', 'val'],
-               distribution=None)
+               distribution=None, patience=None, resumable=False)
 UGO_QUICK = dict(_COMMON, epochs_cap=None, grids=dict(lr=[0.01, 0.001, 0.0001], epochs=[100, 200, 500], depth=[3, 4], batch_size=[128, 2048]),
                  dataset='fer2013', labels='fer2013', size=32, train_subset=280, val_size=70,
                  test_usages=['PublicTest', 'PrivateTest'], epoch_scale=1/200, run_budget_min=None)
 UGO_FULL = dict(_COMMON, epochs_cap=2, dataset='fer2013', labels='ferplus', size=128, train_subset=None, val_size=3000,
                 test_usages=['PrivateTest'], epoch_scale=1/100, run_budget_min=30)
+RAFDB_TRAIN = 12271   # faces in RAF-DB's basic training split, the report's training set
+# The declared 2-core CPU run of Table 1 (`fermusic runs start ugochukwu-lr`): the report's 50 epochs, early stopping
+# on the validation split, the training set capped at RAF-DB's size, resumable
+UGO_LR_CPU = dict(train_subset=RAFDB_TRAIN, epoch_scale=1, epochs_cap=None, run_budget_min=None, patience=5,
+                  resumable=True)
 
 def ugo_settings(profile:str|None=None, # 'quick' or 'full'; default: the active profile
                 ) -> dict:
@@ -157,6 +163,7 @@ def run_name(cfg:dict, # lr, epochs (report units), depth, batch_size
 def run_key(cfg:dict, S:dict, desc:dict) -> str:
     "A hash of everything that shapes a run: the configuration, the data and the settings."
     shaping = {k: S[k] for k in ('augment', 'seed', 'epoch_scale', 'size', 'run_budget_min')}
+    if S.get('patience'): shaping['patience'] = S['patience']   # only when set: the study's keys stay as they were
     blob = json.dumps(dict(cfg=cfg, S=shaping, data=desc), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -175,13 +182,16 @@ def final_metrics(h:dict, # a history with loss, accuracy, val_*, test_*
     m['discrepancy_test'] = m['accuracy'] - m['test_accuracy']
     return m
 
+# %% ../nbs/30_hparams_rafdb.ipynb #5e1f7a20
 def train_run(cfg:dict, # lr, epochs (report units), depth, batch_size
               data:dict, # from `load_study_data`
               S:dict, # settings
               observe:list|None=None, # report-unit epoch counts to read off this run's history (the epochs experiment)
+              verbose:int=0, # Keras progress (2: one line per epoch, for logs)
              ) -> dict:
-    "Train one configuration (or return its existing record) and return its run record."
+    "Train one configuration through the run frame (or return its existing record) and return its run record."
     cfg = {k: cfg[k] for k in STAGES}
+    if observe and S['patience']: raise ValueError('the epochs experiment reads one run at several counts: set patience=None')
     planned = run_epochs(cfg['epochs'], S['epoch_scale'])
     epochs = planned if observe or not S['epochs_cap'] else min(planned, S['epochs_cap'])
     name, profile = run_name(cfg), S['_profile']
@@ -189,21 +199,27 @@ def train_run(cfg:dict, # lr, epochs (report units), depth, batch_size
     old = _find_record(name, key, profile)
     if old is not None: return old
     params = dict(cfg, key=key, epochs_run=epochs, epochs_planned=planned, epoch_scale=S['epoch_scale'], augment=S['augment'],
-                  size=S['size'], run_budget_min=S['run_budget_min'], epochs_cap=S['epochs_cap'], model='ugochukwu_cnn')
-    with recording(name, PAPER, seed=S['seed'], profile=profile, params=params, dataset=data['desc']) as rec:
-        set_seed(S['seed'])
-        x, y = data['train']
+                  size=S['size'], run_budget_min=S['run_budget_min'], epochs_cap=S['epochs_cap'], model='ugochukwu_cnn',
+                  patience=S['patience'], resumable=S['resumable'])
+    x, y = data['train']
+    fs = dict(epochs=epochs, batch_size=cfg['batch_size'], augment=S['augment'], time_budget_min=S['run_budget_min'],
+              patience=S['patience'], resumable=S['resumable'])   # what the run frame reads
+    def build():
         with distribution_scope(S['distribution']):
-            model = ugochukwu_cnn(cfg['depth'], cfg['lr'], size=x.shape[1], channels=x.shape[-1])
-        cbs = [EvaluateEach(*data['test'])]
-        if S['run_budget_min']: cbs.append(budget := TimeBudget(S['run_budget_min']))
-        h = fit(model, x, y, val=data['val'], epochs=epochs, batch_size=cfg['batch_size'],
-                augment=augmentation(**S['augment'], seed=S['seed']), callbacks=cbs, seed=S['seed'])
-        rec.history = h
-        rec.metrics = dict(final_metrics(h), epochs_done=len(h['loss']))
+            return ugochukwu_cnn(cfg['depth'], cfg['lr'], size=x.shape[1], channels=x.shape[-1])
+    with recording(name, PAPER, seed=S['seed'], profile=profile, params=params, dataset=data['desc']) as rec:
+        run = fit_run(build, x, y, data['val'], fs, seed=S['seed'], state=state_dir()/PAPER/name/f"seed{S['seed']}",
+                      extra=[EvaluateEach(*data['test'])], verbose=verbose)
+        h, rec.schedule = run['history'], run['schedule']
+        best = rec.schedule['best_epoch'] if S['patience'] else None   # early stopping keeps the best epoch's weights
+        rec.history, rec.metrics = h, dict(final_metrics(h, best), epochs_done=len(h['loss']))
         rec.metrics['accuracy_test'] = rec.metrics['test_accuracy']
-        if S['run_budget_min']: rec.notes.extend(budget.notes(len(h['loss']), epochs))
+        rec.notes.extend(run['notes'])
         if epochs < planned: rec.notes.append(f"capped at {epochs} of {planned} epochs by epochs_cap (the CPU schedule's limit)")
+        if best: rec.notes.append(f"early stopping on the validation split (patience {S['patience']}): metrics read at the "
+                                  f"best epoch, {best}, whose weights the run keeps")
+        if S['train_subset'] == RAFDB_TRAIN:
+            rec.notes.append("training set capped at 12,271 faces (stratified), the size of RAF-DB's training split")
         if observe:
             rec.observed = {str(e): final_metrics(h, run_epochs(e, S['epoch_scale'])) for e in observe
                             if run_epochs(e, S['epoch_scale']) <= len(h['loss'])}
@@ -342,7 +358,8 @@ class StudyTuner(kt.engine.base_tuner.BaseTuner):
 # %% ../nbs/30_hparams_rafdb.ipynb #b4d2d78e
 def tuner_dir(S:dict) -> Path:
     "Where the KerasTuner state of the study lives: `<results>.tuner/<profile>/<settings hash>/` (a new schedule starts afresh)."
-    shaping = {k: v for k, v in S.items() if not k.startswith('_') and k not in ('protocols', 'distribution')}
+    unset = tuple(k for k in ('patience', 'resumable') if not S.get(k))   # added later: an existing study keeps its folder
+    shaping = public_settings(S, drop=('protocols', 'distribution') + unset)
     r = Path(results_dir())
     return r.with_name(r.name + '.tuner')/S['_profile']/hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -10,21 +10,21 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['MODELS', 'METRICS', 'SHINDE_QUICK', 'SHINDE_FULL', 'PAPER_TABLE1', 'PAPER_TABLE2', 'IMAGENET_NOTOP', 'IMAGENET_URL',
-           'CLAIMS', 'shinde_settings', 'load_train_test', 'class_counts', 'table1', 'custom_cnn', 'ResNetPreprocess',
-           'PretrainedWeightsError', 'keras_cache_file', 'download_available', 'resolve_weights', 'freeze_before',
-           'resnet50', 'feature_map_sizes', 'build_model', 'input_cost', 'run_input_cost', 'run_name',
-           'shinde_callbacks', 'run_shinde', 'run_all', 'pick_records', 'table2', 'diagnostics']
+__all__ = ['MODELS', 'METRICS', 'SHINDE_QUICK', 'SHINDE_FULL', 'SHINDE_CNN_CPU', 'SHINDE_RESNET_CPU', 'PAPER_TABLE1',
+           'PAPER_TABLE2', 'IMAGENET_NOTOP', 'IMAGENET_URL', 'CLAIMS', 'shinde_settings', 'load_train_test',
+           'class_counts', 'table1', 'custom_cnn', 'ResNetPreprocess', 'PretrainedWeightsError', 'keras_cache_file',
+           'download_available', 'resolve_weights', 'freeze_before', 'resnet50', 'feature_map_sizes', 'build_model',
+           'input_cost', 'run_input_cost', 'run_name', 'run_shinde', 'run_all', 'pick_records', 'table2', 'diagnostics']
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #27ab7781
 import keras
 from keras import layers
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #7f114744
-from .config import profile_settings, set_seed, rel_path
+from .config import profile_settings, set_seed, rel_path, state_dir
 from .data import EMOTIONS, load_fer2013, train_val_split, stratified_subset
 from .records import recording, compare
-from .train import fit, augmentation, evaluate, TimeBudget, save_for_inference
+from .train import fit_run, evaluate, save_for_inference, public_settings
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #a555d949
 MODELS = ('cnn', 'resnet50')
@@ -33,12 +33,16 @@ SHINDE_QUICK = dict(models=list(MODELS), epochs=2, batch_size=32, lr=1e-3, fine_
                     train_subset=280, patience=5, lr_patience=2, lr_factor=0.5, min_lr=1e-6,
                     augment=dict(rotation=10, zoom=0.1, translation=0.1), cnn_size=48, resnet_size=32,
                     weights=None, fine_tune_from='conv5', time_budget_min=None, seeds=[0],
-                    cost_sizes=[32, 128], cost_batch=8, cost_batches=3)
+                    cost_sizes=[32, 128], cost_batch=8, cost_batches=3, resumable=False)
 SHINDE_FULL = dict(models=list(MODELS), epochs=30, batch_size=64, lr=1e-3, fine_tune_lr=1e-4, val_fraction=0.2,
                    train_subset=None, patience=5, lr_patience=2, lr_factor=0.5, min_lr=1e-6,
                    augment=dict(rotation=10, zoom=0.1, translation=0.1), cnn_size=48, resnet_size=224,
                    weights='imagenet', fine_tune_from='conv5', time_budget_min=None, seeds=[0],
-                   cost_sizes=[48, 224], cost_batch=16, cost_batches=3)
+                   cost_sizes=[48, 224], cost_batch=16, cost_batches=3, resumable=True)
+# The declared 2-core CPU runs (`fermusic runs start shinde-cnn` / `shinde-resnet50`): one model each, the paper's
+# schedule (30 epochs, early stopping, LR reduction); the ResNet50 from scratch at 48 px (no ImageNet weights here)
+SHINDE_CNN_CPU = dict(models=['cnn'])
+SHINDE_RESNET_CPU = dict(models=['resnet50'], weights=None, resnet_size=48)
 
 def shinde_settings(profile:str|None=None, # 'quick' or 'full'; default: the active profile
                    ) -> dict:
@@ -271,16 +275,6 @@ def run_name(name:str, settings:dict) -> str:
     if name == 'resnet50': return f"resnet50-{'imagenet' if settings['weights'] == 'imagenet' else 'pretrained' if settings['weights'] else 'scratch'}-{settings['resnet_size']}px"
     raise ValueError(f'unknown model {name!r}; choose one of {MODELS}')
 
-def shinde_callbacks(settings:dict, # from `shinde_settings()`
-                    ) -> list:
-    "EarlyStopping (best weights restored) and ReduceLROnPlateau on the validation loss, plus the time budget."
-    s = settings
-    cbs = [keras.callbacks.EarlyStopping('val_loss', patience=s['patience'], restore_best_weights=True),
-           keras.callbacks.ReduceLROnPlateau('val_loss', factor=s['lr_factor'], patience=s['lr_patience'], min_lr=s['min_lr'])]
-    if s.get('time_budget_min'):
-        cbs.append(TimeBudget(s['time_budget_min'], cut_after=1.1))
-    return cbs
-
 # %% ../nbs/40_cnn_vs_resnet.ipynb #85705fc1
 def run_shinde(model_name:str, # 'cnn' or 'resnet50'
                settings:dict, # from `shinde_settings()`
@@ -291,7 +285,7 @@ def run_shinde(model_name:str, # 'cnn' or 'resnet50'
                save_record:bool=True, # write the run record under results/
                verbose:int=0, # Keras progress (2: one line per epoch, for logs)
               ):
-    "Train and evaluate one model of the paper; returns (record, model, test evaluation)."
+    "Train one model of the paper through the run frame, evaluate it on the test set; returns (record, model, evaluation)."
     s = settings; name = run_name(model_name, s)
     if verbose: print(f'{name} seed {seed}: loading data', flush=True)
     data = data or load_train_test(data_path)
@@ -301,19 +295,13 @@ def run_shinde(model_name:str, # 'cnn' or 'resnet50'
     src = tr.source or data_path
     dataset = dict(name='fer2013', path=rel_path(src) if src else None, kind=tr.kind, train_available=tr.n, train=len(y),
                    val=len(yv), test=te.n, class_counts=dict(train=class_counts(tr), test=class_counts(te)))
-    params = {k: v for k, v in s.items() if not k.startswith('_')}
-    with recording(name, paper='shinde', seed=seed, profile=s['_profile'], params=params, dataset=dataset,
+    with recording(name, paper='shinde', seed=seed, profile=s['_profile'], params=public_settings(s), dataset=dataset,
                    save=save_record) as rec:
-        set_seed(seed)
-        model = build_model(model_name, s)
-        cbs = shinde_callbacks(s)
-        aug = augmentation(**s['augment'], seed=seed) if s.get('augment') else None
-        hist = fit(model, x, y, val=(xv, yv), epochs=s['epochs'], batch_size=s['batch_size'], augment=aug,
-                   callbacks=cbs, seed=seed, verbose=verbose)
-        rec.history, rec.epochs_run = hist, len(hist['loss'])
-        rec.best_epoch = int(np.argmin(hist['val_loss'])) + 1
-        for cb in cbs:
-            if isinstance(cb, TimeBudget): rec.notes.extend(cb.notes(rec.epochs_run, s['epochs']))
+        run = fit_run(lambda: build_model(model_name, s), x, y, (xv, yv), s, seed=seed,
+                      state=state_dir()/'shinde'/name/f'seed{seed}', monitor='val_loss', verbose=verbose)
+        model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
+        rec.epochs_run, rec.best_epoch = rec.schedule['epochs_run'], rec.schedule['best_epoch']
+        rec.notes.extend(run['notes'])
         if model_name == 'resnet50' and not s['weights']: rec.notes.append('ResNet50 from random initialisation: every layer trained, none frozen')
         rec.params_count = model.count_params()
         rec.trainable_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))

@@ -20,6 +20,22 @@ FULL_RUNS = {
               'for s in S["seeds"]:\n'
               '    run_cnn8(S, seed=s, model_path=default_model_path() if s == S["seeds"][0] else None, verbose={verbose})'),
         what="Yu et al.'s CNN8 (7x7) on FER2013, the declared CPU schedule, to early stopping"),
+    'shinde-cnn': dict(
+        paper='shinde', state='shinde/cnn-48px', overrides='fermusic.resnet:SHINDE_CNN_CPU',
+        code=('from fermusic.resnet import shinde_settings, run_all\n'
+              'run_all(shinde_settings(), verbose={verbose})'),
+        what="Shinde et al.'s custom CNN on FER2013 at 48 px, the paper's schedule (30 epochs, early stopping, LR reduction)"),
+    'shinde-resnet50': dict(
+        paper='shinde', state='shinde/resnet50-scratch-48px', overrides='fermusic.resnet:SHINDE_RESNET_CPU',
+        code=('from fermusic.resnet import shinde_settings, run_all\n'
+              'run_all(shinde_settings(), verbose={verbose})'),
+        what="Shinde et al.'s ResNet50 from scratch at 48 px (no ImageNet weights here), the paper's schedule"),
+    'ugochukwu-lr': dict(
+        paper='ugochukwu', state='ugochukwu/ugochukwu-lr', overrides='fermusic.hparams:UGO_LR_CPU',
+        code=('from fermusic.hparams import ugo_settings, load_study_data, stage_runs, train_run\n'
+              'S = ugo_settings(); D = load_study_data(S)\n'
+              'for cfg in stage_runs("lr", dict(S["base"]), S): train_run(cfg, D, S, verbose={verbose})'),
+        what="Ugochukwu's Table 1 (three learning rates) at 128x128 on FER2013 + FER+, 12,271 training faces, 50 epochs, early stopping"),
 }
 
 # %% ../nbs/07_runs.ipynb #58bf3537

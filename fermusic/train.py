@@ -14,10 +14,10 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['STOPS', 'augmentation', 'ArrayDataset', 'EpochTimer', 'fit', 'TimeBudget', 'tiny_cnn', 'run_key', 'spec_diff',
-           'fingerprint', 'run_spec', 'Checkpoint', 'why_stopped', 'RunPaused', 'run_schedule', 'standard_callbacks',
-           'fit_run', 'recalibrate_bn', 'as_model_input', 'load_model', 'save_for_inference', 'predict_proba',
-           'wilson_interval', 'classification_metrics', 'evaluate', 'layer_table', 'plot_history', 'plot_confusion',
-           'plot_roc', 'show_faces', 'plot_class_counts']
+           'fingerprint', 'public_settings', 'run_spec', 'Checkpoint', 'why_stopped', 'RunPaused', 'run_schedule',
+           'standard_callbacks', 'fit_run', 'recalibrate_bn', 'as_model_input', 'load_model', 'save_for_inference',
+           'predict_proba', 'wilson_interval', 'classification_metrics', 'evaluate', 'layer_table', 'plot_history',
+           'plot_confusion', 'plot_roc', 'show_faces', 'plot_class_counts']
 
 # %% ../nbs/03_train.ipynb #ae19601c
 import keras
@@ -177,6 +177,12 @@ def _unnamed(cfg):
     keep_name = set(cfg) == {'name'}   # a dtype policy's config, {'name': 'float32'}, is a setting
     return {k: _unnamed(v) for k, v in cfg.items() if k != 'name' or keep_name}
 
+def public_settings(settings:dict, # a lesson's settings, from `fermusic.config.profile_settings`
+                    drop=(), # further keys to leave out
+                   ) -> dict:
+    "The settings without the `_` bookkeeping keys (`_profile`, `_overrides`) and `drop`: what records and run keys keep."
+    return {k: v for k, v in settings.items() if not k.startswith('_') and k not in drop}
+
 def run_spec(model:keras.Model, # the compiled model about to be trained
              settings:dict, # the run's settings ('_' keys and those in `free` are left out)
              data:dict, # what it trains on, e.g. {'train': fingerprint(x, y)}
@@ -184,8 +190,7 @@ def run_spec(model:keras.Model, # the compiled model about to be trained
              free=('time_budget_min', 'seeds'), # settings that may change between resumes
             ) -> dict:
     "What decides a run's computation: settings, architecture, optimizer, loss, augmentation, data, backend."
-    s = {k: v for k, v in settings.items() if not k.startswith('_') and k not in free}
-    return dict(settings=s, model=_unnamed(model.get_config()), optimizer=_unnamed(keras.optimizers.serialize(model.optimizer)),
+    return dict(settings=public_settings(settings, free), model=_unnamed(model.get_config()), optimizer=_unnamed(keras.optimizers.serialize(model.optimizer)),
                 loss=str(model.loss), augment=None if augment is None else _unnamed(augment.get_config()),
                 data=data, keras_backend=keras.backend.backend())
 
@@ -335,7 +340,7 @@ class RunPaused(Exception):
 def run_schedule(history:dict, # the run's history (per-epoch lists)
                  epochs_planned:int, # epochs the schedule asked for
                  stopped:str, # why it stopped: one of `STOPS`
-                 monitor:str='val_accuracy', # the validation score that picks the best epoch
+                 monitor:str='val_accuracy', # the validation score that picks the best epoch (a loss: the lowest)
                  window:int=3, # 'still improving': the best epoch is among the last `window`
                  checkpoint:Checkpoint|None=None, # adds the resume log and the run key
                 ) -> dict:
@@ -343,7 +348,7 @@ def run_schedule(history:dict, # the run's history (per-epoch lists)
     if stopped not in STOPS: raise ValueError(f'stopped={stopped!r}: choose one of {STOPS}')
     run = len(history.get('loss', []))
     scores = history.get(monitor)
-    best = int(np.argmax(scores)) + 1 if scores else None
+    best = int(np.argmin(scores) if 'loss' in monitor else np.argmax(scores)) + 1 if scores else None
     res = dict(epochs_planned=epochs_planned, epochs_run=run, best_epoch=best, monitor=monitor if scores else None,
                stopped=stopped, still_improving=None if best is None else best > run - window)
     if checkpoint is not None:
@@ -354,18 +359,18 @@ def run_schedule(history:dict, # the run's history (per-epoch lists)
     return res
 
 # %% ../nbs/03_train.ipynb #a784e405
-def standard_callbacks(settings:dict, # the run's settings (`patience`, `lr_patience`, `time_budget_min`)
+def standard_callbacks(settings:dict, # the run's settings (`patience`, `lr_patience`, `lr_factor`, `min_lr`, `time_budget_min`)
                        monitor:str='val_accuracy', # the validation score early stopping watches
                        has_val:bool=True, # whether the run has a validation split
                       ) -> list:
-    "The callbacks a run's settings ask for: early stopping, learning-rate halving, a time budget."
-    cbs = []
-    if has_val and settings.get('patience'):
-        cbs.append(keras.callbacks.EarlyStopping(monitor, patience=settings['patience'], restore_best_weights=True))
-    if has_val and settings.get('lr_patience'):
-        cbs.append(keras.callbacks.ReduceLROnPlateau('val_loss', factor=0.5, patience=settings['lr_patience'],
-                                                     min_lr=1e-6))
-    if settings.get('time_budget_min'): cbs.append(TimeBudget(settings['time_budget_min']))
+    "The callbacks a run's settings ask for: early stopping, learning-rate reduction, a time budget."
+    cbs, s = [], settings
+    if has_val and s.get('patience'):
+        cbs.append(keras.callbacks.EarlyStopping(monitor, patience=s['patience'], restore_best_weights=True))
+    if has_val and s.get('lr_patience'):
+        cbs.append(keras.callbacks.ReduceLROnPlateau('val_loss', factor=s.get('lr_factor', 0.5),
+                                                     patience=s['lr_patience'], min_lr=s.get('min_lr', 1e-6)))
+    if s.get('time_budget_min'): cbs.append(TimeBudget(s['time_budget_min']))
     return cbs
 
 # %% ../nbs/03_train.ipynb #48053faf
@@ -376,6 +381,7 @@ def fit_run(build, # called after the seed is set: returns the compiled model
             seed:int=0, # seed of the initialisation, augmentation and shuffling
             state:Path|str|None=None, # the run's state folder (needed when `settings['resumable']`)
             callbacks:list|None=None, # the run's callbacks; default: `standard_callbacks(settings, monitor)`
+            extra:list=(), # callbacks of the paper's own, run before those (e.g. scoring a split every epoch)
             monitor:str='val_accuracy', # the validation score that picks the best epoch
             class_weight:dict|None=None, # per-class loss weights
             verbose:int=0, # Keras' progress output
@@ -383,7 +389,7 @@ def fit_run(build, # called after the seed is set: returns the compiled model
     "Seed, build, fit (resuming when asked) and say how it ended: {model, history, schedule, notes}."
     s = settings
     set_seed(seed); model = build()
-    cbs = standard_callbacks(s, monitor, val is not None) if callbacks is None else list(callbacks)
+    cbs = [*extra, *(standard_callbacks(s, monitor, val is not None) if callbacks is None else callbacks)]
     aug = augmentation(**s['augment'], seed=seed) if s.get('augment') else None
     ck = None
     if s.get('resumable'):

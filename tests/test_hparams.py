@@ -124,6 +124,25 @@ def test_unknown_dataset():
     with pytest.raises(ValueError, match="dataset must be"): H.load_study_data(S)
 
 
+def test_converged_run_through_the_frame(monkeypatch, tmp_path):
+    "With `patience` (the converged Table 1 run) a run stops early, keeps its best epoch's weights and reads its metrics there."
+    import numpy as np
+    monkeypatch.setenv('FERMUSIC_RESULTS', str(tmp_path/'results')); monkeypatch.setenv('FERMUSIC_STATE', str(tmp_path/'state'))
+    rng = np.random.default_rng(0)
+    part = lambda n: (rng.integers(0, 256, (n, 16, 16, 3)).astype('uint8'), rng.integers(0, 7, n))
+    data = dict(train=part(48), val=part(21), test=part(21), desc=dict(name='random'))
+    S = dict(ugo_settings('quick'), epoch_scale=0.1, patience=1, resumable=True)   # 50 report epochs -> 5
+    cfg = dict(lr=0.01, epochs=50, depth=0, batch_size=16)
+    rec = H.train_run(cfg, data, S)
+    sch, h = rec['schedule'], rec['history']
+    assert sch['epochs_planned'] == 5 and sch['stopped'] in ('converged', 'planned_end') and len(sch['resumes']) == 1
+    assert rec['metrics']['val_accuracy'] == max(h['val_accuracy']) == h['val_accuracy'][sch['best_epoch'] - 1]
+    assert rec['params']['key'] != H.run_key(cfg, dict(S, patience=None), data['desc'])   # another run than the study's
+    assert (tmp_path/'state'/'ugochukwu'/run_name(cfg)/'seed0'/'checkpoint.npz').exists()
+    assert H.train_run(cfg, data, S)['started'] == rec['started']                          # found, not trained again
+    with pytest.raises(ValueError, match='set patience=None'): H.train_run(dict(cfg, epochs=100), data, S, observe=[50, 100])
+
+
 # ---------------------------------------------------------------- KerasTuner's distributed mode
 
 _DIST = '''

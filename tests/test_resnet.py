@@ -3,9 +3,9 @@ import time
 import numpy as np, pytest
 import keras
 import fermusic.resnet as R
-from fermusic.train import TimeBudget
+from fermusic.train import TimeBudget, standard_callbacks
 from fermusic.resnet import (custom_cnn, resnet50, resolve_weights, freeze_before, build_model, run_name, run_shinde,
-                             shinde_settings, table2, pick_records, table1, PretrainedWeightsError, shinde_callbacks, PAPER_TABLE1)
+                             shinde_settings, table2, pick_records, table1, PretrainedWeightsError, PAPER_TABLE1)
 from fermusic.train import save_for_inference
 from fermusic.train import load_model, predict_proba
 
@@ -79,14 +79,28 @@ def test_saved_resnet_takes_raw_pixels(tmp_path):
     np.testing.assert_allclose(predict_proba(m2, x), predict_proba(m, x), atol=1e-5)
     with pytest.raises(ValueError, match='resize first'): predict_proba(m2, np.zeros((1, 32, 32), 'uint8'))
 
-def test_time_budget_cuts_an_epoch_short():
-    "The CPU schedule's budget also stops mid-epoch once 1.1 x the budget has passed (the kit's one TimeBudget)."
-    cb = shinde_callbacks(dict(shinde_settings('full'), time_budget_min=1e-6))[-1]
-    assert isinstance(cb, TimeBudget) and cb.cut_after == 1.1
-    cb.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])); cb.on_train_begin(); time.sleep(0.01)
-    cb.on_train_batch_end(0)
-    assert cb.model.stop_training and cb.stopped_early and cb.cut_short
-    assert len(shinde_callbacks(dict(shinde_settings('full'), time_budget_min=None))) == 2
+def test_shinde_settings_give_the_frames_callbacks():
+    "Shinde's settings ask the run frame for early stopping and LR reduction on the validation loss, and its time budget."
+    s = dict(shinde_settings('full'), time_budget_min=5)
+    es, lr, tb = standard_callbacks(s, monitor='val_loss')
+    assert (es.monitor, es.patience, es.restore_best_weights) == ('val_loss', 5, True)
+    assert (lr.monitor, lr.factor, lr.patience, lr.min_lr) == ('val_loss', 0.5, 2, 1e-6)
+    assert isinstance(tb, TimeBudget) and tb.budget == 300
+    assert len(standard_callbacks(dict(s, time_budget_min=None), monitor='val_loss')) == 2
+
+def test_full_runs_resume(monkeypatch, tmp_path):
+    "A resumable run paused by its time budget after one epoch continues from its checkpoint when started again."
+    from fermusic.train import RunPaused
+    monkeypatch.setenv('FERMUSIC_STATE', str(tmp_path))
+    s = dict(shinde_settings('quick'), train_subset=35, epochs=2, batch_size=16, resumable=True, time_budget_min=1e-6)
+    data = R.load_train_test()
+    with pytest.raises(RunPaused, match='paused after epoch 1 of 2'): run_shinde('cnn', s, data=data, save_record=False)
+    assert (tmp_path/'shinde'/'cnn-48px'/'seed0'/'checkpoint.npz').exists()
+    rec, _, ev = run_shinde('cnn', dict(s, time_budget_min=None), data=data, save_record=False)
+    assert (rec.schedule['epochs_run'], rec.schedule['stopped'], len(rec.schedule['resumes'])) == (2, 'planned_end', 2)
+    assert ev['n'] == data['test'].n
+    s = dict(shinde_settings('full'), **R.SHINDE_RESNET_CPU)
+    assert run_name('resnet50', s) == 'resnet50-scratch-48px' and s['resumable']
 
 def test_tables_without_or_with_partial_records():
     assert set(table2({}).verdict) == {'not yet run'}
