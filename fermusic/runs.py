@@ -20,6 +20,13 @@ FULL_RUNS = {
               'for s in S["seeds"]:\n'
               '    run_cnn8(S, seed=s, model_path=default_model_path() if s == S["seeds"][0] else None, verbose={verbose})'),
         what="Yu et al.'s CNN8 (7x7) on FER2013, the declared CPU schedule, to early stopping"),
+    'compact': dict(
+        paper='kit', state='kit/compact', overrides='fermusic.compact:COMPACT_CPU',
+        code=('from fermusic.compact import compact_settings, run_compact, default_compact_path\n'
+              'S = compact_settings()\n'
+              'for s in S["seeds"]:\n'
+              '    run_compact(S, seed=s, model_path=default_compact_path() if s == S["seeds"][0] else None, verbose={verbose})'),
+        what='the compact mini-Xception-style CNN on FER2013 (lesson 15), 3 seeds, the declared CPU schedule, to early stopping'),
 }
 
 # %% ../nbs/07_runs.ipynb #58bf3537
