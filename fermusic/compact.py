@@ -178,8 +178,8 @@ def training_status(rec:dict|None, # a model's full run record, or None
     stopped, planned = sch.get('stopped'), sch.get('epochs_planned') or (rec.get('params') or {}).get('epochs')
     if stopped == 'converged': return f"converged (early stopping after {run} epochs)"
     if stopped == 'planned_end' and not sch.get('still_improving'): return f'planned end ({run} epochs)'
-    why = stopped or 'no schedule in the record'
-    return f"under-trained: {run} of {planned or '?'} planned epochs ({why})"
+    if stopped is None: return f'{run} epochs, no stopping reason recorded (an older record): take it as under-trained'
+    return f"under-trained: {run} of {planned or '?'} planned epochs ({stopped})"
 
 # %% ../nbs/15_compact.ipynb #6b88656f
 def cost_table(models:dict, # name -> entry of a peers record's `models` (see benchmarks/peers.py)
