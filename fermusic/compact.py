@@ -11,7 +11,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['COMPACT_QUICK', 'COMPACT_FULL', 'COMPACT_CPU', 'TARGETS', 'SHARED', 'compact_settings', 'compact_cnn', 'count_flops',
            'default_compact_path', 'run_compact', 'faces_per_s', 'training_status', 'cost_table', 'pareto_front',
-           'plot_pareto', 'shared_class_scores']
+           'plot_pareto', 'shared_class_scores', 'peers_markdown']
 
 # %% ../nbs/15_compact.ipynb #02c2c19e
 import keras
@@ -238,3 +238,23 @@ def shared_class_scores(proba:np.ndarray, # N x 7 probabilities in `EMOTIONS` or
     return dict(accuracy=m6['accuracy'], f1=m6['f1'], accuracy_7way=float((pred7 == y).mean()),
                 said_neutral=float((pred7 == EMOTIONS.index('neutral')).mean()), n=int(len(y)),
                 recall={c: v['recall'] for c, v in m6['per_class'].items()})
+
+# %% ../nbs/15_compact.ipynb #b8781281
+def peers_markdown(rec:dict|None=None, # a 'peers' record; default: the latest committed full one
+                  ) -> str:
+    "The README's table of emotion models: accuracy, macro F1, CK+, parameters, FLOPs, faces/s, file size, training."
+    import pandas as pd
+    if rec is None:
+        from fermusic.records import full_records
+        rec = (full_records('kit').get('peers') or [None])[0]
+    if not rec: return '*No full `peers` record yet: run `benchmarks/peers.py` on the full data.*'
+    fmt = lambda v, f: '-' if v is None or pd.isna(v) else format(v, f)
+    rows = ['| model | accuracy (PrivateTest) | macro F1 | CK+, 6 shared classes | parameters | MFLOP / face '
+            '| faces/s, 1 thread | file MB | training |', '|' + ' --- |' * 9]
+    for n, r in cost_table(rec['results']['models']).iterrows():
+        acc = fmt(r.accuracy, '.1%') + ('' if pd.isna(r.split) or r.split == 'PrivateTest' else f' ({r.split})')
+        rows.append(f"| {n} | {acc} | {fmt(r.macro_f1, '.3f')} | {fmt(r.ckplus6, '.1%')} | {fmt(r.params, ',.0f')} "
+                    f"| {fmt(r.mflops, '.1f')} | {fmt(r.faces_per_s, '.0f')} | {fmt(r.file_mb, '.2f')} | {r.status} |")
+    la, cpu = rec['results'].get('load_average'), (rec.get('hardware') or {}).get('cpu')
+    return '\n'.join(rows) + (f"\n\nMeasured by `benchmarks/peers.py` on {rec['started'][:10]} ({cpu}; load average "
+                              f"before/after {la}: faces/s depend on the machine and on what else it runs).")
