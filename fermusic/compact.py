@@ -130,16 +130,18 @@ def run_compact(settings:dict, # from `compact_settings()`
 
 # %% ../nbs/15_compact.ipynb #4c91a778
 _SPEED = """
-import json, sys, time, numpy as np, keras
+import importlib, json, sys, time, numpy as np, keras
 path, batch, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+for mod in sys.argv[4:]: importlib.import_module(mod)   # modules that register custom layers
 m = keras.saving.load_model(path, compile=False)
 rng = np.random.default_rng(0)
 xs = [rng.integers(0, 256, (batch, *t.shape[1:])).astype('float32') for t in m.inputs]
 x = xs[0] if len(xs) == 1 else xs
 m.predict_on_batch(x); m.predict_on_batch(x)
-n, t0 = 0, time.perf_counter()
+n, t0, c0 = 0, time.perf_counter(), time.process_time()
 while time.perf_counter() - t0 < seconds: m.predict_on_batch(x); n += batch
-print(json.dumps(dict(faces_per_s=n / (time.perf_counter() - t0), faces=n)))
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+print(json.dumps(dict(faces_per_s=n / cpu, faces_per_s_wall=n / wall, faces=n, cpu_share=cpu / wall)))
 """
 
 def _pin(threads:int):
@@ -151,17 +153,20 @@ def faces_per_s(model, # a Keras model, or a .keras / .h5 / .hdf5 file
                 threads:int=1, # CPU cores and backend threads the measuring process may use
                 batch:int=64, # faces per `predict_on_batch` call
                 seconds:float=3., # how long to time steady batches
+                imports=(), # modules that register the model's custom layers (found from a model object)
                ) -> dict:
-    "Inference faces/s of `model` in a fresh process limited to `threads` CPU threads."
+    "Faces per CPU-second (and per wall-clock second) of `model` in a fresh process limited to `threads` threads."
     with tempfile.TemporaryDirectory() as d:
         path = Path(d)/'model.keras' if isinstance(model, keras.Model) else Path(model)
-        if isinstance(model, keras.Model): model.save(path)
+        if isinstance(model, keras.Model):
+            model.save(path)
+            imports = {*imports, *(type(l).__module__ for l in model._flatten_layers() if not type(l).__module__.startswith('keras'))}
         if not path.exists(): raise FileNotFoundError(f'no model file at {path}: pass a Keras model or a saved model file')
         n = str(threads)
         env = dict(os.environ, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS='1', OMP_NUM_THREADS=n,
                    CUDA_VISIBLE_DEVICES='-1', TF_CPP_MIN_LOG_LEVEL='3',
                    XLA_FLAGS=f'--xla_cpu_multi_thread_eigen={str(threads > 1).lower()}')
-        p = subprocess.run([sys.executable, '-c', _SPEED, str(path), str(batch), str(seconds)], env=env,
+        p = subprocess.run([sys.executable, '-c', _SPEED, str(path), str(batch), str(seconds), *sorted(imports)], env=env,
                            capture_output=True, text=True, preexec_fn=_pin(threads))
     if p.returncode: raise RuntimeError(f'timing {path.name} failed: {p.stderr.strip().splitlines()[-1:]}')
     res = json.loads(p.stdout.strip().splitlines()[-1])
