@@ -73,13 +73,13 @@ def _scores(proba, y, ck_proba, ck_y) -> dict:
 
 
 def measure_model(name, kind, model, status, priv, ck, seconds, file=None, predict=None, from_record=None, imports=(),
-                  log=print) -> dict:
+                  timed=None, log=print) -> dict:
     "One model's row: cost always; accuracy by scoring it (`predict` given) or from its record (`from_record`)."
     from fermusic.compact import count_flops, faces_per_s
     from fermusic.config import rel_path
     e = dict(kind=kind, status=status, params=int(model.count_params()), flops=count_flops(model),
              file=rel_path(file) if file else None, file_bytes=Path(file).stat().st_size if file else _file_bytes(model))
-    sp = faces_per_s(file or model, threads=1, batch=64, seconds=seconds, imports=imports)
+    sp = faces_per_s(timed or file or model, threads=1, batch=64, seconds=seconds, imports=imports)
     e.update(faces_per_s=sp['faces_per_s'], faces_per_s_wall=sp['faces_per_s_wall'], speed=sp)
     if predict is not None:
         e.update(_scores(predict(priv.x), priv.y, None if ck is None else predict(ck.x), None if ck is None else ck.y))
@@ -145,7 +145,8 @@ def _one(name, out, fer_path, quick, seconds, priv, ck, kit_recs, log):
         rec = (full_records(paper).get(rname) or [None])[0]
         m = eval(expr, vars(importlib.import_module(mod)))
         out['models'][name] = measure_model(name, 'paper', m, training_status(rec), priv, ck, seconds,
-                                            from_record=_record_accuracy(rec) if rec else None, imports=[mod], log=log)
+                                            from_record=_record_accuracy(rec) if rec else None, imports=[mod],
+                                            timed=f'build:{mod}:{expr}', log=log)
     elif name == 'fer':
         w = fer_weights(fer_path)
         if w is None:

@@ -133,10 +133,11 @@ _SPEED = """
 import importlib, json, sys, time, numpy as np, keras
 path, batch, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 for mod in sys.argv[4:]: importlib.import_module(mod)   # modules that register custom layers
-m = keras.saving.load_model(path, compile=False)
+if path.startswith('build:'): mod, expr = path[6:].split(':', 1); m = eval(expr, vars(importlib.import_module(mod)))
+else: m = keras.saving.load_model(path, compile=False)
 rng = np.random.default_rng(0)
 xs = [rng.integers(0, 256, (batch, *t.shape[1:])).astype('float32') for t in m.inputs]
-x = xs[0] if len(xs) == 1 else xs
+x = xs[0] if len(xs) == 1 else {t.name: a for t, a in zip(m.inputs, xs)}   # several inputs: by name
 m.predict_on_batch(x); m.predict_on_batch(x)
 n, t0, c0 = 0, time.perf_counter(), time.process_time()
 while time.perf_counter() - t0 < seconds: m.predict_on_batch(x); n += batch
@@ -149,24 +150,25 @@ def _pin(threads:int):
     return lambda: os.sched_setaffinity(0, set(cores[:threads]))
 
 # %% ../nbs/15_compact.ipynb #cd87d585
-def faces_per_s(model, # a Keras model, or a .keras / .h5 / .hdf5 file
+def faces_per_s(model, # a Keras model, a .keras / .h5 / .hdf5 file, or 'build:MODULE:EXPRESSION' (built there)
                 threads:int=1, # CPU cores and backend threads the measuring process may use
                 batch:int=64, # faces per `predict_on_batch` call
                 seconds:float=3., # how long to time steady batches
                 imports=(), # modules that register the model's custom layers (found from a model object)
                ) -> dict:
     "Faces per CPU-second (and per wall-clock second) of `model` in a fresh process limited to `threads` threads."
+    built = isinstance(model, str) and model.startswith('build:')   # for models that do not reload from a file
     with tempfile.TemporaryDirectory() as d:
         path = Path(d)/'model.keras' if isinstance(model, keras.Model) else Path(model)
         if isinstance(model, keras.Model):
             model.save(path)
             imports = {*imports, *(type(l).__module__ for l in model._flatten_layers() if not type(l).__module__.startswith('keras'))}
-        if not path.exists(): raise FileNotFoundError(f'no model file at {path}: pass a Keras model or a saved model file')
+        if not built and not path.exists(): raise FileNotFoundError(f'no model file at {path}: pass a Keras model or a saved model file')
         n = str(threads)
         env = dict(os.environ, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS='1', OMP_NUM_THREADS=n,
                    CUDA_VISIBLE_DEVICES='-1', TF_CPP_MIN_LOG_LEVEL='3',
                    XLA_FLAGS=f'--xla_cpu_multi_thread_eigen={str(threads > 1).lower()}')
-        p = subprocess.run([sys.executable, '-c', _SPEED, str(path), str(batch), str(seconds), *sorted(imports)], env=env,
+        p = subprocess.run([sys.executable, '-c', _SPEED, model if built else str(path), str(batch), str(seconds), *sorted(imports)], env=env,
                            capture_output=True, text=True, preexec_fn=_pin(threads))
     if p.returncode: raise RuntimeError(f'timing {path.name} failed: {p.stderr.strip().splitlines()[-1:]}')
     res = json.loads(p.stdout.strip().splitlines()[-1])
