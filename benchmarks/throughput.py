@@ -35,6 +35,7 @@ MODELS = {
     'han-image+hog': ('fermusic.multimodal', "fusion_model(('image', 'hog'))", 'multimodal', None),
     'han-vgg16': ('fermusic.multimodal', "app_baseline('vgg16')", 'array48', dict(rotation=10, translation=0.1)),
     'ugochukwu-d2-128': ('fermusic.hparams', 'ugochukwu_cnn(2, size=128)', 'array128rgb', 'report'),
+    'compact': ('fermusic.compact', 'compact_cnn()', 'array48', dict(rotation=10, translation=0.1, zoom=0.1, flip=True)),
 }
 BACKENDS = ('tensorflow', 'tensorflow-xla', 'jax', 'torch')
 

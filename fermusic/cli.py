@@ -147,6 +147,8 @@ writes is listed in OUTPUT/fermusic-sort.json first; --overwrite and `fermusic u
 A sort stopped midway is finished by running it again, or rolled back by `fermusic unsort OUTPUT`.
 
 """ + EXIT_HELP
+_MODEL_HELP = ('emotion model: cnn8 (the paper CNN, lesson 10), compact (lesson 15) or a .keras file '
+               '(default: fermusic.pipeline.DEFAULT_MODEL, the best measured one)')
 
 def _formatter(prog): return argparse.RawDescriptionHelpFormatter(prog, width=100)   # same help on every terminal
 
@@ -167,7 +169,7 @@ def _finite_float(s:str) -> float:
 def _add_recommend_args(c):
     c.add_argument('--top', type=_positive_int, default=5, help='songs per face (default 5)')
     c.add_argument('--policy', choices=('match', 'lift'), default='match', help='match the mood, or lift a negative one')
-    c.add_argument('--model', default=None, help='a .keras emotion model (default: the shipped CNN)')
+    c.add_argument('--model', default=None, help=_MODEL_HELP)
     c.add_argument('--min-score', type=_finite_float, default=0.5, help='leave out weaker face detections (default 0.5)')
     c.add_argument('--json', action='store_true', help='print JSON instead of tables')
 
@@ -185,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser('sort', help=_sort.__doc__, description=_sort.__doc__, epilog=SORT_HELP, formatter_class=_formatter)
     c.add_argument('input', help='a folder of images (only read; links are followed only to files inside it)')
     c.add_argument('output', help='a new or empty folder (or an earlier sort\'s) for the class folders and predictions.csv')
-    c.add_argument('--model', default=None, help='a .keras emotion model (default: the shipped CNN); its input size is used')
+    c.add_argument('--model', default=None, help=_MODEL_HELP + '; its input size is used')
     c.add_argument('--dry-run', action='store_true', help='check and predict, write nothing')
     c.add_argument('--overwrite', action='store_true', help="replace the files an earlier sort wrote in OUTPUT (nothing else)")
     c.set_defaults(func=_sort)

@@ -14,29 +14,46 @@ from .faces import Face, find_faces, read_photo, plot_faces
 from .recommend import recommend, load_song_library
 
 # %% auto #0
-__all__ = ['default_emotion_model', 'load_emotion_model', 'NoFaceError', 'FaceResult', 'photo_to_music', 'results_frame',
-           'results_json', 'show_results', 'upload_box']
+__all__ = ['EMOTION_MODELS', 'DEFAULT_MODEL', 'emotion_model_path', 'default_emotion_model', 'load_emotion_model', 'NoFaceError',
+           'FaceResult', 'photo_to_music', 'results_frame', 'results_json', 'show_results', 'upload_box']
 
 # %% ../nbs/13_pipeline.ipynb #4ef96ac3
 import matplotlib.pyplot as plt
 
 # %% ../nbs/13_pipeline.ipynb #647c5ce6
+EMOTION_MODELS = {'cnn8': 'cnn8_fer2013.keras',        # Yu et al.'s 8-layer CNN (lesson 10)
+                  'compact': 'compact_fer2013.keras'}  # the compact mini-Xception-style CNN (lesson 15)
+DEFAULT_MODEL = 'cnn8'  # the best *measured* model; switch to 'compact' once its committed full records beat CNN8's
+
+def emotion_model_path(model:str|Path|None=None, # a name of `EMOTION_MODELS`, a .keras file, or None: `DEFAULT_MODEL`
+                      ) -> Path:
+    "The file of a named emotion model (under data/models/ of the checkout), or `model` itself when it is a path."
+    model = DEFAULT_MODEL if model is None else model
+    if isinstance(model, str) and model in EMOTION_MODELS:
+        from fermusic.config import repo_root
+        return (repo_root() or Path.cwd())/'data'/'models'/EMOTION_MODELS[model]
+    p = Path(model)
+    if p.suffix != '.keras' and not p.exists():
+        raise ValueError(f'unknown emotion model {str(model)!r}: name one of {", ".join(EMOTION_MODELS)}, or pass a .keras file')
+    return p
+
 def default_emotion_model() -> Path:
-    "The shipped emotion model: the kit's 8-layer CNN trained on FER2013 (data/models/cnn8_fer2013.keras)."
-    from fermusic.cnn8 import default_model_path
-    return default_model_path('7x7')
+    "The default emotion model's file: `DEFAULT_MODEL`'s (the kit's 8-layer CNN, data/models/cnn8_fer2013.keras)."
+    return emotion_model_path(DEFAULT_MODEL)
 
 @functools.lru_cache(4)
 def _load(path:str, mtime:float):
     from fermusic.train import load_model
     return load_model(path)
 
-def load_emotion_model(path:str|Path|None=None, # a .keras model; default: `default_emotion_model()`
+def load_emotion_model(model:str|Path|None=None, # 'cnn8', 'compact', a .keras file; default: `DEFAULT_MODEL`
                       ):
-    "The emotion model at `path` (cached), checked to map 48x48 greyscale faces to the 7 FER2013 emotions."
-    path = Path(path or default_emotion_model())
+    "The emotion model `model` names (cached), checked to map 48x48 greyscale faces to the 7 FER2013 emotions."
+    path = emotion_model_path(model)
     if not path.exists():
-        raise FileNotFoundError(f'no emotion model at {path}: train one with nbs/10_cnn8_fer2013.ipynb, or pass --model PATH')
+        how = ('the compact model is not trained yet: run `fermusic runs start compact` (lesson 15), or use --model cnn8'
+               if path.name == EMOTION_MODELS['compact'] else 'train one with nbs/10_cnn8_fer2013.ipynb, or pass --model PATH')
+        raise FileNotFoundError(f'no emotion model at {path}: {how}')
     m = _load(str(path), path.stat().st_mtime)
     if tuple(m.output_shape[1:]) != (len(EMOTIONS),):
         raise ValueError(f'{path} predicts {m.output_shape[1:]} classes; the pipeline needs the 7 FER2013 emotions {EMOTIONS}')
@@ -56,7 +73,7 @@ class FaceResult:
     songs: pd.DataFrame # the recommender's ranking
 
 def photo_to_music(photo, # a path, bytes, file object, PIL image or array
-                   model=None, # a Keras model or a path to one; default: the shipped CNN
+                   model=None, # a Keras model, 'cnn8', 'compact' or a .keras path; default: `DEFAULT_MODEL`
                    top_k:int=5, # songs per face
                    policy:str='match', # 'match' the mood, or 'lift' a negative one (see 12_recommend)
                    min_score:float=0.5, # leave out detections the detector scores lower

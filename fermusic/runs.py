@@ -36,6 +36,13 @@ FULL_RUNS = {
               'S = ugo_settings(); D = load_study_data(S)\n'
               'for cfg in stage_runs("lr", dict(S["base"]), S): train_run(cfg, D, S, verbose={verbose})'),
         what="Ugochukwu's Table 1 (three learning rates) at 128x128 on FER2013 + FER+, 12,271 training faces, 50 epochs, early stopping"),
+    'compact': dict(
+        paper='kit', state='kit/compact', overrides='fermusic.compact:COMPACT_CPU',
+        code=('from fermusic.compact import compact_settings, run_compact, default_compact_path\n'
+              'S = compact_settings()\n'
+              'for s in S["seeds"]:\n'
+              '    run_compact(S, seed=s, model_path=default_compact_path() if s == S["seeds"][0] else None, verbose={verbose})'),
+        what='the compact mini-Xception-style CNN on FER2013 (lesson 15), 3 seeds, the declared CPU schedule, to early stopping'),
 }
 
 # %% ../nbs/07_runs.ipynb #58bf3537
