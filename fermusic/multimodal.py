@@ -11,14 +11,14 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['HAN_FULL', 'HAN_QUICK', 'HAN_CKPLUS_CPU', 'HAN_FER2013_CPU', 'HAN_ABLATIONS_CPU', 'HAN_BASELINES_CPU', 'BRANCHES',
-           'APPS', 'PERTURBATIONS', 'CK_LABELS', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_OVERALL',
+           'APPS', 'VGG16_BLOCKS', 'PERTURBATIONS', 'CK_LABELS', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_OVERALL',
            'QUICK_FUSION_ACCURACY', 'CLAIMS', 'han_settings', 'face_features', 'noise_counts', 'cached_features',
            'landmark_vector', 'ferplus_nonface', 'fer_rows', 'noise_table', 'run_noise', 'CBAM', 'fusion_model',
            'plot_branches', 'random_affine', 'transform_faces', 'model_inputs', 'MultimodalDataset',
-           'predict_multimodal', 'app_baseline', 'Split', 'split_of', 'branches_of', 'build', 'run_settings',
-           'train_model', 'predict_any', 'roc_points', 'score', 'perturb', 'robustness', 'fer2013_data', 'run_state',
-           'run_fer2013', 'ck_labels', 'ck_folds', 'shared_subjects', 'run_ckplus', 'per_class_column', 'paper_table',
-           'plot_record_roc']
+           'predict_multimodal', 'vgg16_bn', 'app_baseline', 'Split', 'split_of', 'branches_of', 'build',
+           'run_settings', 'train_model', 'predict_any', 'roc_points', 'score', 'perturb', 'robustness', 'fer2013_data',
+           'run_state', 'run_fer2013', 'ck_labels', 'ck_folds', 'shared_subjects', 'run_ckplus', 'per_class_column',
+           'paper_table', 'plot_record_roc']
 
 # %% ../nbs/20_multimodal.ipynb #8dea9c81
 import keras
@@ -39,7 +39,7 @@ from .faces import batch_landmarks, hog_features, to_grey
 HAN_FULL = dict(epochs=500, batch_size=64, lr=1e-3, factor=30, rotation=10., translation=0.1, tta=10,
                 filters=(32, 64, 128), upsample=1, hog=dict(orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)),
                 models=['fusion', 'image', 'image+landmarks', 'image+hog', 'vgg16', 'resnet50'],
-                baseline_epochs=None, baseline_lr=1e-4, time_budget_min=None, train_subset=None,
+                baseline_epochs=None, vgg_bn=True, time_budget_min=None, train_subset=None,
                 ck_models=['fusion', 'vgg16', 'resnet50'], ck_splits=['subject', 'random'], ck_folds=10, ck_epochs=100,
                 ck_baseline_epochs=None, ck_batch_size=32, bn_momentum=0.99, ck_bn_momentum=0.9, bn_recalibrate=60, seeds=[0],
                 val_fraction=0.1, patience=None, lr_patience=None, resumable=True)
@@ -91,11 +91,12 @@ def _cache_dir() -> Path:
 def cached_features(x:np.ndarray, # the images
                     dataset:str, # a name for the file, e.g. 'fer2013' or 'ckplus'
                     cache_dir:str|Path|None=None, # default: $FERMUSIC_CACHE/features or ~/.cache/fermusic/features
-                    **kwargs, # `face_features` parameters (they are part of the key)
+                    **kwargs, # `face_features` parameters (part of the key, except `progress`)
                    ) -> dict:
     "`face_features(x, **kwargs)`, read from disk when this dataset, these pixels and these parameters were seen before."
     x = np.ascontiguousarray(x)
-    key = hashlib.sha1(x.tobytes() + str(x.shape).encode() + json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    kw = json.dumps({k: v for k, v in kwargs.items() if k != 'progress'}, sort_keys=True, default=str)
+    key = hashlib.sha1(x.tobytes() + str(x.shape).encode() + kw.encode()).hexdigest()[:16]
     d = Path(cache_dir or _cache_dir()); path = d/f'{dataset}-{key}.npz'
     if path.is_file():
         with np.load(path) as z: return {k: z[k] for k in z.files}
@@ -344,22 +345,40 @@ def predict_multimodal(model:keras.Model, # a trained `fusion_model`
 
 # %% ../nbs/20_multimodal.ipynb #30eb263a
 APPS = {'vgg16': 'VGG16', 'resnet50': 'ResNet50'}
+VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))   # (convolutions, filters) of VGG16's five blocks
+
+def vgg16_bn(input_shape:tuple=(48, 48, 3), # H x W x C
+             bn_momentum:float=0.99, # momentum of the batch normalisations
+            ) -> keras.Model:
+    "VGG16's 13 convolutions, each followed by batch normalisation before its ReLU (as torchvision's `vgg16_bn`), with GAP."
+    i = keras.Input(input_shape); x = i
+    for b, (n, f) in enumerate(VGG16_BLOCKS, 1):
+        for k in range(1, n + 1):
+            x = layers.Conv2D(f, 3, padding='same', use_bias=False, name=f'block{b}_conv{k}')(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f'block{b}_bn{k}')(x)
+            x = layers.Activation('relu', name=f'block{b}_relu{k}')(x)
+        x = layers.MaxPooling2D(2, name=f'block{b}_pool')(x)
+    return keras.Model(i, layers.GlobalAveragePooling2D(name='avg_pool')(x), name='vgg16_bn')
 
 def app_baseline(name:str, # 'vgg16' or 'resnet50'
                  input_shape:tuple=(48, 48, 1), n_classes:int=7, lr:float=1e-3,
-                 bn_momentum:float=0.99, # momentum of ResNet50's batch normalisations (Keras' default 0.99)
+                 bn_momentum:float=0.99, # momentum of the batch normalisations (Keras' default 0.99)
+                 vgg_bn:bool=False, # VGG16 with batch normalisation (`vgg16_bn`): the plain one does not learn here
                 ) -> keras.Model:
     "A keras.applications network, randomly initialised, on greyscale faces with a GAP + softmax head, compiled with Adam."
     if name not in APPS: raise ValueError(f'unknown baseline {name!r}; choose from {sorted(APPS)}')
     i = keras.Input(input_shape, name='image')
     x = layers.Rescaling(1/255., name='rescale')(i)
     if input_shape[-1] == 1: x = layers.Concatenate(name='grey_to_rgb')([x, x, x])
-    base = getattr(keras.applications, APPS[name])(include_top=False, weights=None, input_shape=input_shape[:2] + (3,), pooling='avg')
+    rgb = input_shape[:2] + (3,)
+    if name == 'vgg16' and vgg_bn: base = vgg16_bn(rgb, bn_momentum)
+    else: base = getattr(keras.applications, APPS[name])(include_top=False, weights=None, input_shape=rgb, pooling='avg')
     for l in base.layers:
         if isinstance(l, layers.BatchNormalization): l.momentum = bn_momentum
     out = layers.Dense(n_classes, activation='softmax', name='expression')(base(x))
     m = keras.Model(i, out, name=name)
-    m.compile(optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    m.compile(optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
+              loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     return m
 
 # %% ../nbs/20_multimodal.ipynb #511cd4dd
@@ -387,13 +406,13 @@ def branches_of(kind:str) -> tuple:
     return bs
 
 def build(kind:str, n_classes:int, S:dict) -> keras.Model:
-    "The compiled model of `kind` for the settings `S` (baselines at `S['baseline_lr']`, see above)."
+    "The compiled model of `kind` for the settings `S` (VGG16 with batch normalisation when `S['vgg_bn']`)."
     mom = S.get('bn_momentum', 0.99)
-    if kind in APPS: return app_baseline(kind, n_classes=n_classes, lr=S.get('baseline_lr') or S['lr'], bn_momentum=mom)
+    if kind in APPS: return app_baseline(kind, n_classes=n_classes, lr=S['lr'], bn_momentum=mom, vgg_bn=S.get('vgg_bn', False))
     return fusion_model(branches_of(kind), n_classes=n_classes, filters=tuple(S['filters']), lr=S['lr'], bn_momentum=mom)
 
 # %% ../nbs/20_multimodal.ipynb #5e1a7c20
-_FIT_KEYS = ('batch_size', 'lr', 'baseline_lr', 'factor', 'rotation', 'translation', 'filters', 'hog', 'bn_momentum',
+_FIT_KEYS = ('batch_size', 'lr', 'vgg_bn', 'factor', 'rotation', 'translation', 'filters', 'hog', 'bn_momentum',
              'patience', 'lr_patience', 'time_budget_min', 'resumable')
 
 def run_settings(kind:str, S:dict, # the model kind; the lesson's settings
