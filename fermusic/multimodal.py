@@ -150,7 +150,8 @@ def run_noise(S:dict, data_path=None) -> dict:
     nonface = ferplus_nonface(fer_rows(f))
     t = noise_table(feats['n_faces'], nonface, f.split)
     miss = pd.Series(feats['n_faces'] == 0).groupby(np.array(EMOTIONS)[f.y]).mean()
-    with recording('noise-fer2013', 'han', seed=None, profile=S['_profile'], params=dict(upsample=S['upsample'], hog=S['hog']),
+    with recording('noise-fer2013', 'han', seed=None, profile=S['_profile'],
+                   params=dict(upsample=S['upsample'], hog=S['hog']),
                    dataset=dict(name='fer2013', path=rel_path(f.source), images=f.n)) as rec:
         rec.noise = {k: {c: int(v) for c, v in row.items()} for k, row in t.iterrows()}
         rec.miss_rate_by_class = miss.round(4).to_dict()
@@ -350,7 +351,7 @@ VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))   # (convolutio
 def vgg16_bn(input_shape:tuple=(48, 48, 3), # H x W x C
              bn_momentum:float=0.99, # momentum of the batch normalisations
             ) -> keras.Model:
-    "VGG16's 13 convolutions, each followed by batch normalisation before its ReLU (as torchvision's `vgg16_bn`), with GAP."
+    "VGG16's 13 convolutions, each with batch normalisation before its ReLU (torchvision's `vgg16_bn`), and GAP."
     i = keras.Input(input_shape); x = i
     for b, (n, f) in enumerate(VGG16_BLOCKS, 1):
         for k in range(1, n + 1):
@@ -372,7 +373,8 @@ def app_baseline(name:str, # 'vgg16' or 'resnet50'
     if input_shape[-1] == 1: x = layers.Concatenate(name='grey_to_rgb')([x, x, x])
     rgb = input_shape[:2] + (3,)
     if name == 'vgg16' and vgg_bn: base = vgg16_bn(rgb, bn_momentum)
-    else: base = getattr(keras.applications, APPS[name])(include_top=False, weights=None, input_shape=rgb, pooling='avg')
+    else: base = getattr(keras.applications, APPS[name])(include_top=False, weights=None, input_shape=rgb,
+                                                         pooling='avg')
     for l in base.layers:
         if isinstance(l, layers.BatchNormalization): l.momentum = bn_momentum
     out = layers.Dense(n_classes, activation='softmax', name='expression')(base(x))
@@ -408,8 +410,10 @@ def branches_of(kind:str) -> tuple:
 def build(kind:str, n_classes:int, S:dict) -> keras.Model:
     "The compiled model of `kind` for the settings `S` (VGG16 with batch normalisation when `S['vgg_bn']`)."
     mom = S.get('bn_momentum', 0.99)
-    if kind in APPS: return app_baseline(kind, n_classes=n_classes, lr=S['lr'], bn_momentum=mom, vgg_bn=S.get('vgg_bn', False))
-    return fusion_model(branches_of(kind), n_classes=n_classes, filters=tuple(S['filters']), lr=S['lr'], bn_momentum=mom)
+    if kind in APPS: return app_baseline(kind, n_classes=n_classes, lr=S['lr'], bn_momentum=mom,
+                                         vgg_bn=S.get('vgg_bn', False))
+    return fusion_model(branches_of(kind), n_classes=n_classes, filters=tuple(S['filters']), lr=S['lr'],
+                        bn_momentum=mom)
 
 # %% ../nbs/20_multimodal.ipynb #5e1a7c20
 _FIT_KEYS = ('batch_size', 'lr', 'vgg_bn', 'factor', 'rotation', 'translation', 'filters', 'hog', 'bn_momentum',
@@ -434,7 +438,8 @@ def train_model(kind:str, # 'fusion', 'image', 'image+landmarks', 'image+hog', .
                ) -> dict:
     "Train one model through `fermusic.train.fit_run`: {model, history, schedule, notes}."
     f, R = max(S['factor'], 1), run_settings(kind, S, epochs)
-    if kind in APPS: x, y, v = np.repeat(train.x, f, axis=0), np.repeat(train.y, f), None if val is None else (val.x, val.y)
+    if kind in APPS:
+        x, y, v = np.repeat(train.x, f, axis=0), np.repeat(train.y, f), None if val is None else (val.x, val.y)
     else:
         kw = dict(inputs=branches_of(kind), batch_size=S['batch_size'], rotation=S['rotation'],
                   translation=S['translation'], hog_params=S['hog'])
@@ -442,10 +447,11 @@ def train_model(kind:str, # 'fusion', 'image', 'image+landmarks', 'image+hog', .
                                  augment=bool(S['rotation'] or S['translation']), **kw), None
         v = None if val is None else MultimodalDataset(val.x, val.pts, val.hog, val.y, **kw)
     run = fit_run(lambda: build(kind, n_classes, S), x, y, v, R, seed=seed, state=state, verbose=verbose)
-    if S.get('bn_recalibrate'):  # moving BN statistics re-estimated for the final weights (`fermusic.train.recalibrate_bn`)
+    if S.get('bn_recalibrate'):  # BN moving statistics re-estimated for the final weights (`recalibrate_bn`)
         m = run['model']
-        plain = ArrayDataset(train.x, batch_size=S['batch_size'], shuffle=True, seed=seed) if kind in APPS else \
-            MultimodalDataset(train.x, train.pts, train.hog, inputs=model_inputs(m), batch_size=S['batch_size'], shuffle=True, seed=seed)
+        bs = S['batch_size']
+        plain = ArrayDataset(train.x, batch_size=bs, shuffle=True, seed=seed) if kind in APPS else \
+            MultimodalDataset(train.x, train.pts, train.hog, inputs=model_inputs(m), batch_size=bs, shuffle=True, seed=seed)
         recalibrate_bn(m, plain, n=S['bn_recalibrate'])
     return run
 
@@ -615,7 +621,8 @@ def _fit_val(tr:np.ndarray, y:np.ndarray, subjects:np.ndarray, S:dict, seed:int)
 def _fold_schedule(scheds:list) -> dict:
     "One schedule for a cross-validation: every fold's, and the least complete fold's reason for stopping."
     return dict(stopped=max((s['stopped'] for s in scheds), key=STOPS.index), folds=scheds,
-                epochs_run=[s['epochs_run'] for s in scheds], train_seconds=sum(s.get('train_seconds', 0) for s in scheds))
+                epochs_run=[s['epochs_run'] for s in scheds],
+                train_seconds=sum(s.get('train_seconds', 0) for s in scheds))
 
 def run_ckplus(S:dict, # from `han_settings()`
                data_path=None, # CK+48 folder or tar.gz; default: `find_dataset('ckplus')`
@@ -631,17 +638,18 @@ def run_ckplus(S:dict, # from `han_settings()`
     recs = []
     for split in S['ck_splits']:
         folds = ck_folds(y, f.subjects, split, S['ck_folds'])
-        ds = dict(name='ckplus', path=rel_path(f.source) if f.source else None, images=f.n, subjects=int(len(set(f.subjects))),
-                  folds=len(folds), shared_subjects=shared_subjects(folds, f.subjects), noise=noise_counts(feats))
+        ds = dict(name='ckplus', path=rel_path(f.source) if f.source else None, images=f.n,
+                  subjects=int(len(set(f.subjects))), folds=len(folds), shared_subjects=shared_subjects(folds, f.subjects), noise=noise_counts(feats))
         for kind, seed in [(k, s) for k in S['ck_models'] for s in S['seeds']]:
             with recording(f'{kind}-ckplus-{split}', 'han', seed=seed, profile=S['_profile'],
                            params=dict(params, kind=kind, split=split), dataset=ds) as rec:
                 proba, single = np.zeros((len(y), 7)), np.zeros((len(y), 7)); fold_acc, runs = [], []
                 for k, (tr, te) in enumerate(folds):
-                    if verbose: print(f'{kind} on CK+ {split} folds, seed {seed}, fold {k + 1} of {len(folds)}', flush=True)
+                    if verbose: print(f'{kind}, CK+ {split} folds, seed {seed}, fold {k + 1} of {len(folds)}', flush=True)
                     fit_i, val_i = _fit_val(tr, y, f.subjects, SS, seed)
                     run = train_model(kind, allx[fit_i], None if val_i is None else allx[val_i], 7, SS,
-                                      seed=seed * 1000 + k, state=run_state(kind, f'ckplus-{split}', seed, k), verbose=verbose)
+                                      seed=seed * 1000 + k, state=run_state(kind, f'ckplus-{split}', seed, k),
+                                      verbose=verbose)
                     proba[te] = predict_any(run['model'], allx[te], SS, seed=seed)
                     single[te] = predict_any(run['model'], allx[te], SS, tta=1)
                     fold_acc.append(float((proba[te].argmax(1) == y[te]).mean())); runs.append(run)
@@ -650,7 +658,8 @@ def run_ckplus(S:dict, # from `han_settings()`
                 rec.add_evaluation(score(y, single, CK_LABELS), 'test_single_pass')
                 rec.metrics['mean_class_accuracy'] = rec.evaluations['test']['mean_class_accuracy']
                 hs = [r['history'] for r in runs]
-                rec.fold_accuracy, rec.history = fold_acc, dict(loss=[h['loss'][-1] for h in hs], accuracy=[h['accuracy'][-1] for h in hs])
+                rec.fold_accuracy = fold_acc
+                rec.history = dict(loss=[h['loss'][-1] for h in hs], accuracy=[h['accuracy'][-1] for h in hs])
                 rec.schedule = _fold_schedule([r['schedule'] for r in runs])
                 rec.epochs_run = max(len(h['loss']) for h in hs)   # per fold: `schedule.epochs_run`
                 rec.notes.extend(n for r in runs for n in r['notes'])

@@ -380,13 +380,14 @@ def _data_key(d) -> str|None:
     if d is None: return None
     if not isinstance(d, keras.utils.PyDataset): return fingerprint(*d)
     if not callable(getattr(d, 'fingerprint', None)):
-        raise ValueError(f'{type(d).__name__} has no fingerprint() method: a resumable run needs one to check its data')
+        raise ValueError(f'{type(d).__name__} has no fingerprint() method: a resumable run needs one to check '
+                         'its data')
     return d.fingerprint()
 
 def fit_run(build, # called after the seed is set: returns the compiled model
             x:np.ndarray|keras.utils.PyDataset, # training images, or a PyDataset of (inputs, labels) batches
             y:np.ndarray|None, # training labels (None when `x` is a PyDataset)
-            val:tuple|keras.utils.PyDataset|None, # (x_val, y_val) or a PyDataset carved from the training data, or None
+            val:tuple|keras.utils.PyDataset|None, # (x_val, y_val) or a PyDataset, carved from the training data; or None
             settings:dict, # see the table above
             seed:int=0, # seed of the initialisation, augmentation and shuffling
             state:Path|str|None=None, # the run's state folder (needed when `settings['resumable']`)
