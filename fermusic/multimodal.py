@@ -10,13 +10,15 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['HAN_FULL', 'HAN_QUICK', 'BRANCHES', 'APPS', 'PERTURBATIONS', 'CK_LABELS', 'PAPER_TABLE1', 'PAPER_TABLE2',
-           'PAPER_OVERALL', 'QUICK_FUSION_ACCURACY', 'CLAIMS', 'han_settings', 'face_features', 'noise_counts',
-           'cached_features', 'landmark_vector', 'ferplus_nonface', 'fer_rows', 'noise_table', 'run_noise', 'CBAM',
-           'fusion_model', 'plot_branches', 'random_affine', 'transform_faces', 'model_inputs', 'MultimodalDataset',
-           'predict_multimodal', 'app_baseline', 'Split', 'split_of', 'branches_of', 'build', 'train_model',
-           'predict_any', 'roc_points', 'score', 'perturb', 'robustness', 'fer2013_data', 'run_fer2013', 'ck_labels',
-           'ck_folds', 'shared_subjects', 'run_ckplus', 'per_class_column', 'paper_table', 'plot_record_roc']
+__all__ = ['HAN_FULL', 'HAN_QUICK', 'HAN_CKPLUS_CPU', 'HAN_FER2013_CPU', 'HAN_ABLATIONS_CPU', 'HAN_BASELINES_CPU', 'BRANCHES',
+           'APPS', 'VGG16_BLOCKS', 'PERTURBATIONS', 'CK_LABELS', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_OVERALL',
+           'QUICK_FUSION_ACCURACY', 'CLAIMS', 'han_settings', 'face_features', 'noise_counts', 'cached_features',
+           'landmark_vector', 'ferplus_nonface', 'fer_rows', 'noise_table', 'run_noise', 'CBAM', 'fusion_model',
+           'plot_branches', 'random_affine', 'transform_faces', 'model_inputs', 'MultimodalDataset',
+           'predict_multimodal', 'vgg16_bn', 'app_baseline', 'Split', 'split_of', 'branches_of', 'build',
+           'run_settings', 'train_model', 'predict_any', 'roc_points', 'score', 'perturb', 'robustness', 'fer2013_data',
+           'run_state', 'run_fer2013', 'ck_labels', 'ck_folds', 'shared_subjects', 'run_ckplus', 'per_class_column',
+           'paper_table', 'plot_record_roc']
 
 # %% ../nbs/20_multimodal.ipynb #8dea9c81
 import keras
@@ -25,28 +27,38 @@ from skimage.transform import AffineTransform, warp
 import matplotlib.pyplot as plt
 
 # %% ../nbs/20_multimodal.ipynb #73928f7f
-from .config import profile_settings, set_seed, rel_path
+from .config import profile_settings, rel_path, state_dir
 from .data import (EMOTIONS, Faces, load_fer2013, load_ckplus, find_dataset, group_kfold,
-                           stratified_subset, DatasetNotFoundError)
+                           stratified_subset, DatasetNotFoundError, atomic_write, train_val_split)
 from .records import recording, Claim
-from .train import (classification_metrics, EpochTimer, TimeBudget, augmentation, fit, predict_proba, recalibrate_bn, ArrayDataset,
-                            save_for_inference)
+from .train import (classification_metrics, fit_run, fingerprint, predict_proba, recalibrate_bn,
+                            ArrayDataset, augmentation, save_for_inference, STOPS)
 from .faces import batch_landmarks, hog_features, to_grey
 
 # %% ../nbs/20_multimodal.ipynb #40b75c53
 HAN_FULL = dict(epochs=500, batch_size=64, lr=1e-3, factor=30, rotation=10., translation=0.1, tta=10,
                 filters=(32, 64, 128), upsample=1, hog=dict(orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)),
                 models=['fusion', 'image', 'image+landmarks', 'image+hog', 'vgg16', 'resnet50'],
-                baseline_epochs=None, time_budget_min=None, train_subset=None,
+                baseline_epochs=None, vgg_bn=True, time_budget_min=None, train_subset=None,
                 ck_models=['fusion', 'vgg16', 'resnet50'], ck_splits=['subject', 'random'], ck_folds=10, ck_epochs=100,
-                ck_baseline_epochs=None, ck_batch_size=32, bn_momentum=0.99, ck_bn_momentum=0.9, bn_recalibrate=60, seeds=[0])
+                ck_baseline_epochs=None, ck_batch_size=32, bn_momentum=0.99, ck_bn_momentum=0.9, bn_recalibrate=60, seeds=[0],
+                val_fraction=0.1, patience=None, lr_patience=None, resumable=True)
 HAN_QUICK = dict(HAN_FULL, epochs=2, factor=1, tta=3, baseline_epochs=1, train_subset=None, ck_folds=2, ck_epochs=2,
-                 ck_baseline_epochs=1, time_budget_min=None)
+                 ck_baseline_epochs=1, time_budget_min=None, val_fraction=None, resumable=False)
 
 def han_settings(profile:str|None=None, # 'quick' or 'full'; default: the active profile
                 ) -> dict:
     "The settings of this lesson for the active profile, with `FERMUSIC_OVERRIDES` applied."
     return profile_settings(quick=HAN_QUICK, full=HAN_FULL, profile=profile)
+
+# %% ../nbs/20_multimodal.ipynb #b2c4e6a8
+_CONVERGE = dict(factor=1, tta=10, val_fraction=0.1, resumable=True)   # 30x expansion left out (declared)
+HAN_CKPLUS_CPU = dict(_CONVERGE, ck_models=['fusion'], ck_splits=['subject'], ck_folds=5, ck_epochs=100,
+                      patience=8, lr_patience=3, seeds=[0, 1, 2])
+HAN_FER2013_CPU = dict(_CONVERGE, models=['fusion'], epochs=60, patience=5, lr_patience=2, seeds=[0])
+HAN_ABLATIONS_CPU = dict(HAN_FER2013_CPU, models=['image', 'image+landmarks', 'image+hog'])
+HAN_BASELINES_CPU = dict(HAN_FER2013_CPU, models=['vgg16', 'resnet50'], ck_models=['vgg16', 'resnet50'],
+                         ck_splits=['subject'], ck_folds=5, ck_epochs=100)
 
 # %% ../nbs/20_multimodal.ipynb #594bda45
 def face_features(x:np.ndarray, # N x H x W (x 1 or x 3) uint8 faces
@@ -79,18 +91,19 @@ def _cache_dir() -> Path:
 def cached_features(x:np.ndarray, # the images
                     dataset:str, # a name for the file, e.g. 'fer2013' or 'ckplus'
                     cache_dir:str|Path|None=None, # default: $FERMUSIC_CACHE/features or ~/.cache/fermusic/features
-                    **kwargs, # `face_features` parameters (they are part of the key)
+                    **kwargs, # `face_features` parameters (part of the key, except `progress`)
                    ) -> dict:
     "`face_features(x, **kwargs)`, read from disk when this dataset, these pixels and these parameters were seen before."
     x = np.ascontiguousarray(x)
-    key = hashlib.sha1(x.tobytes() + str(x.shape).encode() + json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    kw = json.dumps({k: v for k, v in kwargs.items() if k != 'progress'}, sort_keys=True, default=str)
+    key = hashlib.sha1(x.tobytes() + str(x.shape).encode() + kw.encode()).hexdigest()[:16]
     d = Path(cache_dir or _cache_dir()); path = d/f'{dataset}-{key}.npz'
     if path.is_file():
         with np.load(path) as z: return {k: z[k] for k in z.files}
     feats = face_features(x, **kwargs)
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d/f'.{path.name}.{os.getpid()}.tmp.npz'
-    np.savez(tmp, **feats); os.replace(tmp, path)  # atomic: never a half-written cache file
+    def write(tmp):
+        with open(tmp, 'wb') as f: np.savez(f, **feats)
+    d.mkdir(parents=True, exist_ok=True); atomic_write(path, write)  # never a half-written cache file
     return feats
 
 # %% ../nbs/20_multimodal.ipynb #0dbe8f8b
@@ -137,7 +150,8 @@ def run_noise(S:dict, data_path=None) -> dict:
     nonface = ferplus_nonface(fer_rows(f))
     t = noise_table(feats['n_faces'], nonface, f.split)
     miss = pd.Series(feats['n_faces'] == 0).groupby(np.array(EMOTIONS)[f.y]).mean()
-    with recording('noise-fer2013', 'han', seed=None, params=dict(upsample=S['upsample'], hog=S['hog']),
+    with recording('noise-fer2013', 'han', seed=None, profile=S['_profile'],
+                   params=dict(upsample=S['upsample'], hog=S['hog']),
                    dataset=dict(name='fer2013', path=rel_path(f.source), images=f.n)) as rec:
         rec.noise = {k: {c: int(v) for c, v in row.items()} for k, row in t.iterrows()}
         rec.miss_rate_by_class = miss.round(4).to_dict()
@@ -315,6 +329,9 @@ class MultimodalDataset(keras.utils.PyDataset):
         return (d,) if self.y is None else (d, self.y[idx])
     def on_epoch_end(self):
         if self.shuffle or self.augment: self._order()
+    def fingerprint(self) -> str:
+        "What `fermusic.train.fit_run` checks before resuming: the faces, their features and labels."
+        return fingerprint(self.x, self.pts, self.hog, *([] if self.y is None else [self.y]))
 
 def predict_multimodal(model:keras.Model, # a trained `fusion_model`
                        x:np.ndarray, pts:np.ndarray, hog:np.ndarray, # images, landmarks, HOG
@@ -329,22 +346,41 @@ def predict_multimodal(model:keras.Model, # a trained `fusion_model`
 
 # %% ../nbs/20_multimodal.ipynb #30eb263a
 APPS = {'vgg16': 'VGG16', 'resnet50': 'ResNet50'}
+VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))   # (convolutions, filters) of VGG16's five blocks
+
+def vgg16_bn(input_shape:tuple=(48, 48, 3), # H x W x C
+             bn_momentum:float=0.99, # momentum of the batch normalisations
+            ) -> keras.Model:
+    "VGG16's 13 convolutions, each with batch normalisation before its ReLU (torchvision's `vgg16_bn`), and GAP."
+    i = keras.Input(input_shape); x = i
+    for b, (n, f) in enumerate(VGG16_BLOCKS, 1):
+        for k in range(1, n + 1):
+            x = layers.Conv2D(f, 3, padding='same', use_bias=False, name=f'block{b}_conv{k}')(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f'block{b}_bn{k}')(x)
+            x = layers.Activation('relu', name=f'block{b}_relu{k}')(x)
+        x = layers.MaxPooling2D(2, name=f'block{b}_pool')(x)
+    return keras.Model(i, layers.GlobalAveragePooling2D(name='avg_pool')(x), name='vgg16_bn')
 
 def app_baseline(name:str, # 'vgg16' or 'resnet50'
                  input_shape:tuple=(48, 48, 1), n_classes:int=7, lr:float=1e-3,
-                 bn_momentum:float=0.99, # momentum of ResNet50's batch normalisations (Keras' default 0.99)
+                 bn_momentum:float=0.99, # momentum of the batch normalisations (Keras' default 0.99)
+                 vgg_bn:bool=False, # VGG16 with batch normalisation (`vgg16_bn`): the plain one does not learn here
                 ) -> keras.Model:
     "A keras.applications network, randomly initialised, on greyscale faces with a GAP + softmax head, compiled with Adam."
     if name not in APPS: raise ValueError(f'unknown baseline {name!r}; choose from {sorted(APPS)}')
     i = keras.Input(input_shape, name='image')
     x = layers.Rescaling(1/255., name='rescale')(i)
     if input_shape[-1] == 1: x = layers.Concatenate(name='grey_to_rgb')([x, x, x])
-    base = getattr(keras.applications, APPS[name])(include_top=False, weights=None, input_shape=input_shape[:2] + (3,), pooling='avg')
+    rgb = input_shape[:2] + (3,)
+    if name == 'vgg16' and vgg_bn: base = vgg16_bn(rgb, bn_momentum)
+    else: base = getattr(keras.applications, APPS[name])(include_top=False, weights=None, input_shape=rgb,
+                                                         pooling='avg')
     for l in base.layers:
         if isinstance(l, layers.BatchNormalization): l.momentum = bn_momentum
     out = layers.Dense(n_classes, activation='softmax', name='expression')(base(x))
     m = keras.Model(i, out, name=name)
-    m.compile(optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    m.compile(optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
+              loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     return m
 
 # %% ../nbs/20_multimodal.ipynb #511cd4dd
@@ -372,42 +408,52 @@ def branches_of(kind:str) -> tuple:
     return bs
 
 def build(kind:str, n_classes:int, S:dict) -> keras.Model:
-    "The compiled model of `kind` for the settings `S`."
+    "The compiled model of `kind` for the settings `S` (VGG16 with batch normalisation when `S['vgg_bn']`)."
     mom = S.get('bn_momentum', 0.99)
-    return app_baseline(kind, n_classes=n_classes, lr=S['lr'], bn_momentum=mom) if kind in APPS else \
-        fusion_model(branches_of(kind), n_classes=n_classes, filters=tuple(S['filters']), lr=S['lr'], bn_momentum=mom)
+    if kind in APPS: return app_baseline(kind, n_classes=n_classes, lr=S['lr'], bn_momentum=mom,
+                                         vgg_bn=S.get('vgg_bn', False))
+    return fusion_model(branches_of(kind), n_classes=n_classes, filters=tuple(S['filters']), lr=S['lr'],
+                        bn_momentum=mom)
+
+# %% ../nbs/20_multimodal.ipynb #5e1a7c20
+_FIT_KEYS = ('batch_size', 'lr', 'vgg_bn', 'factor', 'rotation', 'translation', 'filters', 'hog', 'bn_momentum',
+             'patience', 'lr_patience', 'time_budget_min', 'resumable')
+
+def run_settings(kind:str, S:dict, # the model kind; the lesson's settings
+                 epochs:int|None=None, # default: S['epochs'] (S['baseline_epochs'] for baselines, when set)
+                ) -> dict:
+    "What one model's `fit_run` reads: its epochs, the stopping rules, and (baselines) the moves as Keras layers."
+    base = kind in APPS
+    s = {k: S.get(k) for k in _FIT_KEYS}
+    return dict(s, kind=kind, epochs=epochs or (S.get('baseline_epochs') if base else None) or S['epochs'],
+                augment=dict(rotation=S['rotation'], translation=S['translation']) if base else None)
 
 def train_model(kind:str, # 'fusion', 'image', 'image+landmarks', 'image+hog', ..., 'vgg16' or 'resnet50'
                 train:Split, val:Split|None, # training and validation faces
                 n_classes:int, S:dict, # number of classes; the lesson's settings
                 epochs:int|None=None, # default: S['epochs'] (S['baseline_epochs'] for baselines, when set)
-                seed:int=0) -> tuple:
-    "Train one model; returns (model, history dict, notes)."
-    set_seed(seed)
-    model = build(kind, n_classes, S)
-    epochs = epochs or (S.get('baseline_epochs') if kind in APPS else None) or S['epochs']
-    budget = TimeBudget(S['time_budget_min']) if S.get('time_budget_min') else None
-    cbs = [EpochTimer()] + ([budget] if budget else [])
+                seed:int=0, # seed of the initialisation, the moves and the shuffling
+                state:Path|str|None=None, # checkpoint folder (needed when S['resumable'])
+                verbose:int=0, # Keras' progress output
+               ) -> dict:
+    "Train one model through `fermusic.train.fit_run`: {model, history, schedule, notes}."
+    f, R = max(S['factor'], 1), run_settings(kind, S, epochs)
     if kind in APPS:
-        aug = augmentation(rotation=S['rotation'], translation=S['translation'], seed=seed)
-        hist = fit(model, np.repeat(train.x, max(S['factor'], 1), axis=0), np.repeat(train.y, max(S['factor'], 1)),
-                   val=(val.x, val.y) if val is not None else None, epochs=epochs, batch_size=S['batch_size'],
-                   augment=aug, callbacks=[budget] if budget else [], seed=seed)
+        x, y, v = np.repeat(train.x, f, axis=0), np.repeat(train.y, f), None if val is None else (val.x, val.y)
     else:
-        kw = dict(inputs=model_inputs(model), batch_size=S['batch_size'], rotation=S['rotation'],
+        kw = dict(inputs=branches_of(kind), batch_size=S['batch_size'], rotation=S['rotation'],
                   translation=S['translation'], hog_params=S['hog'])
-        tr = MultimodalDataset(train.x, train.pts, train.hog, train.y, shuffle=True, augment=bool(S['rotation'] or S['translation']),
-                               factor=max(S['factor'], 1), seed=seed, **kw)
-        va = MultimodalDataset(val.x, val.pts, val.hog, val.y, **kw) if val is not None else None
-        h = model.fit(tr, validation_data=va, epochs=epochs, callbacks=cbs, verbose=0)
-        hist = {k: [float(v) for v in vs] for k, vs in h.history.items()}
-        hist['train_images_per_s'] = [len(train) * max(S['factor'], 1) / s for s in hist['epoch_seconds']]
-    notes = budget.notes(len(hist['loss']), epochs) if budget else []
-    if S.get('bn_recalibrate'):  # moving BN statistics re-estimated for the final weights (see `fermusic.train.recalibrate_bn`)
-        plain = ArrayDataset(train.x, batch_size=S['batch_size'], shuffle=True, seed=seed) if kind in APPS else \
-            MultimodalDataset(train.x, train.pts, train.hog, inputs=model_inputs(model), batch_size=S['batch_size'], shuffle=True, seed=seed)
-        recalibrate_bn(model, plain, n=S['bn_recalibrate'])
-    return model, hist, notes
+        x, y = MultimodalDataset(train.x, train.pts, train.hog, train.y, shuffle=True, factor=f, seed=seed,
+                                 augment=bool(S['rotation'] or S['translation']), **kw), None
+        v = None if val is None else MultimodalDataset(val.x, val.pts, val.hog, val.y, **kw)
+    run = fit_run(lambda: build(kind, n_classes, S), x, y, v, R, seed=seed, state=state, verbose=verbose)
+    if S.get('bn_recalibrate'):  # BN moving statistics re-estimated for the final weights (`recalibrate_bn`)
+        m = run['model']
+        bs = S['batch_size']
+        plain = ArrayDataset(train.x, batch_size=bs, shuffle=True, seed=seed) if kind in APPS else \
+            MultimodalDataset(train.x, train.pts, train.hog, inputs=model_inputs(m), batch_size=bs, shuffle=True, seed=seed)
+        recalibrate_bn(m, plain, n=S['bn_recalibrate'])
+    return run
 
 def predict_any(model:keras.Model, split:Split, S:dict, tta:int|None=None, seed:int=0) -> np.ndarray:
     "Probabilities of any kit model on `split`, averaged over `tta` passes (default `S['tta']`)."
@@ -483,17 +529,19 @@ def robustness(model:keras.Model, test:Split, labels, S:dict, dataset:str='fer20
 
 # %% ../nbs/20_multimodal.ipynb #b93d2b44
 def fer2013_data(S:dict, data_path=None) -> dict:
-    "FER2013 splits with features, and the masks of the two cleaned test sets."
+    "FER2013 splits with features (validation: carved from Training, or PublicTest), and the cleaned test masks."
     f = load_fer2013(data_path, add_channel=True)
     feats = cached_features(f.x, 'fer2013', upsample=S['upsample'], hog=S['hog'])
     sp = np.asarray(f.split)
     tr = np.flatnonzero(sp == 'Training')
     if S.get('train_subset'): tr = tr[stratified_subset(f.y[tr], S['train_subset'], seed=0)]
+    if S.get('val_fraction'): tr, va, _, _ = train_val_split(tr, f.y[tr], S['val_fraction'], seed=0)
+    else: va = np.flatnonzero(sp == 'PublicTest')
     te = np.flatnonzero(sp == 'PrivateTest')
     rows = fer_rows(f)
     try: nonface = ferplus_nonface(rows[te]) if rows is not None else None
     except DatasetNotFoundError: nonface = None
-    return dict(faces=f, feats=feats, train=split_of(f, feats, tr), val=split_of(f, feats, np.flatnonzero(sp == 'PublicTest')),
+    return dict(faces=f, feats=feats, train=split_of(f, feats, tr), val=split_of(f, feats, va),
                 test=split_of(f, feats, te), detected=feats['n_faces'][te] > 0, nonface=nonface,
                 noise=noise_counts(feats), noise_train=noise_counts({k: v[tr] for k, v in feats.items()}),
                 nonface_all=None if nonface is None else int(ferplus_nonface(rows).sum()))
@@ -502,9 +550,16 @@ def _dataset_info(f:Faces, D:dict) -> dict:
     return dict(name='fer2013', path=rel_path(f.source) if f.source else None, kind=f.kind, train=len(D['train']),
                 val=len(D['val']), test=len(D['test']), noise=D['noise'], ferplus_nonface=D['nonface_all'])
 
+def run_state(kind:str, dataset:str, seed:int, fold:int|None=None) -> Path:
+    "The checkpoint folder of one run: state_dir()/han/{fusion,ablations,baselines}/KIND-DATASET/seedN[/foldK]."
+    group = 'baselines' if kind in APPS else 'fusion' if kind == 'fusion' else 'ablations'
+    p = state_dir()/'han'/group/f'{kind}-{dataset}'/f'seed{seed}'
+    return p if fold is None else p/f'fold{fold}'
+
 def run_fer2013(S:dict, # from `han_settings()`
                 data_path=None, # FER2013 csv or folders; default: `find_dataset('fer2013')`
                 model_dir:str|Path|None=None, # where trained models are saved (not committed); default: a temp folder
+                verbose:int=0, # Keras' progress output (2: a line per epoch, for logs)
                ) -> list:
     "Train and score every model in `S['models']` on FER2013; one record each."
     D = fer2013_data(S, data_path); f = D['faces']
@@ -513,10 +568,14 @@ def run_fer2013(S:dict, # from `han_settings()`
     for seed in S['seeds']:
         for kind in S['models']:
             params = {k: v for k, v in S.items() if not k.startswith('_')}
-            with recording(f'{kind}-fer2013', 'han', seed=seed, params=dict(params, kind=kind), dataset=_dataset_info(f, D)) as rec:
-                model, hist, notes = train_model(kind, D['train'], D['val'], 7, S, seed=seed)
-                rec.history, rec.notes = hist, rec.notes + notes
-                rec.epochs_run, rec.params_count = len(hist['loss']), int(model.count_params())
+            with recording(f'{kind}-fer2013', 'han', seed=seed, profile=S['_profile'], params=dict(params, kind=kind),
+                           dataset=_dataset_info(f, D)) as rec:
+                if verbose: print(f'{kind} on FER2013, seed {seed}', flush=True)
+                run = train_model(kind, D['train'], D['val'], 7, S, seed=seed, state=run_state(kind, 'fer2013', seed),
+                                  verbose=verbose)
+                model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
+                rec.notes.extend(run['notes'])
+                rec.epochs_run, rec.params_count = len(rec.history['loss']), int(model.count_params())
                 t0 = time.perf_counter(); proba = predict_any(model, D['test'], S, seed=seed); secs = time.perf_counter() - t0
                 rec.add_evaluation(dict(score(D['test'].y, proba, EMOTIONS), predict_seconds=secs), 'test')
                 rec.add_evaluation(score(D['test'].y, predict_any(model, D['test'], S, tta=1), EMOTIONS), 'test_single_pass')
@@ -553,35 +612,57 @@ def shared_subjects(folds:list, subjects:np.ndarray) -> float:
     return float(sum(hits) / sum(len(te) for _, te in folds))
 
 # %% ../nbs/20_multimodal.ipynb #c5b13656
+def _fit_val(tr:np.ndarray, y:np.ndarray, subjects:np.ndarray, S:dict, seed:int) -> tuple:
+    "A fold's training indices split into (fit, validation), no subject in both; (tr, None) without `val_fraction`."
+    if not S.get('val_fraction'): return tr, None
+    fit_i, val_i = group_kfold(y[tr], subjects[tr], n_splits=round(1 / S['val_fraction']), seed=seed)[0]
+    return tr[fit_i], tr[val_i]
+
+def _fold_schedule(scheds:list) -> dict:
+    "One schedule for a cross-validation: every fold's, and the least complete fold's reason for stopping."
+    return dict(stopped=max((s['stopped'] for s in scheds), key=STOPS.index), folds=scheds,
+                epochs_run=[s['epochs_run'] for s in scheds],
+                train_seconds=sum(s.get('train_seconds', 0) for s in scheds))
+
 def run_ckplus(S:dict, # from `han_settings()`
                data_path=None, # CK+48 folder or tar.gz; default: `find_dataset('ckplus')`
+               verbose:int=0, # Keras' progress output (2: a line per epoch, for logs)
               ) -> list:
-    "Cross-validate every model in `S['ck_models']` on CK+ for each split kind in `S['ck_splits']`; one record each."
+    "Cross-validate every model in `S['ck_models']` on CK+ for each split kind in `S['ck_splits']`; one record per seed."
     f = load_ckplus(data_path, add_channel=True)
     feats = cached_features(f.x, 'ckplus', upsample=S['upsample'], hog=S['hog'])
     y = ck_labels(f); allx = Split(f.x, y, feats['landmarks'], feats['hog'])
+    SS = dict(S, epochs=S['ck_epochs'], baseline_epochs=S['ck_baseline_epochs'] or S['ck_epochs'],
+              batch_size=S['ck_batch_size'], bn_momentum=S['ck_bn_momentum'])
+    params = {k: v for k, v in SS.items() if not k.startswith('_')}
     recs = []
     for split in S['ck_splits']:
         folds = ck_folds(y, f.subjects, split, S['ck_folds'])
-        for kind in S['ck_models']:
-            seed = S['seeds'][0]
-            SS = dict(S, epochs=S['ck_epochs'], baseline_epochs=S['ck_baseline_epochs'] or S['ck_epochs'], batch_size=S['ck_batch_size'], bn_momentum=S['ck_bn_momentum'])
-            params = {k: v for k, v in SS.items() if not k.startswith('_')}
-            ds = dict(name='ckplus', path=rel_path(f.source) if f.source else None, images=f.n, subjects=int(len(set(f.subjects))),
-                      folds=len(folds), shared_subjects=shared_subjects(folds, f.subjects), noise=noise_counts(feats))
-            with recording(f'{kind}-ckplus-{split}', 'han', seed=seed, params=dict(params, kind=kind, split=split), dataset=ds) as rec:
-                proba, single = np.zeros((len(y), 7)), np.zeros((len(y), 7)); fold_acc, hists = [], []
+        ds = dict(name='ckplus', path=rel_path(f.source) if f.source else None, images=f.n,
+                  subjects=int(len(set(f.subjects))), folds=len(folds), shared_subjects=shared_subjects(folds, f.subjects), noise=noise_counts(feats))
+        for kind, seed in [(k, s) for k in S['ck_models'] for s in S['seeds']]:
+            with recording(f'{kind}-ckplus-{split}', 'han', seed=seed, profile=S['_profile'],
+                           params=dict(params, kind=kind, split=split), dataset=ds) as rec:
+                proba, single = np.zeros((len(y), 7)), np.zeros((len(y), 7)); fold_acc, runs = [], []
                 for k, (tr, te) in enumerate(folds):
-                    model, hist, _ = train_model(kind, allx[tr], None, 7, SS, seed=seed + k)
-                    proba[te] = predict_any(model, allx[te], SS, seed=seed)
-                    single[te] = predict_any(model, allx[te], SS, tta=1)
-                    fold_acc.append(float((proba[te].argmax(1) == y[te]).mean())); hists.append(hist)
+                    if verbose: print(f'{kind}, CK+ {split} folds, seed {seed}, fold {k + 1} of {len(folds)}', flush=True)
+                    fit_i, val_i = _fit_val(tr, y, f.subjects, SS, seed)
+                    run = train_model(kind, allx[fit_i], None if val_i is None else allx[val_i], 7, SS,
+                                      seed=seed * 1000 + k, state=run_state(kind, f'ckplus-{split}', seed, k),
+                                      verbose=verbose)
+                    proba[te] = predict_any(run['model'], allx[te], SS, seed=seed)
+                    single[te] = predict_any(run['model'], allx[te], SS, tta=1)
+                    fold_acc.append(float((proba[te].argmax(1) == y[te]).mean())); runs.append(run)
                     keras.backend.clear_session()
                 rec.add_evaluation(score(y, proba, CK_LABELS), 'test')
                 rec.add_evaluation(score(y, single, CK_LABELS), 'test_single_pass')
                 rec.metrics['mean_class_accuracy'] = rec.evaluations['test']['mean_class_accuracy']
-                rec.fold_accuracy, rec.history = fold_acc, dict(loss=[h['loss'][-1] for h in hists], accuracy=[h['accuracy'][-1] for h in hists])
-                rec.epochs_run = len(hists[0]['loss'])
+                hs = [r['history'] for r in runs]
+                rec.fold_accuracy = fold_acc
+                rec.history = dict(loss=[h['loss'][-1] for h in hs], accuracy=[h['accuracy'][-1] for h in hs])
+                rec.schedule = _fold_schedule([r['schedule'] for r in runs])
+                rec.epochs_run = max(len(h['loss']) for h in hs)   # per fold: `schedule.epochs_run`
+                rec.notes.extend(n for r in runs for n in r['notes'])
             recs.append(rec)
     return recs
 

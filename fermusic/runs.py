@@ -45,6 +45,26 @@ FULL_RUNS = {
         what='the compact mini-Xception-style CNN on FER2013 (lesson 15), 3 seeds, the declared CPU schedule, to early stopping'),
 }
 
+# %% ../nbs/07_runs.ipynb #4b6d8e2f
+_HAN_FER = 'from fermusic.multimodal import han_settings, run_fer2013\nrun_fer2013(han_settings(), verbose={verbose})'
+_HAN_CK = 'from fermusic.multimodal import han_settings, run_ckplus\nrun_ckplus(han_settings(), verbose={verbose})'
+FULL_RUNS.update({
+    'han-ckplus': dict(
+        paper='han', state='han/fusion/fusion-ckplus', overrides='fermusic.multimodal:HAN_CKPLUS_CPU', code=_HAN_CK,
+        what="Han et al.'s fusion network on CK+: 5 subject-independent folds x 3 seeds, to early stopping"),
+    'han-fer2013': dict(
+        paper='han', state='han/fusion/fusion-fer2013', overrides='fermusic.multimodal:HAN_FER2013_CPU', code=_HAN_FER,
+        what="Han et al.'s fusion network on FER2013 to early stopping (the paper's 30x expansion left out)"),
+    'han-ablations': dict(
+        paper='han', state='han/ablations', overrides='fermusic.multimodal:HAN_ABLATIONS_CPU', code=_HAN_FER,
+        what='Han et al.: image, image+landmarks and image+hog networks on FER2013, to early stopping'),
+    'han-baselines': dict(
+        paper='han', state='han/baselines', overrides='fermusic.multimodal:HAN_BASELINES_CPU',
+        code=('from fermusic.multimodal import han_settings, run_fer2013, run_ckplus\nS = han_settings()\n'
+              'run_fer2013(S, verbose={verbose})\nrun_ckplus(S, verbose={verbose})'),
+        what='Han et al.: VGG16 and ResNet50 on FER2013 and on 5 subject-independent CK+ folds, to early stopping'),
+})
+
 # %% ../nbs/07_runs.ipynb #58bf3537
 def run_overrides(name:str, # a key of `FULL_RUNS`
                  ) -> dict:

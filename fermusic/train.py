@@ -78,8 +78,9 @@ class EpochTimer(keras.callbacks.Callback):
         if logs is not None: logs['epoch_seconds'] = time.perf_counter() - self._t
 
 def fit(model:keras.Model, # a compiled model
-        x:np.ndarray, y:np.ndarray, # training images and integer labels
-        val:tuple|None=None, # (x_val, y_val), or None
+        x:np.ndarray|keras.utils.PyDataset, # training images, or a PyDataset of (inputs, labels) batches
+        y:np.ndarray|None, # integer labels (None when `x` is a PyDataset)
+        val:tuple|keras.utils.PyDataset|None=None, # (x_val, y_val), a PyDataset, or None
         epochs:int=1, # passes over the training set
         batch_size:int=64, # mini-batch size
         augment:keras.layers.Layer|None=None, # random preprocessing layers for training batches
@@ -91,8 +92,12 @@ def fit(model:keras.Model, # a compiled model
        ) -> dict:
     "Train `model` and return its history as a dict of lists, with `epoch_seconds` and `train_images_per_s`."
     set_seed(seed)
-    train = ArrayDataset(x, y, batch_size=batch_size, shuffle=True, augment=augment, seed=seed)
-    vdata = ArrayDataset(*val, batch_size=max(batch_size, 256)) if val is not None else None
+    if isinstance(x, keras.utils.PyDataset):   # it shuffles and moves its own batches (resumable: `order`, `rng`)
+        if y is not None or augment is not None:
+            raise ValueError('a PyDataset `x` yields its own labels and moves: pass y=None and augment=None')
+        train = x
+    else: train = ArrayDataset(x, y, batch_size=batch_size, shuffle=True, augment=augment, seed=seed)
+    vdata = ArrayDataset(*val, batch_size=max(batch_size, 256)) if isinstance(val, tuple) else val
     cbs, start = [EpochTimer(), *callbacks], 0
     if checkpoint is not None:   # last, so that it saves the other callbacks' state after their epoch end
         checkpoint.load(); checkpoint.attach(train, augment, callbacks); cbs.append(checkpoint)
@@ -101,7 +106,8 @@ def fit(model:keras.Model, # a compiled model
                   class_weight=class_weight, verbose=verbose)
     hist = checkpoint.meta['history'] if checkpoint is not None else h.history
     hist = {k: [float(v) for v in vs] for k, vs in hist.items()}
-    hist['train_images_per_s'] = [len(x) / s for s in hist['epoch_seconds']]
+    n = len(train.order) if hasattr(train, 'order') else len(train) * batch_size   # examples per epoch
+    hist['train_images_per_s'] = [n / s for s in hist['epoch_seconds']]
     return hist
 
 # %% ../nbs/03_train.ipynb #df834160
@@ -374,9 +380,19 @@ def standard_callbacks(settings:dict, # the run's settings (`patience`, `lr_pati
     return cbs
 
 # %% ../nbs/03_train.ipynb #48053faf
+def _data_key(d) -> str|None:
+    "The `fingerprint` of (x, y) arrays, or a PyDataset's own `fingerprint()`."
+    if d is None: return None
+    if not isinstance(d, keras.utils.PyDataset): return fingerprint(*d)
+    if not callable(getattr(d, 'fingerprint', None)):
+        raise ValueError(f'{type(d).__name__} has no fingerprint() method: a resumable run needs one to check '
+                         'its data')
+    return d.fingerprint()
+
 def fit_run(build, # called after the seed is set: returns the compiled model
-            x:np.ndarray, y:np.ndarray, # training images and labels
-            val:tuple|None, # (x_val, y_val) carved from the training data, or None
+            x:np.ndarray|keras.utils.PyDataset, # training images, or a PyDataset of (inputs, labels) batches
+            y:np.ndarray|None, # training labels (None when `x` is a PyDataset)
+            val:tuple|keras.utils.PyDataset|None, # (x_val, y_val) or a PyDataset, carved from the training data; or None
             settings:dict, # see the table above
             seed:int=0, # seed of the initialisation, augmentation and shuffling
             state:Path|str|None=None, # the run's state folder (needed when `settings['resumable']`)
@@ -394,7 +410,7 @@ def fit_run(build, # called after the seed is set: returns the compiled model
     ck = None
     if s.get('resumable'):
         if state is None: raise ValueError('a resumable run needs a state folder (e.g. state_dir()/PAPER/RUN/seedN)')
-        data = dict(train=fingerprint(x, y), val=None if val is None else fingerprint(*val))
+        data = dict(train=_data_key(x if y is None else (x, y)), val=_data_key(val))
         ck = Checkpoint(state, run_spec(model, s, data, aug), s['epochs'])
     hist = fit(model, x, y, val=val, epochs=s['epochs'], batch_size=s['batch_size'], augment=aug, callbacks=cbs,
                class_weight=class_weight, seed=seed, verbose=verbose, checkpoint=ck)
