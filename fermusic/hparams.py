@@ -26,7 +26,7 @@ from .config import profile_settings, set_seed, rel_path, results_dir
 from .data import (EMOTIONS, convert_images, find_dataset, load_fer2013, load_ferplus_labels, load_rafdb, stratified_subset,
                            train_val_split)
 from .sort import sort_images
-from .records import recording, load_records, full_records, Claim, record_value
+from .records import recording, load_records, full_records, Claim
 from .train import fit, augmentation, TimeBudget
 
 # %% ../nbs/30_hparams_rafdb.ipynb #e09e4f67

@@ -370,7 +370,6 @@ def diagnostics(picked:dict, # from `pick_records`: {'cnn': record, 'resnet50': 
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #f5a6b6d0
 from .records import Claim
-from .scoreboard import LEARNS
 
 def _table1_cells(r:dict) -> int|None:
     "How many of Table 1's 14 class counts (train and test) the record's data reproduce exactly."
@@ -386,7 +385,6 @@ CLAIMS = [
           reason='the full csv holds the image-folder release row for row (no quick check: the sample is 100 + 30 faces per class)'),
     *[Claim('shinde', f"Table 2: {'CNN' if k == 'cnn' else 'ResNet50 (ImageNet)'} {_NAMES[m]}", PAPER_TABLE2[k][m],
             'cnn-48px' if k == 'cnn' else None, f'evaluations.test.{m}',
-            quick=LEARNS if m == 'accuracy' else None,
             quick_record=None if k == 'cnn' else 'resnet50-scratch-32px', reason=_WHY[k])
       for k in MODELS for m in METRICS],
     Claim('shinde', 'Table 2: ResNet50 accuracy, our from-scratch 48x48 substitute (not the paper\'s setting)', PAPER_TABLE2['resnet50']['accuracy'],
