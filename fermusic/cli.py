@@ -93,7 +93,7 @@ def _scoreboard(args):
     if args.json: print(scoreboard_json()); return 0
     if not args.quick: print(scoreboard_markdown()); return 0
     qc = quick_check()
-    print(quick_text(qc).drop(columns='run').to_string(index=False)); return int((qc.status == 'DRIFT').any())
+    print(quick_text(qc).drop(columns='run').to_string(index=False)); return int(qc.status.isin(['DRIFT', 'NOT LEARNING']).any())
 
 def _add_reproduce_commands(sub):
     "The `reproduce` and `scoreboard` subcommands (`fermusic.scoreboard`)."

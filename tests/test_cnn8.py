@@ -2,7 +2,7 @@
 import numpy as np, pytest
 import keras
 from fermusic.cnn8 import (cnn8, cnn8_settings, save_for_inference, gabor_features,
-                           lbp_features, stratified_subset, table2_indices, paper_vs_ours, table2)
+                           lbp_features, stratified_subset, table2_indices, table2)
 from fermusic.train import as_model_input, load_model, predict_proba, TimeBudget
 
 @pytest.fixture(scope='module')
@@ -77,5 +77,4 @@ def test_time_budget_stops():
     assert cb.model.stop_training and cb.stopped_early
 
 def test_tables_without_records():
-    assert set(paper_vs_ours({}).verdict) == {'not yet run'}
     assert set(table2({})['ours: whole PrivateTest']) == {'not yet run', 'quoted only'}

@@ -5,7 +5,7 @@ import keras
 import fermusic.resnet as R
 from fermusic.train import TimeBudget, standard_callbacks
 from fermusic.resnet import (custom_cnn, resnet50, resolve_weights, freeze_before, build_model, run_name, run_shinde,
-                             shinde_settings, table2, pick_records, table1, PretrainedWeightsError, PAPER_TABLE1)
+                             shinde_settings, pick_records, table1, PretrainedWeightsError, PAPER_TABLE1)
 from fermusic.train import save_for_inference
 from fermusic.train import load_model, predict_proba
 
@@ -103,10 +103,9 @@ def test_full_runs_resume(monkeypatch, tmp_path):
     assert run_name('resnet50', s) == 'resnet50-scratch-48px' and s['resumable']
 
 def test_tables_without_or_with_partial_records():
-    assert set(table2({}).verdict) == {'not yet run'}
     rec = dict(name='cnn-48px', started='2', evaluations=dict(test=dict(accuracy=0.5, precision=0.5, recall=0.5, f1=0.5, error_rate=0.5)))
-    t = table2({'cnn-48px': [rec], 'cnn-64px': [dict(name='cnn-64px', started='3')]})   # a record without evaluations is passed over
-    assert t.loc[('cnn', 'accuracy'), 'run'] == 'cnn-48px' and t.loc[('resnet50', 'accuracy'), 'verdict'] == 'not yet run'
+    picked = pick_records({'cnn-48px': [rec], 'cnn-64px': [dict(name='cnn-64px', started='3')]})   # a record without evaluations is passed over
+    assert picked['cnn']['name'] == 'cnn-48px' and 'resnet50' not in picked
     assert pick_records({'resnet50-imagenet-224px': [dict(rec, name='resnet50-imagenet-224px', started='1')],
                          'resnet50-scratch-48px': [dict(rec, name='resnet50-scratch-48px')]})['resnet50']['name'] == 'resnet50-imagenet-224px'
     assert table1(PAPER_TABLE1).loc['total'].tolist() == [28709, 28709, 7178, 7178]

@@ -22,6 +22,23 @@ def test_readme_scoreboard_is_current():
     assert out.getvalue().strip() == m.group(0)
 
 
+def test_readme_coverage_is_current():
+    "The README states how many result numbers the papers print and how many have rows, as `coverage_text` gives it now."
+    assert SB.coverage_text() in (ROOT/'README.md').read_text(encoding='utf-8'), \
+        'the README coverage line is stale: fermusic nb run nbs/index.ipynb && fermusic nb readme'
+
+
+def test_quick_learning_check(tmp_path):
+    "A quick LEARNS check passes a model above the majority floor and fails one at chance, with the Wilson floor stated."
+    from fermusic.records import recording
+    ev = dict(n=210, labels=list('abcdefg'), per_class={l: dict(support=30) for l in 'abcdefg'})
+    for name, acc in (('learnt', 0.2), ('chance', 1 / 7), ('one', 0.19)):
+        with recording(name, 'kit', seed=0, profile='quick', root=tmp_path) as r: r.evaluations = dict(test=dict(ev, accuracy=acc))
+    qc = SB.quick_check([Claim('kit', n, 0.6, n, 'evaluations.test.accuracy', quick=SB.LEARNS) for n in ('learnt', 'chance', 'one')],
+                        root=tmp_path)
+    assert qc.status.tolist() == ['ok', 'NOT LEARNING', 'NOT LEARNING'] and abs(qc.expected[0] - 0.1966) < 1e-3
+
+
 def test_claims_are_well_formed():
     claims, missing = collect_claims()
     assert {c.paper for c in claims} >= {'yu2020', 'shinde'}
@@ -32,6 +49,7 @@ def test_claims_are_well_formed():
         assert c.record is not None or c.reason, f'{c.claim}: a claim without a record must say why'
         assert isinstance(c.metric, str) or callable(c.metric), c
         assert c.quick is None or (len(c.quick) == 2 and c.quick[1] >= 0), c
+        assert not (c.quick and c.quick[0] == SB.LEARNS[0]) or (isinstance(c.metric, str) and c.metric.endswith('.accuracy')), c
         assert c.paper_value is None or isinstance(c.paper_value, (int, float)), c
     names = [(c.paper, c.claim) for c in claims]
     assert len(names) == len(set(names)), 'two claims of a paper share a description'
@@ -131,16 +149,20 @@ def test_every_verdict_from_synthetic_records(tmp_path):
               Claim('yu2020', 'typo', 0.177, 'good', acc, 0.0015, evidence='inconsistent', reason='the paper contradicts itself'),
               Claim('yu2020', 'none', 0.5, None, reason='no weights'), Claim('yu2020', 'nonum', None, 'good', acc),
               Claim('yu2020', 'gone', 0.6, 'never-run', acc), Claim('yu2020', 'seeds', 0.6, 'seeds', acc),
-              Claim('yu2020', 'class a', 0.55, 'good', 'evaluations.test.per_class.a.recall')]
+              Claim('yu2020', 'class a', 0.55, 'good', 'evaluations.test.per_class.a.recall'),
+              Claim('yu2020', 'arith', 10, None, lambda _: 7, 0, evidence='inconsistent', reason='its own parts'),
+              Claim('yu2020', 'sub loss', 0.65, 'good', 'history.loss.-1', evidence='substitute')]
     b = scoreboard(claims=claims, root=tmp_path).set_index('claim')
     want = dict(good='reproduced', bad='not reproduced', short='under-trained', new='under-trained', flat='failed run',
                 sub='substitute', count='derived check', typo='paper inconsistent', none='not measurable here',
-                nonum='no number in the paper', gone='not run yet', seeds='reproduced')
+                nonum='no number in the paper', gone='not run yet', seeds='reproduced', arith='paper inconsistent')
     assert b.verdict.to_dict() | want == b.verdict.to_dict(), b.verdict.to_dict()
     assert set(VERDICTS) - set(b.verdict) == {'lesson not merged yet'}   # every verdict but the checkout's own, made here
     assert b.schedule['short']['stopped'] == 'time_budget' and b.schedule['short']['epochs_run'] == 10
     assert b.schedule['new']['epochs_planned'] == 500 and b.schedule['good']['stopped'] == 'converged'
     assert b.schedule['count'] is None
+    assert (b.ours['arith'], b.run['arith']) == (7, '')           # arithmetic on the paper's numbers: no record needed
+    assert b.tol['sub loss'] is None and 'never judged' in b.reason['sub loss']
     # one tolerance rule: the 95% Wilson interval of the test set's size (1000 faces), of a class's count (500),
     # widened by the spread of 3 seeds
     assert abs(b.tol['good'] - 0.0303) < 5e-4 and abs(b.tol['class a'] - 0.0436) < 5e-4, b.tol

@@ -16,6 +16,5 @@ def test_han_run_without_model_dir_makes_a_temporary_folder(monkeypatch):
 
 def test_shinde_tables_build_pandas_frames():
     import pandas as pd
-    from fermusic.resnet import table2, diagnostics
+    from fermusic.resnet import diagnostics
     assert isinstance(diagnostics({}), pd.DataFrame)
-    assert isinstance(table2({}), pd.DataFrame)
