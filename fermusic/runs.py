@@ -12,23 +12,24 @@ from .config import state_dir, repo_root
 __all__ = ['FULL_RUNS', 'run_overrides', 'run_pid', 'run_command', 'start_run', 'runs_status']
 
 # %% ../nbs/07_runs.ipynb #7143253a
+def _per_seed(mod, settings, run, path):
+    "Code that runs `run` once per seed of `settings()`, keeping the first seed's model at `path()`."
+    return (f'from {mod} import {settings}, {run}, {path}\nS = {settings}()\nfor s in S["seeds"]:\n'
+            f'    {run}(S, seed=s, model_path={path}() if s == S["seeds"][0] else None, verbose={{verbose}})')
+
+_SHINDE = 'from fermusic.resnet import shinde_settings, run_all\nrun_all(shinde_settings(), verbose={verbose})'
 FULL_RUNS = {
     'yu2020-cnn8': dict(
         paper='yu2020', state='yu2020/cnn8-7x7', overrides='fermusic.cnn8:CNN8_CPU',
-        code=('from fermusic.cnn8 import cnn8_settings, run_cnn8, default_model_path\n'
-              'S = cnn8_settings()\n'
-              'for s in S["seeds"]:\n'
-              '    run_cnn8(S, seed=s, model_path=default_model_path() if s == S["seeds"][0] else None, verbose={verbose})'),
+        code=_per_seed('fermusic.cnn8', 'cnn8_settings', 'run_cnn8', 'default_model_path'),
         what="Yu et al.'s CNN8 (7x7) on FER2013, the declared CPU schedule, to early stopping"),
     'shinde-cnn': dict(
         paper='shinde', state='shinde/cnn-48px', overrides='fermusic.resnet:SHINDE_CNN_CPU',
-        code=('from fermusic.resnet import shinde_settings, run_all\n'
-              'run_all(shinde_settings(), verbose={verbose})'),
+        code=_SHINDE,
         what="Shinde et al.'s custom CNN on FER2013 at 48 px, the paper's schedule (30 epochs, early stopping, LR reduction)"),
     'shinde-resnet50': dict(
         paper='shinde', state='shinde/resnet50-scratch-48px', overrides='fermusic.resnet:SHINDE_RESNET_CPU',
-        code=('from fermusic.resnet import shinde_settings, run_all\n'
-              'run_all(shinde_settings(), verbose={verbose})'),
+        code=_SHINDE,
         what="Shinde et al.'s ResNet50 from scratch at 48 px (no ImageNet weights here), the paper's schedule"),
     'ugochukwu-lr': dict(
         paper='ugochukwu', state='ugochukwu/ugochukwu-lr', overrides='fermusic.hparams:UGO_LR_CPU',
@@ -38,10 +39,7 @@ FULL_RUNS = {
         what="Ugochukwu's Table 1 (three learning rates) at 128x128 on FER2013 + FER+, 12,271 training faces, 50 epochs, early stopping"),
     'compact': dict(
         paper='kit', state='kit/compact', overrides='fermusic.compact:COMPACT_CPU',
-        code=('from fermusic.compact import compact_settings, run_compact, default_compact_path\n'
-              'S = compact_settings()\n'
-              'for s in S["seeds"]:\n'
-              '    run_compact(S, seed=s, model_path=default_compact_path() if s == S["seeds"][0] else None, verbose={verbose})'),
+        code=_per_seed('fermusic.compact', 'compact_settings', 'run_compact', 'default_compact_path'),
         what='the compact mini-Xception-style CNN on FER2013 (lesson 15), 3 seeds, the declared CPU schedule, to early stopping'),
 }
 
