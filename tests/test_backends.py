@@ -39,22 +39,34 @@ def _run(code, backend, *args):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    "TRAIN run once per backend and shared: (its output, the saved model, its probabilities on 16 faces)."
+    done = {}
+    def get(backend):
+        if backend not in done:
+            d = tmp_path_factory.mktemp(backend)
+            done[backend] = (_run(TRAIN, backend, d/'m.keras', d/'p.npy'), d/'m.keras', d/'p.npy')
+        return done[backend]
+    return get
+
+
 @pytest.mark.parametrize('backend', BACKENDS)
-def test_training_step(backend, tmp_path):
+def test_training_step(backend, trained):
     "Two epochs of a small CNN on real faces train (weights move, losses finite) on this backend."
-    out = _run(TRAIN, backend, tmp_path/'m.keras', tmp_path/'p.npy')
+    out, _, probs = trained(backend)
     assert out['backend'] == backend
     assert out['changed'] and all(np.isfinite(out['loss'])) and out['n'] > 100
-    p = np.load(tmp_path/'p.npy')
+    p = np.load(probs)
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-4)
 
 
 @pytest.mark.skipif(len(BACKENDS) < 2, reason='needs both TensorFlow and JAX installed')
-def test_model_moves_between_backends(tmp_path):
+def test_model_moves_between_backends(trained, tmp_path):
     "A model trained and saved on JAX predicts the same probabilities when loaded on TensorFlow (within 1e-4)."
-    _run(TRAIN, 'jax', tmp_path/'m.keras', tmp_path/'jax.npy')
-    _run(LOAD, 'tensorflow', tmp_path/'m.keras', tmp_path/'tf.npy')
-    np.testing.assert_allclose(np.load(tmp_path/'tf.npy'), np.load(tmp_path/'jax.npy'), atol=1e-4)
+    _, model, probs = trained('jax')      # the JAX training step above, not trained a second time
+    _run(LOAD, 'tensorflow', model, tmp_path/'tf.npy')
+    np.testing.assert_allclose(np.load(tmp_path/'tf.npy'), np.load(probs), atol=1e-4)
 
 
 FUSION_TRAIN = r'''

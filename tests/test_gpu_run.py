@@ -52,6 +52,7 @@ def test_stages(tmp_path):
     b = unpack(join_stages(base))
     assert (b['x'] == x).all() and (b['y'] == y).all()
 
+@pytest.mark.slow   # about a minute: run with `pytest -m slow` after changing benchmarks/ (CONTRIBUTING.md)
 def test_gpu_run_dry(tmp_path):
     "gpu_run.sh on the shipped sample: Yu's CNN8 and one Ugochukwu run, 2 epochs each, records and model come back in OUT."
     from pack_fer2013 import pack
