@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_multimodal.ipynb #d1825b3c
 from __future__ import annotations
-import hashlib, json, os, tempfile, time
+import hashlib, json, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -27,13 +27,14 @@ from skimage.transform import AffineTransform, warp
 import matplotlib.pyplot as plt
 
 # %% ../nbs/20_multimodal.ipynb #73928f7f
-from .config import profile_settings, rel_path, state_dir
+from .config import profile_settings, rel_path, state_dir, kit_env
 from .data import (EMOTIONS, Faces, load_fer2013, load_ckplus, find_dataset, group_kfold,
-                           stratified_subset, DatasetNotFoundError, atomic_write, train_val_split)
+                           stratified_subset, DatasetNotFoundError, atomic_write, train_val_split,
+                           to_grey)
 from .records import recording, Claim
 from .train import (classification_metrics, fit_run, fingerprint, predict_proba, recalibrate_bn,
-                            ArrayDataset, augmentation, save_for_inference, STOPS)
-from .faces import batch_landmarks, hog_features, to_grey
+                            ArrayDataset, augmentation, save_for_inference, STOPS, public_settings)
+from .faces import batch_landmarks, hog_features
 
 # %% ../nbs/20_multimodal.ipynb #40b75c53
 HAN_FULL = dict(epochs=500, batch_size=64, lr=1e-3, factor=30, rotation=10., translation=0.1, tta=10,
@@ -86,7 +87,7 @@ def noise_counts(feats:dict, # from `face_features`
 
 # %% ../nbs/20_multimodal.ipynb #94a2eaa5
 def _cache_dir() -> Path:
-    return Path(os.environ.get('FERMUSIC_CACHE') or Path.home()/'.cache'/'fermusic')/'features'
+    return kit_env().cache/'features'
 
 def cached_features(x:np.ndarray, # the images
                     dataset:str, # a name for the file, e.g. 'fer2013' or 'ckplus'
@@ -567,7 +568,7 @@ def run_fer2013(S:dict, # from `han_settings()`
     recs = []
     for seed in S['seeds']:
         for kind in S['models']:
-            params = {k: v for k, v in S.items() if not k.startswith('_')}
+            params = public_settings(S)
             with recording(f'{kind}-fer2013', 'han', seed=seed, profile=S['_profile'], params=dict(params, kind=kind),
                            dataset=_dataset_info(f, D)) as rec:
                 if verbose: print(f'{kind} on FER2013, seed {seed}', flush=True)
@@ -634,7 +635,7 @@ def run_ckplus(S:dict, # from `han_settings()`
     y = ck_labels(f); allx = Split(f.x, y, feats['landmarks'], feats['hog'])
     SS = dict(S, epochs=S['ck_epochs'], baseline_epochs=S['ck_baseline_epochs'] or S['ck_epochs'],
               batch_size=S['ck_batch_size'], bn_momentum=S['ck_bn_momentum'])
-    params = {k: v for k, v in SS.items() if not k.startswith('_')}
+    params = public_settings(SS)
     recs = []
     for split in S['ck_splits']:
         folds = ck_folds(y, f.subjects, split, S['ck_folds'])

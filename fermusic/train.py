@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from .config import set_seed, thread_count
 from .records import git_state, write_json_atomic
-from .data import atomic_write
+from .data import atomic_write, to_grey, to_rgb
 from fastcore.basics import patch
 
 # %% auto #0
@@ -458,8 +458,8 @@ def as_model_input(x:np.ndarray, # one image (H x W [x C]) or a batch (N x H x W
         raise ValueError(f'images are {x.shape[1]}x{x.shape[2]} but the model takes {h}x{w}: resize first '
                          f'(e.g. fermusic.faces crops and resizes faces from photos)')
     if x.shape[-1] == 4: x = x[..., :3]                              # RGBA: drop alpha
-    if x.shape[-1] == 3 and c == 1: x = (x @ np.array([0.299, 0.587, 0.114]))[..., None]  # ITU-R 601 luma, as PIL's 'L'
-    elif x.shape[-1] == 1 and c == 3: x = np.repeat(x, 3, axis=-1)
+    if x.shape[-1] == 3 and c == 1: x = to_grey(x, dtype=np.float64)[..., None]  # the exact luma
+    elif x.shape[-1] == 1 and c == 3: x = to_rgb(x)
     if x.shape[-1] != c: raise ValueError(f'images have {x.shape[-1]} channels, the model takes {c}')
     if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1.0 and x.max() > 0:
         raise ValueError('pixel values look scaled to 0-1; pass raw 0-255 values (the model rescales them itself)')
