@@ -21,7 +21,8 @@ from keras import layers
 from .config import profile_settings, repo_root, rel_path, state_dir, child_env, THREADS_ENV, INTEROP_ENV
 from .data import EMOTIONS, train_val_split
 from .records import recording
-from .train import fit_run, evaluate, save_for_inference, classification_metrics, public_settings
+from .train import (fit_run, evaluate, save_for_inference, classification_metrics, public_settings,
+                            all_layers)
 from .cnn8 import load_fer_splits
 
 # %% ../nbs/15_compact.ipynb #b1ef7992
@@ -80,7 +81,7 @@ def count_flops(model:keras.Model, # a built model (functional or Sequential, ne
                ) -> int:
     "Forward FLOPs per image of the convolution and dense layers (2 per multiply-add)."
     total = 0
-    for l in model._flatten_layers(include_self=False):
+    for l in all_layers(model):
         if isinstance(l, keras.Model) or not getattr(l, 'built', False): continue
         try: out = tuple(l.output.shape[1:])
         except (AttributeError, ValueError): continue   # shared or unconnected layers
@@ -162,7 +163,7 @@ def faces_per_s(model, # a Keras model, a .keras / .h5 / .hdf5 file, or 'build:M
         path = Path(d)/'model.keras' if isinstance(model, keras.Model) else Path(model)
         if isinstance(model, keras.Model):
             model.save(path)
-            imports = {*imports, *(type(l).__module__ for l in model._flatten_layers() if not type(l).__module__.startswith('keras'))}
+            imports = {*imports, *(type(l).__module__ for l in all_layers(model) if not type(l).__module__.startswith('keras'))}
         if not built and not path.exists(): raise FileNotFoundError(f'no model file at {path}: pass a Keras model or a saved model file')
         n = str(threads)
         env = child_env(**{THREADS_ENV: n, INTEROP_ENV: '1'}, OMP_NUM_THREADS=n, CUDA_VISIBLE_DEVICES='-1',

@@ -33,7 +33,8 @@ from .data import (EMOTIONS, Faces, load_fer2013, load_ckplus, find_dataset, gro
                            to_grey)
 from .records import recording, Claim
 from .train import (classification_metrics, fit_run, fingerprint, predict_proba, recalibrate_bn,
-                            ArrayDataset, augmentation, save_for_inference, STOPS, public_settings)
+                            ArrayDataset, augmentation, save_for_inference, STOPS, public_settings,
+                            roc_curves)
 from .faces import batch_landmarks, hog_features
 
 # %% ../nbs/20_multimodal.ipynb #40b75c53
@@ -468,13 +469,10 @@ def predict_any(model:keras.Model, split:Split, S:dict, tta:int|None=None, seed:
 # %% ../nbs/20_multimodal.ipynb #1a5a5263
 def roc_points(y_true, proba, labels, n:int=60) -> dict:
     "Per class: false and true positive rates (at most `n` points, end points kept) and the AUC."
-    from sklearn.metrics import roc_curve, auc
     out = {}
-    for i, l in enumerate(labels):
-        if not (np.asarray(y_true) == i).any(): continue
-        fpr, tpr, _ = roc_curve(np.asarray(y_true) == i, proba[:, i])
+    for l, (fpr, tpr, a) in roc_curves(y_true, proba, labels).items():
         keep = np.unique(np.linspace(0, len(fpr) - 1, min(n, len(fpr))).round().astype(int))
-        out[l] = dict(fpr=fpr[keep].round(4).tolist(), tpr=tpr[keep].round(4).tolist(), auc=float(auc(fpr, tpr)))
+        out[l] = dict(fpr=fpr[keep].round(4).tolist(), tpr=tpr[keep].round(4).tolist(), auc=a)
     return out
 
 def score(y_true, proba, labels) -> dict:
