@@ -112,8 +112,12 @@ def write_json_atomic(path:Path|str, # the file to (over)write
 
 # %% ../nbs/02_records.ipynb #aeca3f40
 class RunRecord(dict):
-    "One run's record: a dict with attribute access, saved as JSON by `recording`."
-    __getattr__ = dict.get
+    "One run's record: a dict with attribute access (a field it lacks raises), saved as JSON by `recording`."
+    def __getattr__(self, k):
+        try: return self[k]
+        except KeyError: raise AttributeError(
+            f"run record {self.get('name')!r} has no field {k!r} (fields: {', '.join(sorted(self))}); "
+            f"use rec.get({k!r}) for a field that may be absent") from None
     def __setattr__(self, k, v): self[k] = v
     def add_evaluation(self, ev:dict, # the result of `fermusic.train.classification_metrics` or `evaluate`
                        split:str='test', # the name of the split it was measured on
