@@ -95,23 +95,25 @@ def measure_model(name, kind, model, status, priv, ck, seconds, file=None, predi
 
 def _record_accuracy(rec:dict) -> dict:
     "Accuracy, macro F1 and per-class recall of a full record's first evaluation, naming its split."
-    split, ev = next(iter((rec.get('evaluations') or {}).items()), (None, {}))
-    return dict(accuracy=ev.get('accuracy'), f1=ev.get('f1'), split=f'{split} (from its record)' if split else None,
-                recall={c: v['recall'] for c, v in (ev.get('per_class') or {}).items()} or None,
+    from fermusic.records import record_value
+    split = next(iter(record_value(rec, 'evaluations') or {}), None)
+    at = lambda m: record_value(rec, f'evaluations.{split}.{m}') if split else None
+    return dict(accuracy=at('accuracy'), f1=at('f1'), split=f'{split} (from its record)' if split else None,
+                recall={c: v['recall'] for c, v in (at('per_class') or {}).items()} or None,
                 record=f"{rec['paper']}/{rec['name']} seed {rec.get('seed')} of {(rec.get('started') or '')[:10]}")
 
 
-def run(models, fer_path, quick:bool, seconds:float, log=print) -> dict:
+def run(models, fer_path, quick:bool, seconds:float, log=print, profile:str|None=None) -> dict:
     "Every model's row; returns {'models': {name: row}, 'skipped': [...], 'load_average': [before, after]}."
     from fermusic.cnn8 import load_fer_splits
-    from fermusic.data import load_ckplus, DatasetNotFoundError
+    from fermusic.data import load_ckplus, find_dataset, DatasetNotFoundError
     from fermusic.records import full_records
     out = dict(models={}, skipped=[], load_average=[round(os.getloadavg()[0], 2)])
-    priv = load_fer_splits()['PrivateTest']
+    priv = load_fer_splits(find_dataset('fer2013', profile=profile))['PrivateTest']
     ck = None
     if not quick:
         try:
-            ck = load_ckplus(add_channel=True); ck = ck[ck.y < 6]
+            ck = load_ckplus(find_dataset('ckplus', profile=profile), add_channel=True); ck = ck[ck.y < 6]
         except DatasetNotFoundError as e: out['skipped'].append(f'CK+: {str(e).splitlines()[0]}')
     kit_recs = {'cnn8': (full_records('yu2020').get('cnn8-7x7') or [None])[0], 'compact': (full_records('kit').get('compact') or [None])[0]}
     for name in models:
@@ -171,13 +173,14 @@ def main(argv=None):
     ap.add_argument('--quick', action='store_true', help='the shipped sample, 1 s timings, no CK+, kit models and fer only')
     ap.add_argument('--no-save', action='store_true', help='print only, write no record')
     a = ap.parse_args(argv)
-    if a.quick: os.environ['FERMUSIC_PROFILE'], a.seconds = 'quick', min(a.seconds, 1.)
     from fermusic.records import recording
     from fermusic.config import get_profile
+    profile = 'quick' if a.quick else get_profile()   # passed down; this process's environment is left alone
+    if a.quick: a.seconds = min(a.seconds, 1.)
     params = dict(models=a.models, seconds=a.seconds, threads=1, batch=64, fer_weights=a.fer_weights)
-    with recording('peers', paper='kit', seed=None, profile=get_profile(), params=params, save=not a.no_save,
+    with recording('peers', paper='kit', seed=None, profile=profile, params=params, save=not a.no_save,
                    dataset=dict(name='fer2013', split='PrivateTest', cross_dataset='ckplus, the 6 shared classes')) as rec:
-        rec.results = run(a.models, a.fer_weights, a.quick, a.seconds)
+        rec.results = run(a.models, a.fer_weights, a.quick, a.seconds, profile=profile)
         rec.metrics = {f'{n}_accuracy': e.get('accuracy') for n, e in rec.results['models'].items()}
         rec.notes.extend(rec.results['skipped'])
         rec.notes.append('faces/s: one process pinned to one CPU core with one backend thread, batches of 64 random faces, '

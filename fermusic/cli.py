@@ -5,7 +5,7 @@
 # %% ../nbs/99_cli.ipynb #2978fcda
 from __future__ import annotations
 import argparse, json, math, os, sys
-from .config import PROFILES, PROFILE_ENV, get_profile
+from .config import PROFILES, DATA_ENV, get_profile, kit_env
 
 # %% auto #0
 __all__ = ['EXIT_CODES', 'EXIT_HELP', 'SORT_HELP', 'build_parser', 'main']
@@ -15,14 +15,15 @@ def _info(args):
     "Print the kit's version, profile, Keras backend, accelerators and where data and results live."
     from fermusic.records import package_versions, hardware
     from fermusic.config import results_dir, repo_root
-    info = dict(profile=get_profile(), versions=package_versions(), hardware=hardware(),
-                checkout=str(repo_root()), results=str(results_dir()), FERMUSIC_DATA=os.environ.get('FERMUSIC_DATA'))
+    data = kit_env().data
+    info = {'profile': get_profile(args.profile), 'versions': package_versions(), 'hardware': hardware(),
+            'checkout': str(repo_root()), 'results': str(results_dir()), DATA_ENV: data and str(data)}
     print(json.dumps(info, indent=1))
 
 def _data_check(args):
     "Validate a dataset and print counts per split and class next to the official counts."
     from fermusic.data import check_dataset
-    check_dataset(args.path)
+    check_dataset(args.path, profile=args.profile)
 
 def _data_export_folders(args):
     "Convert a FER2013 csv into the train/test image-folder layout."
@@ -40,7 +41,7 @@ def _nb_run(args):
     "Execute notebooks in place with the active profile, keeping outputs and execution counts."
     from fermusic.notebooks import execute_notebook
     for nb in args.notebooks:
-        res = execute_notebook(nb, timeout=args.timeout, overrides=args.overrides)
+        res = execute_notebook(nb, profile=args.profile, timeout=args.timeout, overrides=args.overrides)
         print(f"{res['notebook']}: {res['cells']} cells in {res['seconds']} s ({res['profile']} profile)")
 
 def _nb_readme(args):
@@ -85,7 +86,8 @@ def _unsort(args):
 def _reproduce(args):
     "Run a paper's notebooks headless with a profile, write records and a report; exit 1 if a quick-profile claim drifts."
     from fermusic.scoreboard import reproduce
-    return reproduce(args.paper, out=args.out, timeout=args.timeout, overrides=args.overrides)['status']
+    return reproduce(args.paper, profile=args.profile, out=args.out, timeout=args.timeout,
+                     overrides=args.overrides)['status']
 
 def _scoreboard(args):
     "Print every claim of the papers against the committed full-profile records (the README's Markdown table)."
@@ -177,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     "The argument parser of the `fermusic` command."
     p = argparse.ArgumentParser(prog='fermusic', description='Reproduce four FER papers and an emotion-driven music recommender.',
                                 formatter_class=_formatter, epilog=EXIT_HELP)
-    p.add_argument('--profile', choices=PROFILES, help=f'quick (shipped samples) or full (paper settings); sets ${PROFILE_ENV}')
+    p.add_argument('--profile', choices=PROFILES, help='quick (shipped samples) or full (paper settings); '
+                   'passed to the command (default: $FERMUSIC_PROFILE)')
     p.add_argument('--debug', action='store_true', help='show tracebacks')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     sub.add_parser('info', help=_info.__doc__).set_defaults(func=_info)
@@ -230,7 +233,6 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')   # a process the kit starts: quiet TensorFlow before it loads
     try: args = build_parser().parse_args(argv)
     except SystemExit as e: return e.code if isinstance(e.code, int) else 2   # --help, or a usage error argparse printed
-    if args.profile: os.environ[PROFILE_ENV] = args.profile
     try: res = args.func(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError) as e:
         if args.debug: raise

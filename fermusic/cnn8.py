@@ -21,7 +21,7 @@ from keras import layers
 from .config import profile_settings, repo_root, rel_path, state_dir
 from .data import EMOTIONS, load_fer2013, train_val_split, stratified_subset
 from .records import recording
-from .train import fit_run, evaluate, save_for_inference, classification_metrics
+from .train import fit_run, evaluate, save_for_inference, classification_metrics, public_settings
 
 # %% ../nbs/10_cnn8_fer2013.ipynb #84019272
 CNN8_QUICK = dict(variant='7x7', epochs=8, batch_size=32, lr=1e-4, optimizer='adam', val_fraction=0.1, patience=None,
@@ -96,7 +96,7 @@ def run_cnn8(settings:dict, # from `cnn8_settings()`
     src = tr.source or data_path
     dataset = dict(name='fer2013', path=rel_path(src) if src else None, kind=tr.kind, train=len(x),
                    val=0 if val is None else len(val[1]), public_test=pub.n, private_test=priv.n)
-    params = {k: v for k, v in s.items() if not k.startswith('_')}
+    params = public_settings(s)
     with recording(f"cnn8-{s['variant']}", paper='yu2020', seed=seed, profile=s['_profile'], params=params,
                    dataset=dataset, save=save_record) as rec:
         state = state_dir()/'yu2020'/f"cnn8-{s['variant']}"/f'seed{seed}'

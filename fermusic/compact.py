@@ -18,10 +18,11 @@ import keras
 from keras import layers
 
 # %% ../nbs/15_compact.ipynb #272dfb3c
-from .config import profile_settings, repo_root, rel_path, state_dir
+from .config import profile_settings, repo_root, rel_path, state_dir, child_env, THREADS_ENV, INTEROP_ENV
 from .data import EMOTIONS, train_val_split
 from .records import recording
-from .train import fit_run, evaluate, save_for_inference, classification_metrics
+from .train import (fit_run, evaluate, save_for_inference, classification_metrics, public_settings,
+                            all_layers)
 from .cnn8 import load_fer_splits
 
 # %% ../nbs/15_compact.ipynb #b1ef7992
@@ -80,7 +81,7 @@ def count_flops(model:keras.Model, # a built model (functional or Sequential, ne
                ) -> int:
     "Forward FLOPs per image of the convolution and dense layers (2 per multiply-add)."
     total = 0
-    for l in model._flatten_layers(include_self=False):
+    for l in all_layers(model):
         if isinstance(l, keras.Model) or not getattr(l, 'built', False): continue
         try: out = tuple(l.output.shape[1:])
         except (AttributeError, ValueError): continue   # shared or unconnected layers
@@ -114,7 +115,7 @@ def run_compact(settings:dict, # from `compact_settings()`
     src = tr.source or data_path
     dataset = dict(name='fer2013', path=rel_path(src) if src else None, kind=tr.kind, train=len(x), val=len(yv),
                    public_test=pub.n, private_test=priv.n)
-    params = {k: v for k, v in s.items() if not k.startswith('_')}
+    params = public_settings(s)
     with recording('compact', paper='kit', seed=seed, profile=s['_profile'], params=params, dataset=dataset,
                    save=save_record) as rec:
         run = fit_run(lambda: compact_cnn(s['widths'], s['stem'], lr=s['lr']), x, y, (xv, yv), s, seed=seed,
@@ -162,12 +163,11 @@ def faces_per_s(model, # a Keras model, a .keras / .h5 / .hdf5 file, or 'build:M
         path = Path(d)/'model.keras' if isinstance(model, keras.Model) else Path(model)
         if isinstance(model, keras.Model):
             model.save(path)
-            imports = {*imports, *(type(l).__module__ for l in model._flatten_layers() if not type(l).__module__.startswith('keras'))}
+            imports = {*imports, *(type(l).__module__ for l in all_layers(model) if not type(l).__module__.startswith('keras'))}
         if not built and not path.exists(): raise FileNotFoundError(f'no model file at {path}: pass a Keras model or a saved model file')
         n = str(threads)
-        env = dict(os.environ, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS='1', OMP_NUM_THREADS=n,
-                   CUDA_VISIBLE_DEVICES='-1', TF_CPP_MIN_LOG_LEVEL='3',
-                   XLA_FLAGS=f'--xla_cpu_multi_thread_eigen={str(threads > 1).lower()}')
+        env = child_env(**{THREADS_ENV: n, INTEROP_ENV: '1'}, OMP_NUM_THREADS=n, CUDA_VISIBLE_DEVICES='-1',
+                        TF_CPP_MIN_LOG_LEVEL='3', XLA_FLAGS=f'--xla_cpu_multi_thread_eigen={str(threads > 1).lower()}')
         p = subprocess.run([sys.executable, '-c', _SPEED, model if built else str(path), str(batch), str(seconds), *sorted(imports)], env=env,
                            capture_output=True, text=True, preexec_fn=_pin(threads))
     if p.returncode: raise RuntimeError(f'timing {path.name} failed: {p.stderr.strip().splitlines()[-1:]}')

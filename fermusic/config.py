@@ -5,37 +5,94 @@
 # %% ../nbs/01_config.ipynb #15fa6dc2
 from __future__ import annotations
 import os, json, warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PROFILES', 'PROFILE_ENV', 'OVERRIDES_ENV', 'STATE_ENV', 'get_profile', 'get_overrides', 'profile_settings',
-           'set_seed', 'repo_root', 'results_dir', 'rel_path', 'sample_dir', 'state_dir', 'keras_backend',
-           'thread_count']
+__all__ = ['PROFILES', 'PROFILE_ENV', 'OVERRIDES_ENV', 'DATA_ENV', 'RESULTS_ENV', 'STATE_ENV', 'CACHE_ENV', 'COMMAND_ENV',
+           'THREADS_ENV', 'INTEROP_ENV', 'BACKEND_ENV', 'KIT_ENV', 'KitEnv', 'kit_env', 'child_env', 'get_profile',
+           'get_overrides', 'profile_settings', 'set_seed', 'repo_root', 'results_dir', 'rel_path', 'sample_dir',
+           'state_dir', 'keras_backend', 'thread_count']
 
 # %% ../nbs/01_config.ipynb #712dfc54
 PROFILES = ('quick', 'full')
-PROFILE_ENV = 'FERMUSIC_PROFILE'
-OVERRIDES_ENV = 'FERMUSIC_OVERRIDES'
+PROFILE_ENV = 'FERMUSIC_PROFILE'        # quick or full
+OVERRIDES_ENV = 'FERMUSIC_OVERRIDES'    # a JSON object of settings to override
+DATA_ENV = 'FERMUSIC_DATA'              # the full datasets' folder
+RESULTS_ENV = 'FERMUSIC_RESULTS'        # where records are written
+STATE_ENV = 'FERMUSIC_STATE'            # where resumable runs keep their checkpoints
+CACHE_ENV = 'FERMUSIC_CACHE'            # cached features
+COMMAND_ENV = 'FERMUSIC_COMMAND'        # the command line a record names
+THREADS_ENV = 'TF_NUM_INTRAOP_THREADS'  # threads of TensorFlow's ops (TensorFlow reads it too)
+INTEROP_ENV = 'TF_NUM_INTEROP_THREADS'  # TensorFlow's concurrent ops
+BACKEND_ENV = 'KERAS_BACKEND'           # tensorflow, jax or torch (Keras reads it)
+KIT_ENV = (PROFILE_ENV, OVERRIDES_ENV, DATA_ENV, RESULTS_ENV, STATE_ENV, CACHE_ENV, COMMAND_ENV,
+           THREADS_ENV, INTEROP_ENV, BACKEND_ENV)
 
-# %% ../nbs/01_config.ipynb #25b14f93
-def get_profile(name:str|None=None, # an explicit profile; default: $FERMUSIC_PROFILE, else 'quick'
-               ) -> str:
-    "The active profile name, checked against `PROFILES`."
-    src = 'argument' if name else f'${PROFILE_ENV}'
-    name = name or os.environ.get(PROFILE_ENV) or 'quick'
-    if name not in PROFILES: raise ValueError(f"Unknown profile {name!r} (from {src}); choose one of {PROFILES}.")
-    return name
+# %% ../nbs/01_config.ipynb #304cf680
+@dataclass(frozen=True)
+class KitEnv:
+    "The kit's environment variables as values, read once by `kit_env`."
+    profile:str='quick' # $FERMUSIC_PROFILE, one of `PROFILES`
+    overrides:dict=field(default_factory=dict) # $FERMUSIC_OVERRIDES, parsed
+    data:Path|None=None # $FERMUSIC_DATA: the full datasets' folder
+    results:Path|None=None # $FERMUSIC_RESULTS: the records' folder, when set
+    state:Path|None=None # $FERMUSIC_STATE, else ~/.cache/fermusic/runs: resumable runs' checkpoints
+    cache:Path|None=None # $FERMUSIC_CACHE, else ~/.cache/fermusic: cached features
+    command:str|None=None # $FERMUSIC_COMMAND: the command line records name
+    threads:int|None=None # $TF_NUM_INTRAOP_THREADS
+    backend:str|None=None # $KERAS_BACKEND
+    raw:dict=field(default_factory=dict) # the variables of `KIT_ENV` that are set, as strings
 
-# %% ../nbs/01_config.ipynb #71cc3ad3
-def get_overrides() -> dict:
-    "Settings overridden for this run, from the JSON object in $FERMUSIC_OVERRIDES."
-    raw = os.environ.get(OVERRIDES_ENV, '').strip()
+# %% ../nbs/01_config.ipynb #0f672a13
+def _parse_overrides(raw:str) -> dict:
+    "The JSON object of $FERMUSIC_OVERRIDES, or a clear error."
+    raw = raw.strip()
     if not raw: return {}
     try: val = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f"{OVERRIDES_ENV} is not valid JSON ({e}); write e.g. {OVERRIDES_ENV}='{{\"epochs\": 20}}'.") from None
     if not isinstance(val, dict): raise ValueError(f"{OVERRIDES_ENV} must be a JSON object, got {type(val).__name__}.")
     return val
+
+def kit_env(environ:Mapping|None=None, # the variables to read; default: `os.environ`, now
+           ) -> KitEnv:
+    "The kit's settings from the environment, checked: the one place that reads the variables of `KIT_ENV`."
+    raw = {k: v for k in KIT_ENV if (v := (os.environ if environ is None else environ).get(k))}
+    profile = raw.get(PROFILE_ENV) or 'quick'
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r} (from ${PROFILE_ENV}); choose one of {PROFILES}.")
+    threads = raw.get(THREADS_ENV)
+    if threads is not None and not threads.strip().isdigit():
+        raise ValueError(f"{THREADS_ENV}={threads!r} is not a whole number; set e.g. {THREADS_ENV}=2 or unset it.")
+    path = lambda k: Path(raw[k]).expanduser() if k in raw else None
+    return KitEnv(profile=profile, overrides=_parse_overrides(raw.get(OVERRIDES_ENV, '')), data=path(DATA_ENV),
+                  results=path(RESULTS_ENV), state=path(STATE_ENV) or Path.home()/'.cache'/'fermusic'/'runs',
+                  cache=path(CACHE_ENV) or Path.home()/'.cache'/'fermusic', command=raw.get(COMMAND_ENV),
+                  threads=None if threads is None else int(threads), backend=raw.get(BACKEND_ENV), raw=raw)
+
+def child_env(**kv, # variables to set (values made strings) or, with None, to remove
+             ) -> dict:
+    "The environment of a process the kit starts: this process's, with `kv` applied; `os.environ` is left alone."
+    env = dict(os.environ)
+    for k, v in kv.items():
+        if v is None: env.pop(k, None)
+        else: env[k] = str(v)
+    return env
+
+# %% ../nbs/01_config.ipynb #25b14f93
+def get_profile(name:str|None=None, # an explicit profile; default: $FERMUSIC_PROFILE (`kit_env`), else 'quick'
+               ) -> str:
+    "The active profile name, checked against `PROFILES`."
+    if not name: return kit_env().profile
+    if name not in PROFILES: raise ValueError(f"Unknown profile {name!r} (from argument); choose one of {PROFILES}.")
+    return name
+
+# %% ../nbs/01_config.ipynb #71cc3ad3
+def get_overrides() -> dict:
+    "Settings overridden for this run, from the JSON object in $FERMUSIC_OVERRIDES (`kit_env`)."
+    return kit_env().overrides
 
 def profile_settings(quick:dict, # settings of the quick profile
                      full:dict,  # settings of the full profile (same keys)
@@ -79,7 +136,7 @@ def repo_root(start:Path|str|None=None, # where to start looking; default: this 
 
 def results_dir() -> Path:
     "Where run records are written: $FERMUSIC_RESULTS, else `results/` of the checkout, else ./results."
-    if os.environ.get('FERMUSIC_RESULTS'): return Path(os.environ['FERMUSIC_RESULTS'])
+    if (res := kit_env().results) is not None: return res
     root = repo_root()
     return (root or Path.cwd())/'results'
 
@@ -100,18 +157,16 @@ def sample_dir() -> Path:
     return root/'data'
 
 # %% ../nbs/01_config.ipynb #9b8fcdb4
-STATE_ENV = 'FERMUSIC_STATE'
-
 def state_dir() -> Path:
     "Where resumable runs keep their checkpoints: $FERMUSIC_STATE, else ~/.cache/fermusic/runs."
-    return Path(os.environ.get(STATE_ENV) or Path.home()/'.cache'/'fermusic'/'runs').expanduser()
+    return kit_env().state
 
 # %% ../nbs/01_config.ipynb #50944e32
 def keras_backend() -> str:
     "The Keras backend in use: Keras' own answer once it is imported, else $KERAS_BACKEND, else 'tensorflow'."
     import sys
     if 'keras' in sys.modules: return sys.modules['keras'].backend.backend()
-    return os.environ.get('KERAS_BACKEND') or 'tensorflow'
+    return kit_env().backend or 'tensorflow'
 
 def thread_count() -> int:
     "The threads the Keras backend's ops may use: TensorFlow's intra-op setting, else the usable cores."
@@ -121,4 +176,4 @@ def thread_count() -> int:
     if 'tensorflow' in sys.modules and keras_backend() == 'tensorflow':
         n = sys.modules['tensorflow'].config.threading.get_intra_op_parallelism_threads()
         if n: return n
-    return int(os.environ.get('TF_NUM_INTRAOP_THREADS') or cores)
+    return kit_env().threads or cores

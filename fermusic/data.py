@@ -11,17 +11,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 import numpy as np, pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
-from .config import sample_dir, get_profile, rel_path
+from .config import sample_dir, get_profile, rel_path, kit_env, DATA_ENV
 
 # %% auto #0
 __all__ = ['EMOTIONS', 'CONTEMPT', 'EMOTIONS_EXT', 'FER2013_MAP', 'CKPLUS_MAP', 'RAFDB_NAMES', 'RAFDB_MAP', 'FERPLUS_MAP',
-           'DATA_ENV', 'DATASETS', 'IMAGE_EXTS', 'COLOR_MODES', 'PROGRESS_MIN', 'MIN_FACE_SIDE', 'FER2013_USAGES',
-           'FER_SIDE', 'OFFICIAL_COUNTS', 'RAFDB_LABEL_FILE', 'RAFDB_SPLITS', 'FERPLUS_COLUMNS', 'emotion_index',
+           'DATASETS', 'IMAGE_EXTS', 'COLOR_MODES', 'PROGRESS_MIN', 'MIN_FACE_SIDE', 'FER2013_USAGES', 'FER_SIDE',
+           'LUMA', 'OFFICIAL_COUNTS', 'RAFDB_LABEL_FILE', 'RAFDB_SPLITS', 'FERPLUS_COLUMNS', 'emotion_index',
            'DatasetNotFoundError', 'DataError', 'find_dataset', 'Faces', 'NotAnImageError', 'UnreadableImageError',
            'ImageTooSmallError', 'image_name', 'read_image', 'fer2013_usages', 'load_fer2013_folder',
-           'read_fer2013_csv', 'convert_images', 'load_fer2013', 'atomic_write', 'export_folders', 'export_csv',
-           'load_ckplus', 'read_rafdb_labels', 'load_rafdb', 'walk_files', 'load_image_folder', 'load_ferplus_labels',
-           'detect_dataset', 'check_dataset', 'stratified_subset', 'train_val_split', 'group_kfold']
+           'read_fer2013_csv', 'to_grey', 'to_rgb', 'convert_images', 'load_fer2013', 'atomic_write', 'export_folders',
+           'export_csv', 'load_ckplus', 'read_rafdb_labels', 'load_rafdb', 'walk_files', 'load_image_folder',
+           'load_ferplus_labels', 'detect_dataset', 'check_dataset', 'stratified_subset', 'train_val_split',
+           'group_kfold']
 
 # %% ../nbs/00_data.ipynb #47cd1fc3
 EMOTIONS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')  # FER2013 labels 0..6: the canonical order
@@ -43,8 +44,6 @@ def emotion_index(name:str, # a label or class-folder name: 'happy', 'Happiness'
     return _SYNONYMS[key]
 
 # %% ../nbs/00_data.ipynb #095f041d
-DATA_ENV = 'FERMUSIC_DATA'
-
 class DatasetNotFoundError(FileNotFoundError):
     "A dataset (or a split of it) is not where the kit looked; the message names each place and how to get it."
 
@@ -103,7 +102,7 @@ def find_dataset(name:str, # 'fer2013', 'ckplus', 'rafdb', 'ferplus' or 'lyrics'
         if p is not None and p.exists(): return p
         looked.append(f"the shipped sample data/{info['sample']} (" + ('missing' if p else 'not in a git checkout') + ')')
     def _env():
-        root = os.environ.get(DATA_ENV)
+        root = kit_env().data
         if not root: looked.append(f'${DATA_ENV} (not set)'); return None
         for c in info['candidates']:
             p = Path(root).expanduser()/c
@@ -463,6 +462,28 @@ def read_fer2013_csv(path:str|Path, # fer2013.csv, plain or compressed
     x = _parse_pixels(df[cols['pixels']].to_numpy()[sel], sel, path)
     return Faces(x, emo[sel].astype(np.int64), split=us[sel].astype(str), rows=sel, kind='fer2013 csv', source=path)
 
+# %% ../nbs/00_data.ipynb #7350dd52
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma weights of R, G, B (PIL's 'L')
+
+def to_grey(x:np.ndarray, # N x H x W, N x H x W x 1 or N x H x W x 3 images, 0-255
+            dtype=np.uint8, # uint8: luma rounded and clipped to 0-255; a float type: the exact luma
+           ) -> np.ndarray:
+    "The images as N x H x W greyscale (RGB by ITU-R 601 luma)."
+    x = np.asarray(x)
+    if x.ndim == 4 and x.shape[-1] == 3:
+        x = x @ LUMA
+        if np.issubdtype(np.dtype(dtype), np.integer): x = x.round().clip(0, 255)
+    x = x[..., 0] if x.ndim == 4 else x
+    if x.ndim != 3: raise ValueError(f'expected a batch of images N x H x W (x 1 or x 3), got shape {x.shape}')
+    return x.astype(dtype)
+
+def to_rgb(x:np.ndarray, # greyscale images: ... x H x W, or N x H x W x 1
+          ) -> np.ndarray:
+    "The greyscale images repeated over 3 channels (... x H x W x 3), dtype kept."
+    x = np.asarray(x)
+    if x.ndim == 4 and x.shape[-1] == 1: x = x[..., 0]
+    return np.repeat(x[..., None], 3, axis=-1)
+
 # %% ../nbs/00_data.ipynb #837c4fe8
 def convert_images(x:np.ndarray, # N x H x W greyscale images, uint8
                    color_mode:str, # 'grayscale' or 'rgb'
@@ -473,7 +494,7 @@ def convert_images(x:np.ndarray, # N x H x W greyscale images, uint8
     hw = _size_hw(size)
     if hw and tuple(x.shape[1:3]) != hw:
         x = np.stack([np.array(Image.fromarray(a).resize((hw[1], hw[0]), Image.Resampling.BILINEAR)) for a in x])
-    return np.repeat(x[..., None], 3, axis=-1) if color_mode == 'rgb' else x
+    return to_rgb(x) if color_mode == 'rgb' else x
 
 def _fer_csv_in(d:Path) -> Path|None:
     return next((d/n for n in ('fer2013.csv.xz', 'fer2013.csv.gz', 'fer2013.csv', 'icml_face_data.csv') if (d/n).is_file()), None)
@@ -864,9 +885,11 @@ def check_dataset(path:str|Path|None=None, # a dataset file/folder, or a name ('
                   kind:str|None=None, # 'fer2013', 'ckplus', 'rafdb' or 'images'; None: `detect_dataset`
                   progress:bool|None=None, # tqdm bar while reading; None: only for large folders
                   verbose:bool=True, # also print a summary line, the table, problems and skipped files
+                  profile:str|None=None, # where a name is looked for (`find_dataset`); default: the active profile
                  ) -> pd.DataFrame:
     "Read a whole dataset and return its images per split and class next to the official counts."
-    if path is None or str(path) in ('fer2013', 'ckplus', 'rafdb'): path = find_dataset(str(path or 'fer2013'))
+    if path is None or str(path) in ('fer2013', 'ckplus', 'rafdb'):
+        path = find_dataset(str(path or 'fer2013'), profile=profile)
     p = Path(path)
     kind = kind or detect_dataset(p)
     problems = []

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .data import read_image
+from .data import read_image, to_grey
 
 # %% auto #0
-__all__ = ['landmark_model_path', 'read_photo', 'Face', 'face_landmarks', 'find_faces', 'plot_faces', 'to_grey',
-           'batch_landmarks', 'hog_features']
+__all__ = ['landmark_model_path', 'read_photo', 'Face', 'face_landmarks', 'find_faces', 'plot_faces', 'batch_landmarks',
+           'hog_features']
 
 # %% ../nbs/04_faces.ipynb #42fa047f
 import matplotlib.pyplot as plt
@@ -117,15 +117,6 @@ def plot_faces(img:np.ndarray, # the photo
     return ax
 
 # %% ../nbs/04_faces.ipynb #67f21bab
-def to_grey(x:np.ndarray, # N x H x W, N x H x W x 1 or N x H x W x 3 images, 0-255
-           ) -> np.ndarray:
-    "The images as N x H x W uint8 greyscale (RGB by ITU-R 601 luma, as PIL's 'L')."
-    x = np.asarray(x)
-    if x.ndim == 4 and x.shape[-1] == 3: x = (x @ np.array([0.299, 0.587, 0.114])).round().clip(0, 255)
-    x = x[..., 0] if x.ndim == 4 else x
-    if x.ndim != 3: raise ValueError(f'expected a batch of images N x H x W (x 1 or x 3), got shape {x.shape}')
-    return x.astype(np.uint8)
-
 def batch_landmarks(x:np.ndarray, # N x H x W, N x H x W x 1 or N x H x W x 3 uint8 faces
                     upsample:int=1, # detector upsampling (each step doubles the image side)
                     model:str|Path|None=None, # landmark model file (default: `landmark_model_path()`)

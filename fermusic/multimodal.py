@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_multimodal.ipynb #d1825b3c
 from __future__ import annotations
-import hashlib, json, os, tempfile, time
+import hashlib, json, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -26,13 +26,15 @@ from skimage.transform import AffineTransform, warp
 import matplotlib.pyplot as plt
 
 # %% ../nbs/20_multimodal.ipynb #73928f7f
-from .config import profile_settings, rel_path, state_dir
+from .config import profile_settings, rel_path, state_dir, kit_env
 from .data import (EMOTIONS, Faces, load_fer2013, load_ckplus, find_dataset, group_kfold,
-                           stratified_subset, DatasetNotFoundError, atomic_write, train_val_split)
+                           stratified_subset, DatasetNotFoundError, atomic_write, train_val_split,
+                           to_grey)
 from .records import recording, Claim
 from .train import (classification_metrics, fit_run, fingerprint, predict_proba, recalibrate_bn,
-                            ArrayDataset, augmentation, save_for_inference, STOPS)
-from .faces import batch_landmarks, hog_features, to_grey
+                            ArrayDataset, augmentation, save_for_inference, STOPS, public_settings,
+                            roc_curves)
+from .faces import batch_landmarks, hog_features
 
 # %% ../nbs/20_multimodal.ipynb #40b75c53
 HAN_FULL = dict(epochs=500, batch_size=64, lr=1e-3, factor=30, rotation=10., translation=0.1, tta=10,
@@ -85,7 +87,7 @@ def noise_counts(feats:dict, # from `face_features`
 
 # %% ../nbs/20_multimodal.ipynb #94a2eaa5
 def _cache_dir() -> Path:
-    return Path(os.environ.get('FERMUSIC_CACHE') or Path.home()/'.cache'/'fermusic')/'features'
+    return kit_env().cache/'features'
 
 def cached_features(x:np.ndarray, # the images
                     dataset:str, # a name for the file, e.g. 'fer2013' or 'ckplus'
@@ -466,13 +468,10 @@ def predict_any(model:keras.Model, split:Split, S:dict, tta:int|None=None, seed:
 # %% ../nbs/20_multimodal.ipynb #1a5a5263
 def roc_points(y_true, proba, labels, n:int=60) -> dict:
     "Per class: false and true positive rates (at most `n` points, end points kept) and the AUC."
-    from sklearn.metrics import roc_curve, auc
     out = {}
-    for i, l in enumerate(labels):
-        if not (np.asarray(y_true) == i).any(): continue
-        fpr, tpr, _ = roc_curve(np.asarray(y_true) == i, proba[:, i])
+    for l, (fpr, tpr, a) in roc_curves(y_true, proba, labels).items():
         keep = np.unique(np.linspace(0, len(fpr) - 1, min(n, len(fpr))).round().astype(int))
-        out[l] = dict(fpr=fpr[keep].round(4).tolist(), tpr=tpr[keep].round(4).tolist(), auc=float(auc(fpr, tpr)))
+        out[l] = dict(fpr=fpr[keep].round(4).tolist(), tpr=tpr[keep].round(4).tolist(), auc=a)
     return out
 
 def score(y_true, proba, labels) -> dict:
@@ -566,7 +565,7 @@ def run_fer2013(S:dict, # from `han_settings()`
     recs = []
     for seed in S['seeds']:
         for kind in S['models']:
-            params = {k: v for k, v in S.items() if not k.startswith('_')}
+            params = public_settings(S)
             with recording(f'{kind}-fer2013', 'han', seed=seed, profile=S['_profile'], params=dict(params, kind=kind),
                            dataset=_dataset_info(f, D)) as rec:
                 if verbose: print(f'{kind} on FER2013, seed {seed}', flush=True)
@@ -633,7 +632,7 @@ def run_ckplus(S:dict, # from `han_settings()`
     y = ck_labels(f); allx = Split(f.x, y, feats['landmarks'], feats['hog'])
     SS = dict(S, epochs=S['ck_epochs'], baseline_epochs=S['ck_baseline_epochs'] or S['ck_epochs'],
               batch_size=S['ck_batch_size'], bn_momentum=S['ck_bn_momentum'])
-    params = {k: v for k, v in SS.items() if not k.startswith('_')}
+    params = public_settings(SS)
     recs = []
     for split in S['ck_splits']:
         folds = ck_folds(y, f.subjects, split, S['ck_folds'])

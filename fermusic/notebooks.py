@@ -5,10 +5,9 @@
 # %% ../nbs/05_notebooks.ipynb #3c811634
 from __future__ import annotations
 import os, re, tempfile, time
-from contextlib import contextmanager
 from pathlib import Path
 import nbformat
-from .config import get_profile, PROFILE_ENV, OVERRIDES_ENV
+from .config import get_profile, kit_env, child_env, PROFILE_ENV, OVERRIDES_ENV, COMMAND_ENV
 
 # %% auto #0
 __all__ = ['NOISE', 'strip_noise', 'execute_notebook', 'render_readme']
@@ -34,25 +33,12 @@ def strip_noise(nb:nbformat.NotebookNode, # a notebook, changed in place
     return nb
 
 # %% ../nbs/05_notebooks.ipynb #30d162d4
-@contextmanager
-def _env(**kv):
-    "Set environment variables for the duration of a block (None unsets)."
-    old = {k: os.environ.get(k) for k in kv}
-    try:
-        for k, v in kv.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
 def execute_notebook(path:Path|str, # the .ipynb to run
                      profile:str|None=None, # 'quick' or 'full'; default: the active profile
                      out:Path|str|None=None, # where to write the executed notebook; default: in place
                      timeout:int|None=None, # seconds allowed per cell (None: no limit)
                      overrides:str|None=None, # JSON for FERMUSIC_OVERRIDES, e.g. '{"epochs": 5}'
+                     command:str|None=None, # what the records name; default: $FERMUSIC_COMMAND, else this call
                     ) -> dict:
     "Run `path` top to bottom in a fresh kernel with `profile`, write it atomically, and return a summary."
     import nbclient
@@ -62,11 +48,11 @@ def execute_notebook(path:Path|str, # the .ipynb to run
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name='python3', record_timing=False,
                                      resources={'metadata': {'path': str(path.parent.resolve())}})
     cmd = f"fermusic --profile {profile} nb run {path}" + (f" --overrides '{overrides}'" if overrides else '')
-    with _env(**{PROFILE_ENV: profile, OVERRIDES_ENV: overrides, 'TF_CPP_MIN_LOG_LEVEL': '3',
-                 'FERMUSIC_COMMAND': os.environ.get('FERMUSIC_COMMAND') or cmd}):
-        try: client.execute()
-        except nbclient.exceptions.CellExecutionError as e:
-            raise RuntimeError(f'{path}: a cell failed in the {profile} profile; nothing was written.\n{e}') from None
+    env = child_env(**{PROFILE_ENV: profile, OVERRIDES_ENV: overrides, 'TF_CPP_MIN_LOG_LEVEL': '3',
+                       COMMAND_ENV: command or kit_env().command or cmd})
+    try: client.execute(env=env)   # the kernel's environment; this process's is left alone
+    except nbclient.exceptions.CellExecutionError as e:
+        raise RuntimeError(f'{path}: a cell failed in the {profile} profile; nothing was written.\n{e}') from None
     strip_noise(nb)
     fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent)
     os.close(fd)

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 import numpy as np
-from .config import (get_profile, repo_root, results_dir, thread_count, keras_backend, PROFILE_ENV,
-                             OVERRIDES_ENV)
+from .config import (get_profile, repo_root, results_dir, thread_count, keras_backend, kit_env,
+                             PROFILE_ENV, OVERRIDES_ENV, DATA_ENV, THREADS_ENV, INTEROP_ENV)
 
 # %% auto #0
 __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
@@ -75,11 +75,12 @@ def hardware() -> dict:
 # %% ../nbs/02_records.ipynb #5fce958b
 def current_command() -> str:
     "How this process was started, in a form a person can re-run."
-    if os.environ.get('FERMUSIC_COMMAND'): return os.environ['FERMUSIC_COMMAND']
-    if 'ipykernel' in sys.modules: return f'interactive notebook session (profile {get_profile()})'
+    e = kit_env()
+    if e.command: return e.command
+    if 'ipykernel' in sys.modules: return f'interactive notebook session (profile {e.profile})'
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv[0] != '-c' else sys.orig_argv
-    env = [f'{k}={shlex.quote(os.environ[k])}' for k in (PROFILE_ENV, 'FERMUSIC_DATA', OVERRIDES_ENV,
-                                                      'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS') if os.environ.get(k)]
+    env = [f'{k}={shlex.quote(e.raw[k])}' for k in (PROFILE_ENV, DATA_ENV, OVERRIDES_ENV, THREADS_ENV, INTEROP_ENV)
+           if k in e.raw]
     return ' '.join(env + [shlex.quote(a) for a in argv])   # `python -c CODE` keeps its code (sys.orig_argv)
 
 # %% ../nbs/02_records.ipynb #e50032ff
@@ -111,8 +112,12 @@ def write_json_atomic(path:Path|str, # the file to (over)write
 
 # %% ../nbs/02_records.ipynb #aeca3f40
 class RunRecord(dict):
-    "One run's record: a dict with attribute access, saved as JSON by `recording`."
-    __getattr__ = dict.get
+    "One run's record: a dict with attribute access (a field it lacks raises), saved as JSON by `recording`."
+    def __getattr__(self, k):
+        try: return self[k]
+        except KeyError: raise AttributeError(
+            f"run record {self.get('name')!r} has no field {k!r} (fields: {', '.join(sorted(self))}); "
+            f"use rec.get({k!r}) for a field that may be absent") from None
     def __setattr__(self, k, v): self[k] = v
     def add_evaluation(self, ev:dict, # the result of `fermusic.train.classification_metrics` or `evaluate`
                        split:str='test', # the name of the split it was measured on
@@ -149,13 +154,13 @@ def recording(name:str, # what was run, e.g. 'cnn8-7x7'
     "Context manager: time one run, collect its results in a `RunRecord`, and write it atomically on success."
     rec = RunRecord(name=name, paper=paper, seed=seed, profile=get_profile(profile), params=params or {},
                     dataset=dataset or {}, command=command or current_command(),
-                    overrides=json.loads(os.environ.get('FERMUSIC_OVERRIDES') or '{}'),
+                    overrides=kit_env().overrides,
                     started=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'),
                     metrics={}, history={}, notes=[])
     if rec['profile'] == 'full' and _reads_sample(dataset):
         raise ValueError(f"a full-profile record of a run on the shipped sample ({dataset['path']}): the data were "
-                         "found in the quick profile. Set FERMUSIC_PROFILE=full (or `fermusic --profile full`) and "
-                         "FERMUSIC_DATA before the run, or record it as quick.")
+                         "found in the quick profile. Set {PROFILE_ENV}=full (or `fermusic --profile full`) and "
+                         f"{DATA_ENV} before the run, or record it as quick.")
     rec.update(git=git_state(), versions=package_versions(), hardware=hardware())  # the code and machine the run starts with
     t0 = time.perf_counter()
     yield rec

@@ -6,7 +6,8 @@
 from __future__ import annotations
 import os, sys, json, time, shlex, subprocess, importlib
 from pathlib import Path
-from .config import state_dir, repo_root
+from .config import (state_dir, repo_root, kit_env, child_env, PROFILE_ENV, DATA_ENV, OVERRIDES_ENV,
+                             COMMAND_ENV)
 
 # %% auto #0
 __all__ = ['FULL_RUNS', 'run_overrides', 'run_pid', 'run_command', 'start_run', 'runs_status']
@@ -91,10 +92,9 @@ def run_command(name:str, # a key of `FULL_RUNS`
                 verbose:int=2, # Keras output: 2 one line per epoch (logs), 1 progress bars (a terminal)
                ) -> tuple:
     "The environment and argument list that start (or resume) `name`."
-    data = data or os.environ.get('FERMUSIC_DATA')
-    if not data: raise ValueError('full runs need the full datasets: pass --data DIR or set FERMUSIC_DATA')
-    env = dict(FERMUSIC_PROFILE='full', FERMUSIC_DATA=str(Path(data).resolve()),
-               FERMUSIC_OVERRIDES=json.dumps(run_overrides(name)))
+    data = data or kit_env().data
+    if not data: raise ValueError(f'full runs need the full datasets: pass --data DIR or set {DATA_ENV}')
+    env = {PROFILE_ENV: 'full', DATA_ENV: str(Path(data).resolve()), OVERRIDES_ENV: json.dumps(run_overrides(name))}
     return env, [sys.executable, '-c', FULL_RUNS[name]['code'].format(verbose=verbose)]
 
 # %% ../nbs/07_runs.ipynb #e48325fb
@@ -106,7 +106,7 @@ def start_run(name:str, # a key of `FULL_RUNS`
     "Start or resume a full run: in the background (returns its pid and log) or in the foreground."
     if (pid := run_pid(name)): raise ValueError(f'{name} is already running (pid {pid}); watch it with `fermusic runs status`')
     env, argv = run_command(name, data, verbose=2 if background else 1)
-    env = {**os.environ, **env, 'FERMUSIC_COMMAND': f'fermusic runs start {name}'}
+    env = child_env(**env, **{COMMAND_ENV: f'fermusic runs start {name}'})
     if not background: return dict(name=name, returncode=subprocess.run(argv, env=env, cwd=repo_root()).returncode)
     _logs().mkdir(parents=True, exist_ok=True)
     log = _logs()/f'{name}.log'

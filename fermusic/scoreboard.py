@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt, html, importlib, importlib.util, json, math, re, statistics, time
 from pathlib import Path
 import numpy as np, pandas as pd
-from .config import get_profile, repo_root, results_dir
+from .config import get_profile, repo_root, results_dir, kit_env, OVERRIDES_ENV
 from .records import Claim, full_records, load_records, record_value, to_jsonable
 from .train import run_schedule, wilson_interval
 
@@ -368,12 +368,11 @@ def reproduce(paper:str='all', # a key of `PAPERS`, or 'all'
               claims:list|None=None, # default: `collect_claims` of the papers run
               root:Path|str|None=None, # results folder; default: `results_dir()`
               timeout:int|None=None, # seconds allowed per cell
-              overrides:str|None=None, # JSON settings for every notebook run; default: $FERMUSIC_OVERRIDES
+              overrides:str|None=None, # JSON settings for every notebook run; default: $FERMUSIC_OVERRIDES (as set)
               echo=print, # where progress lines go
              ) -> dict:
     "Run `paper`'s notebooks headless with `profile`, write report.md and report.html, and return the outcome (`status` 0 or 1)."
-    import os
-    from fermusic.notebooks import execute_notebook, _env
+    from fermusic.notebooks import execute_notebook
     profile, papers = get_profile(profile), check_paper(paper)
     out = Path(out or Path(root or results_dir())/profile/'reproduce'/paper); (out/'notebooks').mkdir(parents=True, exist_ok=True)
     nbdir = (repo_root() or Path.cwd())/'nbs'
@@ -388,10 +387,10 @@ def reproduce(paper:str='all', # a key of `PAPERS`, or 'all'
     for i, (p, nb) in enumerate(todo, 1):
         echo(f'[{i}/{len(todo)}] {p}: {nb.name} ({profile} profile) ...'); t0 = time.perf_counter()
         try:
-            cmd = os.environ.get('FERMUSIC_COMMAND') or f'fermusic reproduce {paper} --profile {profile}'  # what the records name
-            with _env(FERMUSIC_COMMAND=cmd):
-                execute_notebook(nb, profile=profile, out=out/'notebooks'/nb.name, timeout=timeout,
-                                 overrides=overrides or os.environ.get('FERMUSIC_OVERRIDES') or None)
+            env = kit_env()
+            cmd = env.command or f'fermusic reproduce {paper} --profile {profile}'  # what the records name
+            execute_notebook(nb, profile=profile, out=out/'notebooks'/nb.name, timeout=timeout, command=cmd,
+                             overrides=overrides or env.raw.get(OVERRIDES_ENV))
             ok, err = True, ''
         except Exception as e:
             msg = [l for l in re.sub(r'\x1b\[[0-9;]*m', '', str(e)).splitlines() if l.strip()] or [type(e).__name__]

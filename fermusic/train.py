@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 from .config import set_seed, thread_count
 from .records import git_state, write_json_atomic
-from .data import atomic_write
+from .data import atomic_write, to_grey, to_rgb
 from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['STOPS', 'augmentation', 'ArrayDataset', 'EpochTimer', 'fit', 'TimeBudget', 'tiny_cnn', 'run_key', 'spec_diff',
            'fingerprint', 'public_settings', 'run_spec', 'Checkpoint', 'why_stopped', 'RunPaused', 'run_schedule',
-           'standard_callbacks', 'fit_run', 'recalibrate_bn', 'as_model_input', 'load_model', 'save_for_inference',
-           'predict_proba', 'wilson_interval', 'classification_metrics', 'evaluate', 'layer_table', 'plot_history',
-           'plot_confusion', 'plot_roc', 'show_faces', 'plot_class_counts']
+           'standard_callbacks', 'fit_run', 'all_layers', 'recalibrate_bn', 'as_model_input', 'load_model',
+           'save_for_inference', 'predict_proba', 'wilson_interval', 'classification_metrics', 'evaluate',
+           'layer_table', 'roc_curves', 'plot_history', 'plot_confusion', 'plot_roc', 'show_faces', 'plot_class_counts']
 
 # %% ../nbs/03_train.ipynb #ae19601c
 import keras
@@ -423,6 +423,18 @@ def fit_run(build, # called after the seed is set: returns the compiled model
     schedule = run_schedule(hist, s['epochs'], stopped, monitor=monitor, checkpoint=ck)
     return dict(model=model, history=hist, schedule=schedule, notes=notes)
 
+# %% ../nbs/03_train.ipynb #39164a1a
+def all_layers(model, # a Keras model or layer
+              ) -> list:
+    "`model` and every layer inside it, sub-models' layers included, depth first and each once (no `InputLayer`s)."
+    out, seen = [], set()
+    def walk(l):
+        if id(l) in seen or isinstance(l, keras.layers.InputLayer): return
+        seen.add(id(l)); out.append(l)
+        for s in getattr(l, 'layers', ()): walk(s)
+    walk(model)
+    return out
+
 # %% ../nbs/03_train.ipynb #2030c51c
 def recalibrate_bn(model:keras.Model, # a trained model with BatchNormalization layers
                    batches, # a sequence of input batches (a PyDataset, or a list of arrays, dicts or (inputs, labels) pairs), cycled
@@ -430,7 +442,7 @@ def recalibrate_bn(model:keras.Model, # a trained model with BatchNormalization 
                    momentum:float=0.9, # momentum while re-estimating (0.9**60 leaves 0.2 % of the old averages)
                   ) -> int:
     "Re-estimate every BatchNormalization layer's moving mean and variance for the current weights; returns how many layers."
-    bns = [l for l in model._flatten_layers() if isinstance(l, layers.BatchNormalization)]
+    bns = [l for l in all_layers(model) if isinstance(l, layers.BatchNormalization)]
     if not bns: return 0
     old = [l.momentum for l in bns]
     for l in bns: l.momentum = momentum
@@ -458,8 +470,8 @@ def as_model_input(x:np.ndarray, # one image (H x W [x C]) or a batch (N x H x W
         raise ValueError(f'images are {x.shape[1]}x{x.shape[2]} but the model takes {h}x{w}: resize first '
                          f'(e.g. fermusic.faces crops and resizes faces from photos)')
     if x.shape[-1] == 4: x = x[..., :3]                              # RGBA: drop alpha
-    if x.shape[-1] == 3 and c == 1: x = (x @ np.array([0.299, 0.587, 0.114]))[..., None]  # ITU-R 601 luma, as PIL's 'L'
-    elif x.shape[-1] == 1 and c == 3: x = np.repeat(x, 3, axis=-1)
+    if x.shape[-1] == 3 and c == 1: x = to_grey(x, dtype=np.float64)[..., None]  # the exact luma
+    elif x.shape[-1] == 1 and c == 3: x = to_rgb(x)
     if x.shape[-1] != c: raise ValueError(f'images have {x.shape[-1]} channels, the model takes {c}')
     if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1.0 and x.max() > 0:
         raise ValueError('pixel values look scaled to 0-1; pass raw 0-255 values (the model rescales them itself)')
@@ -546,6 +558,18 @@ def layer_table(model:keras.Model, # a built model
                  params=l.count_params()) for l in model.layers]
     return pd.DataFrame(rows)
 
+# %% ../nbs/03_train.ipynb #12c90a2e
+def roc_curves(y_true, # class indices
+               proba, # N x classes probabilities (or scores)
+               labels, # class names, in index order
+              ) -> dict:
+    "One-vs-rest ROC per class present in `y_true`: {label: (false positive rates, true positive rates, AUC)}."
+    y_true, out = np.asarray(y_true), {}
+    for i, l in enumerate(labels):
+        if not (y_true == i).any(): continue
+        fpr, tpr, _ = roc_curve(y_true == i, proba[:, i]); out[l] = (fpr, tpr, float(auc(fpr, tpr)))
+    return out
+
 # %% ../nbs/03_train.ipynb #a5e11342
 def plot_history(hist:dict, # a history from `fit`
                  metrics=('loss', 'accuracy'), # one panel each, with the val_ curve where present
@@ -574,10 +598,8 @@ def plot_confusion(cm, # confusion matrix of counts (rows: true, columns: predic
 def plot_roc(y_true, proba, labels, title:str='', ax=None) -> dict:
     "One-vs-rest ROC curves per class; returns the AUC of each."
     ax = ax or plt.subplots(figsize=(5, 4.5))[1]
-    y_true = np.asarray(y_true); aucs = {}
-    for i, l in enumerate(labels):
-        if not (y_true == i).any(): continue
-        fpr, tpr, _ = roc_curve(y_true == i, proba[:, i]); aucs[l] = auc(fpr, tpr)
+    aucs = {}
+    for l, (fpr, tpr, aucs[l]) in roc_curves(y_true, proba, labels).items():
         ax.plot(fpr, tpr, label=f'{l} (AUC {aucs[l]:.2f})')
     ax.plot([0, 1], [0, 1], 'k:', lw=1); ax.set(xlabel='false positive rate', ylabel='true positive rate', title=title)
     ax.legend(fontsize=8)

@@ -78,3 +78,15 @@ def test_time_budget_stops():
 
 def test_tables_without_records():
     assert set(table2({})['ours: whole PrivateTest']) == {'not yet run', 'quoted only'}
+
+
+def test_all_layers_finds_what_keras_private_walk_finds():
+    "`fermusic.train.all_layers` (public `layers` only) lists the layers of `_flatten_layers`, less the inputs."
+    import keras
+    from fermusic.cnn8 import cnn8
+    from fermusic.compact import compact_cnn
+    from fermusic.train import all_layers
+    for m in (cnn8(), compact_cnn()):
+        ours = all_layers(m)
+        theirs = [l for l in m._flatten_layers() if not isinstance(l, keras.layers.InputLayer)]
+        assert len(ours) == len(theirs) and {id(l) for l in ours} == {id(l) for l in theirs}, m.name

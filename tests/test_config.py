@@ -2,7 +2,7 @@
 
 TensorFlow's own import sets several variables (KMP_*, TPU_*, TF2_BEHAVIOR, ...), so each module is imported
 after TensorFlow and Keras, and only what the kit's import changes on top is compared."""
-import json, os, subprocess, sys
+import dataclasses, json, os, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -39,3 +39,46 @@ def test_a_full_record_of_the_shipped_sample_is_refused(tmp_path):
                        root=tmp_path): pass
     assert not list(tmp_path.rglob('*.json'))
     with recording('x', 'kit', seed=0, profile='quick', dataset=dict(path='data/fer2013_sample'), root=tmp_path): pass
+
+
+def test_kit_env_reflects_the_environment(monkeypatch, tmp_path):
+    "The one settings route: `kit_env` (and the accessors built on it) read the variables when called."
+    from fermusic import config
+    for k in config.KIT_ENV: monkeypatch.delenv(k, raising=False)
+    e = config.kit_env()
+    assert (e.profile, e.overrides, e.data, e.results, e.command, e.raw) == ('quick', {}, None, None, None, {})
+    monkeypatch.setenv(config.PROFILE_ENV, 'full'); monkeypatch.setenv(config.OVERRIDES_ENV, '{"epochs": 3}')
+    monkeypatch.setenv(config.DATA_ENV, str(tmp_path/'data')); monkeypatch.setenv(config.RESULTS_ENV, str(tmp_path/'res'))
+    monkeypatch.setenv(config.STATE_ENV, str(tmp_path/'st')); monkeypatch.setenv(config.CACHE_ENV, str(tmp_path/'c'))
+    monkeypatch.setenv(config.COMMAND_ENV, 'fermusic x'); monkeypatch.setenv(config.THREADS_ENV, '3')
+    e = config.kit_env()
+    assert (e.profile, e.overrides, e.data, e.results, e.state, e.cache, e.command, e.threads) == (
+        'full', {'epochs': 3}, tmp_path/'data', tmp_path/'res', tmp_path/'st', tmp_path/'c', 'fermusic x', 3)
+    assert (config.get_profile(), config.get_overrides(), config.results_dir(), config.state_dir()) == (
+        'full', {'epochs': 3}, tmp_path/'res', tmp_path/'st')
+    assert config.get_profile('quick') == 'quick'   # an argument wins over the variable
+    with pytest.raises(dataclasses.FrozenInstanceError): e.profile = 'quick'
+    monkeypatch.setenv(config.PROFILE_ENV, 'fast')
+    with pytest.raises(ValueError, match=r'from \$FERMUSIC_PROFILE'): config.kit_env()
+    monkeypatch.setenv(config.PROFILE_ENV, 'full'); monkeypatch.setenv(config.THREADS_ENV, 'two')
+    with pytest.raises(ValueError, match='not a whole number'): config.kit_env()
+
+
+def test_the_cli_passes_the_profile_down_without_writing_the_environment(monkeypatch, capsys):
+    "`fermusic --profile full ...` reaches the function as an argument; os.environ is the same afterwards."
+    import fermusic.notebooks, fermusic.scoreboard
+    from fermusic.cli import main
+    from fermusic.config import KIT_ENV
+    for k in KIT_ENV: monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv('TF_CPP_MIN_LOG_LEVEL', '3')   # main sets it by default only; here it is set already
+    seen = []
+    monkeypatch.setattr(fermusic.notebooks, 'execute_notebook', lambda nb, **kw: seen.append(kw) or dict(
+        notebook=nb, cells=0, seconds=0, profile=kw['profile']))
+    monkeypatch.setattr(fermusic.scoreboard, 'reproduce', lambda paper, **kw: seen.append(kw) or dict(status=0))
+    before = dict(os.environ)
+    assert main(['--profile', 'full', 'nb', 'run', 'x.ipynb']) == 0
+    assert main(['reproduce', 'han', '--profile', 'full']) == 0
+    assert main(['--profile', 'full', 'data', 'check', 'fer2013']) == 2   # full: only $FERMUSIC_DATA, which is unset
+    assert 'not used in the full profile' in capsys.readouterr().err
+    assert [s['profile'] for s in seen] == ['full', 'full']
+    assert dict(os.environ) == before
