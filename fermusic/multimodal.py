@@ -675,18 +675,28 @@ PAPER_TABLE2 = pd.DataFrame({
     'OURS': [100, 94.74, 95.16, 96.23, 100, 80.58, 98.56, 95.04], 'VGG': [97.26, 90.35, 92.11, 94.32, 98.26, 78.8, 96.24, 92.48],
     'ResNet': [95.38, 90.06, 90.42, 93.62, 98.05, 75.43, 95.94, 91.27], 'SVM': [94.34, 88.28, 87.57, 80.4, 94.73, 74.31, 90.53, 87.17],
     '[19]': [95.32, 89.2, 88.24, 92.46, 96.38, 72.23, 92.72, 89.51]}, index=list(CK_LABELS) + ['average']) / 100
+from .scoreboard import seed_runs
+
 PAPER_OVERALL = {'fer2013': 0.8337, 'ckplus': 0.9941}
 
-def per_class_column(rec:dict|None, labels, split:str='test') -> list:
-    "Per-class recall and their mean from a record (NaN where there is no record)."
-    if rec is None: return [np.nan] * (len(labels) + 1)
-    ev = rec['evaluations'][split]
-    return [ev['per_class'][l]['recall'] for l in labels] + [ev['mean_class_accuracy']]
+def per_class_column(rec:dict|list|None, # a record, or the records of several seeds
+                     labels, split:str='test') -> list:
+    "Per-class recall and their mean from a record, averaged over the records of several seeds (NaN where none)."
+    recs = [r for r in (rec if isinstance(rec, list) else [rec]) if r]
+    if not recs: return [np.nan] * (len(labels) + 1)
+    cols = [[ev['per_class'][l]['recall'] for l in labels] + [ev['mean_class_accuracy']]
+            for ev in (r['evaluations'][split] for r in recs)]
+    return list(np.mean(cols, axis=0))
 
 def paper_table(paper:pd.DataFrame, recs:dict, labels, runs:dict) -> pd.DataFrame:
-    "The paper's table with our columns (`runs`: column name -> record name) interleaved."
-    t = pd.DataFrame({f'ours: {c}': per_class_column((recs.get(n) or [None])[0], labels) for c, n in runs.items()}, index=paper.index)
-    return pd.concat([paper.add_prefix('paper: '), t], axis=1)
+    "The paper's table with our columns (`runs`: column name -> record name; several seeds: mean and sd) interleaved."
+    t = {}
+    for c, n in runs.items():
+        rs = seed_runs(recs.get(n) or [])                     # the newest record of each seed
+        if len(rs) < 2: t[f'ours: {c}'] = per_class_column(rs, labels); continue
+        per = np.array([per_class_column(r, labels) for r in rs])
+        t[f'ours: {c} (mean of {len(rs)} seeds)'], t[f'sd: {c}'] = per.mean(0), per.std(0, ddof=1)
+    return pd.concat([paper.add_prefix('paper: '), pd.DataFrame(t, index=paper.index)], axis=1)
 
 # %% ../nbs/20_multimodal.ipynb #6b3da60f
 def plot_record_roc(rec:dict, split:str='test', title:str='', ax=None):
