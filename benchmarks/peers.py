@@ -96,7 +96,7 @@ def measure_model(name, kind, model, status, priv, ck, seconds, file=None, predi
 def _record_accuracy(rec:dict) -> dict:
     "Accuracy, macro F1 and per-class recall of a full record's first evaluation, naming its split."
     split, ev = next(iter((rec.get('evaluations') or {}).items()), (None, {}))
-    return dict(accuracy=ev.get('accuracy'), f1=ev.get('f1'), split=f'{split} (from its record)' if split else None,
+    return dict(accuracy=ev.get('accuracy'), f1=ev.get('f1'), split=f'{split}, from its record' if split else None,
                 recall={c: v['recall'] for c, v in (ev.get('per_class') or {}).items()} or None,
                 record=f"{rec['paper']}/{rec['name']} seed {rec.get('seed')} of {(rec.get('started') or '')[:10]}")
 
