@@ -159,7 +159,7 @@ def one_class_share(rec:dict, # a run record
 def judge(claim:Claim, # the claim
           recs:dict, # {record name: [records, newest first]}
          ) -> dict:
-    "One scoreboard row: paper value, ours (newest record; several seeds: their mean), difference, tolerance, verdict, schedule, reason and run."
+    "One row: paper value, ours (newest record; seeds: their mean), diff, tolerance, verdict, schedule, reason, run."
     row = dict(paper=claim.paper, claim=claim.claim, paper_value=claim.paper_value, ours=None, seeds=None, sd=None,
                diff=None, tol=None, verdict=None, schedule=None, reason=reason_text(claim.reason, None), run='',
                record=claim.record)
@@ -192,7 +192,8 @@ def judge(claim:Claim, # the claim
     return dict(row, verdict=verdict)
 
 # %% ../nbs/90_scoreboard.ipynb #d2ccf397
-COLUMNS = ['paper', 'claim', 'paper_value', 'ours', 'seeds', 'sd', 'diff', 'tol', 'verdict', 'schedule', 'reason', 'run', 'record']
+COLUMNS = ['paper', 'claim', 'paper_value', 'ours', 'seeds', 'sd', 'diff', 'tol', 'verdict', 'schedule', 'reason', 'run',
+           'record']
 
 def scoreboard(papers=None, # paper keys; default: all four
                claims:list|None=None, # default: `collect_claims(papers)`

@@ -182,7 +182,7 @@ def test_cli_scoreboard_json():
 
 
 def test_reason_facts_come_from_the_record(tmp_path):
-    "A reason's epochs, budget and data size are read from the record at judge time: change the record, the reason follows."
+    "A reason's epochs, budget and data size are read from the record at judge time: the reason follows the record."
     why = 'CPU schedule: {epochs}, in a {params.time_budget_min} min budget, on {dataset.train:,} faces ({seeds})'
     acc = 'evaluations.test.accuracy'
     for run, planned, budget in ((10, 12, 88), (7, 30, 45)):
@@ -199,11 +199,13 @@ def test_reason_facts_come_from_the_record(tmp_path):
 
 def test_seeds_are_averaged(tmp_path):
     "Several seeds: ours is the mean of each seed's newest record, shown with its sd and the number of seeds."
-    converged = dict(params=dict(epochs=30, patience=5), epochs_run=12, history=dict(loss=[1.] * 12, val_accuracy=[.5] * 3 + [.6] + [.55] * 8))
-    _rec(tmp_path, 'cnn', seed=0, started='2026-01-01T00:00:00+00:00', evaluations=_ev(400), **converged)   # replaced below
+    converged = dict(params=dict(epochs=30, patience=5), epochs_run=12,
+                     history=dict(loss=[1.] * 12, val_accuracy=[.5] * 3 + [.6] + [.55] * 8))
+    _rec(tmp_path, 'cnn', seed=0, started='2026-01-01T00:00:00+00:00', evaluations=_ev(400), **converged)  # seed 0, older
     for s, k in enumerate((590, 610, 630)): _rec(tmp_path, 'cnn', seed=s, started='2026-02-01T00:00:00+00:00',
                                                  evaluations=_ev(k), **converged)
-    b = scoreboard(claims=[Claim('yu2020', 'acc', 0.6, 'cnn', 'evaluations.test.accuracy', reason='{seeds}')], root=tmp_path)
+    claim = Claim('yu2020', 'acc', 0.6, 'cnn', 'evaluations.test.accuracy', reason='{seeds}')
+    b = scoreboard(claims=[claim], root=tmp_path)
     r = b.iloc[0]
     assert r.seeds == 3 and abs(r.ours - 0.61) < 1e-12 and abs(r.sd - 0.02) < 1e-12 and r.reason.endswith('3 seeds')
     assert SB.board_text(b).ours[0] == '0.610 ± 0.020 (3 seeds)'
