@@ -98,7 +98,7 @@ def _record_accuracy(rec:dict) -> dict:
     from fermusic.records import record_value
     split = next(iter(record_value(rec, 'evaluations') or {}), None)
     at = lambda m: record_value(rec, f'evaluations.{split}.{m}') if split else None
-    return dict(accuracy=at('accuracy'), f1=at('f1'), split=f'{split} (from its record)' if split else None,
+    return dict(accuracy=at('accuracy'), f1=at('f1'), split=f'{split}, from its record' if split else None,
                 recall={c: v['recall'] for c, v in (at('per_class') or {}).items()} or None,
                 record=f"{rec['paper']}/{rec['name']} seed {rec.get('seed')} of {(rec.get('started') or '')[:10]}")
 

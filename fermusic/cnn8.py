@@ -268,10 +268,10 @@ def _disgust_as_angry(r:dict) -> float|None:
     row = ev['confusion'][EMOTIONS.index('disgust')]
     return row[EMOTIONS.index('angry')] / max(sum(row), 1)
 
-_WHY = 'CPU schedule, no augmentation (paper: 500 epochs on a GPU)'
+_WHY = 'this run: {epochs} (paper: 500 epochs on a GPU)'  # {epochs}: read from the record by the scoreboard
 _NO_QUICK = ('No quick check: the sample has 15 test faces per class, and a quick per-class rate moves by several '
-             'faces between CPUs with the same code and seed (measured after 4 epochs, Disgust as Angry: 0.4 on AMD EPYC, '
-             '0.2 on Intel Xeon), so a quick value here would test the processor, not the code')
+             'faces between CPUs with the same code and seed (one face is 0.067 of a class), so a quick value '
+             'here would test the processor, not the code')
 _NO_QUICK_CURVE = ('No quick check: a training-curve value moves with the processor; the quick run is checked on its '
                    'test faces (beats the majority class, LEARNS) and the lesson asserts that its loss falls')
 CLAIMS = [
@@ -300,7 +300,7 @@ CLAIMS = [
             schedule_record='cnn8-7x7' if rec == 'cnn8-7x7-table2' else None,
             reason='the same fixed 200 PrivateTest faces for every method' + (
                    '; the CNN row scores the shipped full-data model (quick: no record, the notebook scores it without saving)' if rec == 'cnn8-7x7-table2' else
-                   '; the SVM is fitted on 7,000 Training faces (quick: the 700 sample faces)'))
+                   '; the SVM is fitted on {dataset.train:,} Training faces (quick: the 700 sample faces)'))
       for m, (n, k), rec, q in (('Gabor+SVM', TABLE2['Gabor+SVM'], 'gabor-svm', (0.2857, 0.03)), ('LBP+SVM', TABLE2['LBP+SVM'], 'lbp-svm', (0.3238, 0.03)),
                                 ('Model in this paper', TABLE2['Model in this paper'], 'cnn8-7x7-table2', None))],
     *[Claim('yu2020', f'Table 2: {m}, {k}/200 correct', k / n, None,

@@ -250,7 +250,7 @@ def shared_class_scores(proba:np.ndarray, # N x 7 probabilities in `EMOTIONS` or
 def peers_markdown(rec:dict|None=None, # a 'peers' record; default: the latest committed full one
                   ) -> str:
     "The README's table of emotion models: accuracy, macro F1, CK+, parameters, FLOPs, faces/s, file size, training."
-    import pandas as pd
+    import re, pandas as pd
     if rec is None:
         from fermusic.records import full_records
         rec = (full_records('kit').get('peers') or [None])[0]
@@ -259,7 +259,8 @@ def peers_markdown(rec:dict|None=None, # a 'peers' record; default: the latest c
     rows = ['| model | accuracy (PrivateTest) | macro F1 | CK+, 6 shared classes | parameters | MFLOP / face '
             '| faces/s, 1 thread | file MB | training |', '|' + ' --- |' * 9]
     for n, r in cost_table(rec['results']['models']).iterrows():
-        acc = fmt(r.accuracy, '.1%') + ('' if pd.isna(r.split) or r.split == 'PrivateTest' else f' ({r.split})')
+        sp = '' if pd.isna(r.split) or r.split == 'PrivateTest' else re.sub(r' \((.*)\)$', r', \1', r.split)
+        acc = fmt(r.accuracy, '.1%') + (f' ({sp})' if sp else '')   # 'test (from its record)': '(test, from its record)'
         rows.append(f"| {n} | {acc} | {fmt(r.macro_f1, '.3f')} | {fmt(r.ckplus6, '.1%')} | {fmt(r.params, ',.0f')} "
                     f"| {fmt(r.mflops, '.1f')} | {fmt(r.faces_per_s, '.0f')} | {fmt(r.file_mb, '.2f')} | {r.status} |")
     la, cpu = rec['results'].get('load_average'), (rec.get('hardware') or {}).get('cpu')

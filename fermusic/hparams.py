@@ -455,11 +455,11 @@ def selection_table(study:dict, # from `load_study`
     return t
 
 # %% ../nbs/30_hparams_rafdb.ipynb #75b777b1
-_WHY = ('RAF-DB images unavailable: FER2013 + FER+ labels at 128x128 RGB, all 21,941 training faces, 1/100 of the epochs '
-        '(2 CPU cores); values are not expected to match')
+_WHY = ('RAF-DB images unavailable: FER2013 + FER+ labels at {dataset.size}x{dataset.size} RGB, {dataset.sizes.train:,} '
+        'training faces, {params.epoch_scale:g} of the epochs ({hardware.cpu_count} CPU cores); values are not expected to match')
 # The rows of Tables 3 and 4 are measured in our chain: the earlier experiments' choices of the committed study (both protocols)
 OUR_CHAIN = dict(lr=0.001, epochs=1000, depth=3)
-_CHAIN = '; measured with our chain of earlier choices (lr 0.001, 1000 epochs = 10 run, capped at 2, depth 3 for Table 4)'
+_CHAIN = '; measured with our chain of earlier choices (lr 0.001, 1000 epochs, depth 3 for Table 4; the schedule column says how many ran)'
 _METRIC = dict(Loss='loss', Accuracy='accuracy', Val_loss='test_loss', Val_accuracy='test_accuracy', Discrepancy='discrepancy_test')
 _LABEL = dict(Loss='training loss', Accuracy='training accuracy', Val_loss='val (test) loss', Val_accuracy='val (test) accuracy',
               Discrepancy='discrepancy (train - val accuracy)')
@@ -481,7 +481,6 @@ CLAIMS = [_cell_claim(s, v, col) for s in STAGES for v in PAPER_TABLES[s].index 
               "its own protocol (test set as validation) on our runs" if p == 'report'
               else 'chosen on a validation split carved from training, test read once'))
     for p, how in (('report', "report's protocol"), ('val', 'validation-split protocol')) for s in STAGES]
-
 
 # %% ../nbs/30_hparams_rafdb.ipynb #93ce57e1
 def _minimal_rank(_=None) -> int:

