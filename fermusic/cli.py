@@ -15,232 +15,440 @@ def _info(args):
     "Print the kit's version, profile, Keras backend, accelerators and where data and results live."
     from fermusic.records import package_versions, hardware
     from fermusic.config import results_dir, repo_root
+
     data = kit_env().data
-    info = {'profile': get_profile(args.profile), 'versions': package_versions(), 'hardware': hardware(),
-            'checkout': str(repo_root()), 'results': str(results_dir()), DATA_ENV: data and str(data)}
+    info = {
+        'profile': get_profile(args.profile),
+        'versions': package_versions(),
+        'hardware': hardware(),
+        'checkout': str(repo_root()),
+        'results': str(results_dir()),
+        DATA_ENV: data and str(data),
+    }
     print(json.dumps(info, indent=1))
+
 
 def _data_check(args):
     "Validate a dataset and print counts per split and class next to the official counts."
     from fermusic.data import check_dataset
+
     check_dataset(args.path, profile=args.profile)
+
 
 def _data_export_folders(args):
     "Convert a FER2013 csv into the train/test image-folder layout."
     from fermusic.data import export_folders
+
     table = export_folders(args.csv, args.out)
-    print(f'wrote {args.out}:'); print(table.to_string())
+    print(f'wrote {args.out}:')
+    print(table.to_string())
+
 
 def _data_export_csv(args):
     "Convert a FER2013 image-folder tree into the original csv layout."
     from fermusic.data import export_csv
+
     table = export_csv(args.folder, args.out)
-    print(f'wrote {args.out}:'); print(table.to_string())
+    print(f'wrote {args.out}:')
+    print(table.to_string())
+
 
 def _nb_run(args):
     "Execute notebooks in place with the active profile, keeping outputs and execution counts."
     from fermusic.notebooks import execute_notebook
+
     for nb in args.notebooks:
-        res = execute_notebook(nb, profile=args.profile, timeout=args.timeout, overrides=args.overrides)
-        print(f"{res['notebook']}: {res['cells']} cells in {res['seconds']} s ({res['profile']} profile)")
+        res = execute_notebook(
+            nb, profile=args.profile, timeout=args.timeout, overrides=args.overrides
+        )
+        print(
+            f"{res['notebook']}: {res['cells']} cells in {res['seconds']} s ({res['profile']} "
+            "profile)"
+        )
+
 
 def _nb_readme(args):
     "Regenerate README.md from nbs/index.ipynb."
     from fermusic.notebooks import render_readme
-    render_readme(args.notebook, args.out); print(f'wrote {args.out}')
+
+    render_readme(args.notebook, args.out)
+    print(f'wrote {args.out}')
+
 
 def _recommend(args):
     "Detect the faces in a photo, read each one's emotion, and recommend songs for it."
     from fermusic.pipeline import photo_to_music, results_json, NoFaceError
-    try: res = photo_to_music(args.photo, model=args.model, top_k=args.top, policy=args.policy, min_score=args.min_score)
+
+    try:
+        res = photo_to_music(
+            args.photo,
+            model=args.model,
+            top_k=args.top,
+            policy=args.policy,
+            min_score=args.min_score,
+        )
     except NoFaceError as e:
-        print(f'fermusic: {e}', file=sys.stderr); return 3
-    if args.json: print(json.dumps(results_json(res), ensure_ascii=False, indent=1)); return 0
+        print(f'fermusic: {e}', file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(results_json(res), ensure_ascii=False, indent=1))
+        return 0
     for r in res:
-        likely = ', '.join(f'{e} {p:.2f}' for e, p in sorted(r.probabilities.items(), key=lambda t: -t[1]) if p >= 0.05)
-        print(f'face {r.index} at {r.face.box}: {r.emotion} ({likely}); songs from the {r.songs.attrs.get("library", r.emotion)} library ({args.policy}):')
-        print(r.songs[['rank', 'title', 'author', 'similarity']].to_string(index=False)); print()
+        likely = ', '.join(
+            f'{e} {p:.2f}'
+            for e, p in sorted(r.probabilities.items(), key=lambda t: -t[1])
+            if p >= 0.05
+        )
+        print(
+            f'face {r.index} at {r.face.box}: {r.emotion} ({likely}); songs from the '
+            f'{r.songs.attrs.get("library", r.emotion)} library ({args.policy}):'
+        )
+        print(r.songs[['rank', 'title', 'author', 'similarity']].to_string(index=False))
+        print()
     return 0
 
+
 def _demo(args):
-    "Run `recommend` on the shipped demo photo with the shipped model: the kit's main job on a fresh clone."
+    """Run `recommend` on the shipped demo photo with the shipped model: the kit's main job on a
+    fresh clone."""
     from fermusic.config import sample_dir
-    args.photo = str(sample_dir()/'demo'/'astronaut.jpg')
+
+    args.photo = str(sample_dir() / 'demo' / 'astronaut.jpg')
     print('photo: data/demo/astronaut.jpg (NASA, public domain)\n')
     return _recommend(args)
 
+
 def _sort(args):
-    "Copy each image of a folder into OUTPUT/<emotion>/ by a model's prediction, with a CSV of probabilities."
+    """Copy each image of a folder into OUTPUT/<emotion>/ by a model's prediction, with a CSV of
+    probabilities."""
     from fermusic.sort import sort_images, sort_summary
-    t = sort_images(args.input, args.output, model=args.model, dry_run=args.dry_run, overwrite=args.overwrite)
+
+    t = sort_images(
+        args.input, args.output, model=args.model, dry_run=args.dry_run, overwrite=args.overwrite
+    )
     print(sort_summary(t))
 
+
 def _unsort(args):
-    "Remove what a sort wrote to OUTPUT (finished or stopped midway), as its manifest lists: nothing else."
+    """Remove what a sort wrote to OUTPUT (finished or stopped midway), as its manifest lists:
+    nothing else."""
     from fermusic.sort import undo_sort
+
     r = undo_sort(args.output)
-    left = 'removed OUTPUT' if r['output_removed'] else f"OUTPUT kept ({len(r['left'])} entries the sort did not write)"
+    left = (
+        'removed OUTPUT'
+        if r['output_removed']
+        else f"OUTPUT kept ({len(r['left'])} entries the sort did not write)"
+    )
     print(f"removed {r['removed']} files the sort wrote; {left}")
 
 # %% ../nbs/99_cli.ipynb #68bf86af
 def _reproduce(args):
-    "Run a paper's notebooks headless with a profile, write records and a report; exit 1 if a quick-profile claim drifts."
+    """Run a paper's notebooks headless with a profile, write records and a report; exit 1 if a
+    quick-profile claim drifts."""
     from fermusic.scoreboard import reproduce
-    return reproduce(args.paper, profile=args.profile, out=args.out, timeout=args.timeout,
-                     overrides=args.overrides)['status']
+
+    return reproduce(
+        args.paper,
+        profile=args.profile,
+        out=args.out,
+        timeout=args.timeout,
+        overrides=args.overrides,
+    )['status']
+
 
 def _scoreboard(args):
-    "Print every claim of the papers against the committed full-profile records (the README's Markdown table)."
+    """Print every claim of the papers against the committed full-profile records (the README's
+    Markdown table)."""
     from fermusic.scoreboard import scoreboard_markdown, scoreboard_json, quick_check, quick_text
-    if args.json: print(scoreboard_json()); return 0
-    if not args.quick: print(scoreboard_markdown()); return 0
+
+    if args.json:
+        print(scoreboard_json())
+        return 0
+    if not args.quick:
+        print(scoreboard_markdown())
+        return 0
     qc = quick_check()
-    print(quick_text(qc).drop(columns='run').to_string(index=False)); return int(qc.status.isin(['DRIFT', 'NOT LEARNING']).any())
+    print(quick_text(qc).drop(columns='run').to_string(index=False))
+    return int(qc.status.isin(['DRIFT', 'NOT LEARNING']).any())
+
 
 def _add_reproduce_commands(sub):
     "The `reproduce` and `scoreboard` subcommands (`fermusic.scoreboard`)."
     c = sub.add_parser('reproduce', help=_reproduce.__doc__)
     c.add_argument('paper', help='yu2020, han, ugochukwu, shinde, or all')
-    c.add_argument('--profile', choices=PROFILES, default=argparse.SUPPRESS, help='quick or full (same as fermusic --profile)')
+    c.add_argument(
+        '--profile',
+        choices=PROFILES,
+        default=argparse.SUPPRESS,
+        help='quick or full (same as fermusic --profile)',
+    )
     c.add_argument('--out', help='report folder (default: results/<profile>/reproduce/<paper>)')
     c.add_argument('--timeout', type=int, default=None, help='seconds per cell')
-    c.add_argument('--overrides', help='JSON of settings to override in every notebook run (default: $FERMUSIC_OVERRIDES)')
+    c.add_argument(
+        '--overrides',
+        help='JSON of settings to override in every notebook run (default: $FERMUSIC_OVERRIDES)',
+    )
     c.set_defaults(func=_reproduce)
     c = sub.add_parser('scoreboard', help=_scoreboard.__doc__)
-    c.add_argument('--quick', action='store_true', help="instead, check the quick-profile records here against each claim's quick value")
-    c.add_argument('--json', action='store_true', help="print every row with all its fields as JSON instead")
+    c.add_argument(
+        '--quick',
+        action='store_true',
+        help="instead, check the quick-profile records here against each claim's quick value",
+    )
+    c.add_argument(
+        '--json', action='store_true', help="print every row with all its fields as JSON instead"
+    )
     c.set_defaults(func=_scoreboard)
 
 # %% ../nbs/99_cli.ipynb #fdc02dc4
 def _runs_start(args):
-    "Start or resume a paper's full-data run in the background (or --foreground, with progress bars)."
+    """Start or resume a paper's full-data run in the background (or --foreground, with progress
+    bars)."""
     from fermusic.runs import start_run
+
     res = start_run(args.name, data=args.data, background=not args.foreground)
-    if args.foreground: return res['returncode']
-    print(f"{args.name}: started, pid {res['pid']}; log {res['log']}\nwatch it with `fermusic runs status`")
+    if args.foreground:
+        return res['returncode']
+    print(
+        f"{args.name}: started, pid {res['pid']}; log {res['log']}\nwatch it with `fermusic runs "
+        "status`"
+    )
+
 
 def _runs_status(args):
-    "Every checkpointed run: epoch k of N, best validation score, time per epoch and left, running or not."
+    """Every checkpointed run: epoch k of N, best validation score, time per epoch and left, running
+    or not."""
     from fermusic.runs import runs_status, FULL_RUNS
+
     t = runs_status()
-    print(t.to_string(index=False) if len(t) else 'no checkpointed runs yet; start one with `fermusic runs start NAME`')
+    print(
+        t.to_string(index=False)
+        if len(t)
+        else 'no checkpointed runs yet; start one with `fermusic runs start NAME`'
+    )
     print('\nruns:', ', '.join(f'{n} ({r["what"]})' for n, r in FULL_RUNS.items()))
+
 
 def _add_runs_commands(sub):
     "The `runs` subcommands (`fermusic.runs`)."
     runs = sub.add_parser('runs', help='start, resume and watch full-data training runs')
     runs = runs.add_subparsers(dest='runs_command', required=True, metavar='ACTION')
-    c = runs.add_parser('start', help=_runs_start.__doc__); c.add_argument('name', help='a run name (see `runs status`)')
+    c = runs.add_parser('start', help=_runs_start.__doc__)
+    c.add_argument('name', help='a run name (see `runs status`)')
     c.add_argument('--data', help='the full datasets folder (default: $FERMUSIC_DATA)')
-    c.add_argument('--foreground', action='store_true', help='run here until it ends, with progress bars')
+    c.add_argument(
+        '--foreground', action='store_true', help='run here until it ends, with progress bars'
+    )
     c.set_defaults(func=_runs_start)
     runs.add_parser('status', help=_runs_status.__doc__).set_defaults(func=_runs_status)
 
 # %% ../nbs/99_cli.ipynb #dbb3e27e
-EXIT_CODES = {0: 'success',
-              1: 'a check failed: a quick-profile claim drifted (reproduce, scoreboard --quick)',
-              2: 'bad input or usage: the message names the file or option, what is wrong and the fix',
-              3: 'no face found in the photo, or the photo is too small to hold one (recommend, demo)',
-              4: 'the system refused a read or write (permissions, a read-only or full disk): the message names the path',
-              130: 'interrupted (Ctrl-C); a sort first removes what it wrote'}
+EXIT_CODES = {
+    0: 'success',
+    1: 'a check failed: a quick-profile claim drifted (reproduce, scoreboard --quick)',
+    2: 'bad input or usage: the message names the file or option, what is wrong and the fix',
+    3: 'no face found in the photo, or the photo is too small to hold one (recommend, demo)',
+    4: 'the system refused a read or write (permissions, a read-only or full disk): the message '
+    'names the path',
+    130: 'interrupted (Ctrl-C); a sort first removes what it wrote',
+}
 EXIT_HELP = 'exit status:\n' + '\n'.join(f'  {k:>3}  {v}' for k, v in EXIT_CODES.items())
-SORT_HELP = """OUTPUT must be new (its parent existing), empty, or an earlier sort's OUTPUT. Every file the sort
-writes is listed in OUTPUT/fermusic-sort.json first; --overwrite and `fermusic unsort` remove only those.
-A sort stopped midway is finished by running it again, or rolled back by `fermusic unsort OUTPUT`.
+SORT_HELP = (
+    """OUTPUT must be new (its parent existing), empty, or an earlier sort's OUTPUT. Every file
+the sort writes is listed in OUTPUT/fermusic-sort.json first; --overwrite and `fermusic unsort`
+remove only those. A sort stopped midway is finished by running it again, or rolled back by
+`fermusic unsort OUTPUT`.
 
-""" + EXIT_HELP
-_MODEL_HELP = ('emotion model: cnn8 (the paper CNN, lesson 10), compact (lesson 15) or a .keras file '
-               '(default: fermusic.pipeline.DEFAULT_MODEL, the best measured one)')
+"""
+    + EXIT_HELP
+)
+_MODEL_HELP = (
+    'emotion model: cnn8 (the paper CNN, lesson 10), compact (lesson 15) or a .keras file '
+    '(default: fermusic.pipeline.DEFAULT_MODEL, the best measured one)'
+)
 
-def _formatter(prog): return argparse.RawDescriptionHelpFormatter(prog, width=100)   # same help on every terminal
 
-def _positive_int(s:str) -> int:
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, width=100)  # same help on every terminal
+
+
+def _positive_int(s: str) -> int:
     "An argparse type: a whole number of at least 1."
-    try: v = int(s)
-    except ValueError: v = 0
-    if v < 1: raise argparse.ArgumentTypeError(f'{s!r} is not a whole number of at least 1: pass e.g. 5')
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f'{s!r} is not a whole number of at least 1: pass e.g. 5')
     return v
 
-def _finite_float(s:str) -> float:
+
+def _finite_float(s: str) -> float:
     "An argparse type: a finite number (not nan or inf)."
-    try: v = float(s)
-    except ValueError: v = math.nan
-    if not math.isfinite(v): raise argparse.ArgumentTypeError(f'{s!r} is not a finite number: pass e.g. 0.5')
+    try:
+        v = float(s)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f'{s!r} is not a finite number: pass e.g. 0.5')
     return v
+
 
 def _add_recommend_args(c):
     c.add_argument('--top', type=_positive_int, default=5, help='songs per face (default 5)')
-    c.add_argument('--policy', choices=('match', 'lift'), default='match', help='match the mood, or lift a negative one')
+    c.add_argument(
+        '--policy',
+        choices=('match', 'lift'),
+        default='match',
+        help='match the mood, or lift a negative one',
+    )
     c.add_argument('--model', default=None, help=_MODEL_HELP)
-    c.add_argument('--min-score', type=_finite_float, default=0.5, help='leave out weaker face detections (default 0.5)')
+    c.add_argument(
+        '--min-score',
+        type=_finite_float,
+        default=0.5,
+        help='leave out weaker face detections (default 0.5)',
+    )
     c.add_argument('--json', action='store_true', help='print JSON instead of tables')
+
 
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of the `fermusic` command."
-    p = argparse.ArgumentParser(prog='fermusic', description='Reproduce four FER papers and an emotion-driven music recommender.',
-                                formatter_class=_formatter, epilog=EXIT_HELP)
-    p.add_argument('--profile', choices=PROFILES, help='quick (shipped samples) or full (paper settings); '
-                   'passed to the command (default: $FERMUSIC_PROFILE)')
+    p = argparse.ArgumentParser(
+        prog='fermusic',
+        description='Reproduce four FER papers and an emotion-driven music recommender.',
+        formatter_class=_formatter,
+        epilog=EXIT_HELP,
+    )
+    p.add_argument(
+        '--profile',
+        choices=PROFILES,
+        help='quick (shipped samples) or full (paper settings); '
+        'passed to the command (default: $FERMUSIC_PROFILE)',
+    )
     p.add_argument('--debug', action='store_true', help='show tracebacks')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     sub.add_parser('info', help=_info.__doc__).set_defaults(func=_info)
-    c = sub.add_parser('recommend', help=_recommend.__doc__); c.add_argument('photo', help='a photo with one or more faces')
-    _add_recommend_args(c); c.set_defaults(func=_recommend)
-    c = sub.add_parser('demo', help=_demo.__doc__); _add_recommend_args(c); c.set_defaults(func=_demo)
-    c = sub.add_parser('sort', help=_sort.__doc__, description=_sort.__doc__, epilog=SORT_HELP, formatter_class=_formatter)
-    c.add_argument('input', help='a folder of images (only read; links are followed only to files inside it)')
-    c.add_argument('output', help='a new or empty folder (or an earlier sort\'s) for the class folders and predictions.csv')
+    c = sub.add_parser('recommend', help=_recommend.__doc__)
+    c.add_argument('photo', help='a photo with one or more faces')
+    _add_recommend_args(c)
+    c.set_defaults(func=_recommend)
+    c = sub.add_parser('demo', help=_demo.__doc__)
+    _add_recommend_args(c)
+    c.set_defaults(func=_demo)
+    c = sub.add_parser(
+        'sort',
+        help=_sort.__doc__,
+        description=_sort.__doc__,
+        epilog=SORT_HELP,
+        formatter_class=_formatter,
+    )
+    c.add_argument(
+        'input', help='a folder of images (only read; links are followed only to files inside it)'
+    )
+    c.add_argument(
+        'output',
+        help='a new or empty folder (or an earlier sort\'s) for the class folders and '
+        'predictions.csv',
+    )
     c.add_argument('--model', default=None, help=_MODEL_HELP + '; its input size is used')
     c.add_argument('--dry-run', action='store_true', help='check and predict, write nothing')
-    c.add_argument('--overwrite', action='store_true', help="replace the files an earlier sort wrote in OUTPUT (nothing else)")
+    c.add_argument(
+        '--overwrite',
+        action='store_true',
+        help="replace the files an earlier sort wrote in OUTPUT (nothing else)",
+    )
     c.set_defaults(func=_sort)
-    c = sub.add_parser('unsort', help=_unsort.__doc__, description=_unsort.__doc__, epilog=EXIT_HELP, formatter_class=_formatter)
-    c.add_argument('output', help="a sort's OUTPUT folder"); c.set_defaults(func=_unsort)
+    c = sub.add_parser(
+        'unsort',
+        help=_unsort.__doc__,
+        description=_unsort.__doc__,
+        epilog=EXIT_HELP,
+        formatter_class=_formatter,
+    )
+    c.add_argument('output', help="a sort's OUTPUT folder")
+    c.set_defaults(func=_unsort)
 
-    data = sub.add_parser('data', help='check and convert datasets').add_subparsers(dest='data_command', required=True, metavar='ACTION')
-    c = data.add_parser('check', help=_data_check.__doc__); c.add_argument('path', help='a dataset file or folder')
+    data = sub.add_parser('data', help='check and convert datasets').add_subparsers(
+        dest='data_command', required=True, metavar='ACTION'
+    )
+    c = data.add_parser('check', help=_data_check.__doc__)
+    c.add_argument('path', help='a dataset file or folder')
     c.set_defaults(func=_data_check)
     c = data.add_parser('export-folders', help=_data_export_folders.__doc__)
-    c.add_argument('csv', help='fer2013.csv (.gz/.xz)'); c.add_argument('out', help='folder to create (must not exist)')
+    c.add_argument('csv', help='fer2013.csv (.gz/.xz)')
+    c.add_argument('out', help='folder to create (must not exist)')
     c.set_defaults(func=_data_export_folders)
     c = data.add_parser('export-csv', help=_data_export_csv.__doc__)
-    c.add_argument('folder', help='folder with train/ and test/'); c.add_argument('out', help='csv file to write')
+    c.add_argument('folder', help='folder with train/ and test/')
+    c.add_argument('out', help='csv file to write')
     c.set_defaults(func=_data_export_csv)
 
-    nb = sub.add_parser('nb', help='run lesson notebooks').add_subparsers(dest='nb_command', required=True, metavar='ACTION')
-    c = nb.add_parser('run', help=_nb_run.__doc__); c.add_argument('notebooks', nargs='+')
-    c.add_argument('--timeout', type=int, default=None, help='seconds per cell'); c.add_argument('--overrides', help='JSON of settings to override')
+    nb = sub.add_parser('nb', help='run lesson notebooks').add_subparsers(
+        dest='nb_command', required=True, metavar='ACTION'
+    )
+    c = nb.add_parser('run', help=_nb_run.__doc__)
+    c.add_argument('notebooks', nargs='+')
+    c.add_argument('--timeout', type=int, default=None, help='seconds per cell')
+    c.add_argument('--overrides', help='JSON of settings to override')
     c.set_defaults(func=_nb_run)
     c = nb.add_parser('readme', help=_nb_readme.__doc__)
-    c.add_argument('--notebook', default='nbs/index.ipynb'); c.add_argument('--out', default='README.md')
+    c.add_argument('--notebook', default='nbs/index.ipynb')
+    c.add_argument('--out', default='README.md')
     c.set_defaults(func=_nb_readme)
     _add_reproduce_commands(sub)
     _add_runs_commands(sub)
     return p
 
 # %% ../nbs/99_cli.ipynb #3d8db0d6
-def _shown(p) -> str: return str(p).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+def _shown(p) -> str:
+    return str(p).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
 
-def _os_message(e:OSError) -> str:
-    "An OSError as one line: our own messages as they are, the system's with the path and what to check."
-    if e.errno is None: return str(e)
+
+def _os_message(e: OSError) -> str:
+    """An OSError as one line: our own messages as they are, the system's with the path and what to
+    check."""
+    if e.errno is None:
+        return str(e)
     where = f'{_shown(e.filename)}: ' if e.filename else ''
-    return f'{where}{e.strerror}; check the permissions of that path and that its disk is writable and not full'
+    return (
+        f'{where}{e.strerror}; check the permissions of that path and that its disk is writable '
+        'and not full'
+    )
 
-def main(argv:list|None=None, # arguments (default: sys.argv[1:])
-        ) -> int:
+
+def main(
+    argv: list | None = None,  # arguments (default: sys.argv[1:])
+) -> int:
     "Entry point of the `fermusic` command; returns the exit status (see `EXIT_CODES`)."
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')   # a process the kit starts: quiet TensorFlow before it loads
-    try: args = build_parser().parse_args(argv)
-    except SystemExit as e: return e.code if isinstance(e.code, int) else 2   # --help, or a usage error argparse printed
-    try: res = args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError) as e:
-        if args.debug: raise
+    # a process the kit starts: quiet TensorFlow before it loads
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    try:
+        args = build_parser().parse_args(argv)
+    # --help, or a usage error argparse printed
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        res = args.func(args)
+    except (
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        FileExistsError,
+    ) as e:
+        if args.debug:
+            raise
         msg = _os_message(e) if isinstance(e, OSError) and e.errno is not None else str(e)
-        print(f'fermusic: error: {_shown(msg)}', file=sys.stderr); return 2
+        print(f'fermusic: error: {_shown(msg)}', file=sys.stderr)
+        return 2
     except OSError as e:
-        if args.debug: raise
-        print(f'fermusic: error: {_shown(_os_message(e))}', file=sys.stderr); return 4
+        if args.debug:
+            raise
+        print(f'fermusic: error: {_shown(_os_message(e))}', file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
-        print('fermusic: interrupted', file=sys.stderr); return 130
+        print('fermusic: interrupted', file=sys.stderr)
+        return 130
     return res if isinstance(res, int) else 0

@@ -18,36 +18,80 @@ import keras
 from keras import layers
 
 # %% ../nbs/15_compact.ipynb #272dfb3c
-from .config import profile_settings, repo_root, rel_path, state_dir, child_env, THREADS_ENV, INTEROP_ENV
+from fermusic.config import (
+    profile_settings,
+    repo_root,
+    rel_path,
+    state_dir,
+    child_env,
+    THREADS_ENV,
+    INTEROP_ENV,
+)
 from .data import EMOTIONS, train_val_split
 from .records import recording
-from .train import (fit_run, evaluate, save_for_inference, classification_metrics, public_settings,
-                            all_layers)
+from fermusic.train import (
+    fit_run,
+    evaluate,
+    save_for_inference,
+    classification_metrics,
+    public_settings,
+    all_layers,
+)
 from .cnn8 import load_fer_splits
 
 # %% ../nbs/15_compact.ipynb #b1ef7992
-_AUG = dict(rotation=10, translation=0.1, zoom=0.1, flip=True)   # mini-Xception's ImageDataGenerator settings
-COMPACT_QUICK = dict(widths=[16, 32, 64, 128], stem=8, epochs=3, batch_size=32, lr=1e-3, val_fraction=0.1,
-                     patience=None, lr_patience=None, augment=_AUG, seeds=[0], time_budget_min=None, resumable=False)
-COMPACT_FULL = dict(widths=[16, 32, 64, 128], stem=8, epochs=1000, batch_size=32, lr=1e-3, val_fraction=0.1,
-                    patience=50, lr_patience=12, augment=_AUG, seeds=[0, 1, 2], time_budget_min=None, resumable=True)
-COMPACT_CPU = dict(epochs=150, batch_size=64, patience=15, lr_patience=5)  # the declared 2-core CPU schedule
+# mini-Xception's ImageDataGenerator settings
+_AUG = dict(rotation=10, translation=0.1, zoom=0.1, flip=True)
+COMPACT_QUICK = dict(
+    widths=[16, 32, 64, 128],
+    stem=8,
+    epochs=3,
+    batch_size=32,
+    lr=1e-3,
+    val_fraction=0.1,
+    patience=None,
+    lr_patience=None,
+    augment=_AUG,
+    seeds=[0],
+    time_budget_min=None,
+    resumable=False,
+)
+COMPACT_FULL = dict(
+    widths=[16, 32, 64, 128],
+    stem=8,
+    epochs=1000,
+    batch_size=32,
+    lr=1e-3,
+    val_fraction=0.1,
+    patience=50,
+    lr_patience=12,
+    augment=_AUG,
+    seeds=[0, 1, 2],
+    time_budget_min=None,
+    resumable=True,
+)
+# the declared 2-core CPU schedule
+COMPACT_CPU = dict(epochs=150, batch_size=64, patience=15, lr_patience=5)
 
-def compact_settings(profile:str|None=None, # 'quick' or 'full'; default: the active profile
-                    ) -> dict:
+
+def compact_settings(
+    profile: str | None = None,  # 'quick' or 'full'; default: the active profile
+) -> dict:
     "The settings of this lesson for the active profile, with `FERMUSIC_OVERRIDES` applied."
     return profile_settings(quick=COMPACT_QUICK, full=COMPACT_FULL, profile=profile)
 
 # %% ../nbs/15_compact.ipynb #da2bd6ac
-def _conv_bn(x, n:int, name:str, sep:bool=False, relu:bool=True, padding:str='same'):
+def _conv_bn(x, n: int, name: str, sep: bool = False, relu: bool = True, padding: str = 'same'):
     "A (separable) 3x3 convolution without bias, batch normalisation, and optionally ReLU."
     conv = layers.SeparableConv2D if sep else layers.Conv2D
     x = conv(n, 3, padding=padding, use_bias=False, name=f'{name}_conv')(x)
     x = layers.BatchNormalization(name=f'{name}_bn')(x)
     return layers.Activation('relu', name=f'{name}_relu')(x) if relu else x
 
-def _module(x, n:int, name:str):
-    "A residual module: two separable convolutions and a stride-2 max-pool, plus a strided 1x1 shortcut."
+
+def _module(x, n: int, name: str):
+    """A residual module: two separable convolutions and a stride-2 max-pool, plus a strided 1x1
+    shortcut."""
     r = layers.Conv2D(n, 1, strides=2, padding='same', use_bias=False, name=f'{name}_short')(x)
     r = layers.BatchNormalization(name=f'{name}_short_bn')(r)
     x = _conv_bn(x, n, f'{name}_a', sep=True)
@@ -56,77 +100,135 @@ def _module(x, n:int, name:str):
     return layers.Add(name=f'{name}_add')([x, r])
 
 # %% ../nbs/15_compact.ipynb #0b6cfc28
-def compact_cnn(widths=(16, 32, 64, 128), # channels of each residual module (each halves the map's side)
-                stem:int=8, # channels of the two plain 3x3 convolutions in front
-                lr:float=1e-3, # Adam's learning rate
-                input_shape:tuple=(48, 48, 1), # H x W x C of the faces
-                n_classes:int=7, # number of classes
-               ) -> keras.Model:
-    "A mini-Xception-style CNN, compiled with cross-entropy on integer labels; takes raw 0-255 pixels."
+def compact_cnn(
+    widths=(16, 32, 64, 128),  # channels of each residual module (each halves the map's side)
+    stem: int = 8,  # channels of the two plain 3x3 convolutions in front
+    lr: float = 1e-3,  # Adam's learning rate
+    input_shape: tuple = (48, 48, 1),  # H x W x C of the faces
+    n_classes: int = 7,  # number of classes
+) -> keras.Model:
+    """A mini-Xception-style CNN, compiled with cross-entropy on integer labels; takes raw 0-255
+    pixels."""
     widths = list(widths)
     if not widths or any(not isinstance(w, int) or w < 1 for w in [*widths, stem]):
-        raise ValueError(f'widths {widths} and stem {stem} must be positive integers, e.g. widths=(16, 32, 64, 128)')
+        raise ValueError(
+            f'widths {widths} and stem {stem} must be positive integers, e.g. widths=(16, 32, '
+            '64, 128)'
+        )
     inp = keras.Input(input_shape, name='face')
-    x = layers.Rescaling(1/127.5, offset=-1., name='rescale')(inp)   # 0..255 -> -1..1
-    x = _conv_bn(x, stem, 'stem1', padding='valid'); x = _conv_bn(x, stem, 'stem2', padding='valid')
-    for i, w in enumerate(widths, 1): x = _module(x, w, f'block{i}')
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name='rescale')(inp)  # 0..255 -> -1..1
+    x = _conv_bn(x, stem, 'stem1', padding='valid')
+    x = _conv_bn(x, stem, 'stem2', padding='valid')
+    for i, w in enumerate(widths, 1):
+        x = _module(x, w, f'block{i}')
     x = layers.Conv2D(n_classes, 3, padding='same', name='class_maps')(x)
     out = layers.Activation('softmax', name='softmax')(layers.GlobalAveragePooling2D(name='gap')(x))
     m = keras.Model(inp, out, name='compact')
-    m.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    m.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss='sparse_categorical_crossentropy',
+        metrics=['accuracy'],
+    )
     return m
 
 # %% ../nbs/15_compact.ipynb #e1cfe2c1
-def count_flops(model:keras.Model, # a built model (functional or Sequential, nested models included)
-               ) -> int:
+def count_flops(
+    model: keras.Model,  # a built model (functional or Sequential, nested models included)
+) -> int:
     "Forward FLOPs per image of the convolution and dense layers (2 per multiply-add)."
     total = 0
     for l in all_layers(model):
-        if isinstance(l, keras.Model) or not getattr(l, 'built', False): continue
-        try: out = tuple(l.output.shape[1:])
-        except (AttributeError, ValueError): continue   # shared or unconnected layers
-        pos = int(np.prod(out[:-1])) if len(out) > 1 else 1   # output positions (channels last)
+        if isinstance(l, keras.Model) or not getattr(l, 'built', False):
+            continue
+        try:
+            out = tuple(l.output.shape[1:])
+        except (AttributeError, ValueError):
+            continue  # shared or unconnected layers
+        pos = int(np.prod(out[:-1])) if len(out) > 1 else 1  # output positions (channels last)
         if isinstance(l, layers.SeparableConv2D):
-            total += 2 * pos * (int(np.prod(l.depthwise_kernel.shape)) + int(np.prod(l.pointwise_kernel.shape)))
-        elif isinstance(l, (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D, layers.Dense)):
+            total += (
+                2
+                * pos
+                * (int(np.prod(l.depthwise_kernel.shape)) + int(np.prod(l.pointwise_kernel.shape)))
+            )
+        elif isinstance(
+            l, (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D, layers.Dense)
+        ):
             total += 2 * pos * int(np.prod(l.kernel.shape))
     return total
 
 # %% ../nbs/15_compact.ipynb #e6985e99
 def default_compact_path() -> Path:
-    "Where the trained full-data compact model is kept: data/models/compact_fer2013.keras of the checkout."
-    return (repo_root() or Path.cwd())/'data'/'models'/'compact_fer2013.keras'
+    """Where the trained full-data compact model is kept: data/models/compact_fer2013.keras of the
+    checkout."""
+    return (repo_root() or Path.cwd()) / 'data' / 'models' / 'compact_fer2013.keras'
 
-def run_compact(settings:dict, # from `compact_settings()`
-                seed:int=0, # seed of the split, the initialisation, augmentation and shuffling
-                data_path:str|Path|None=None, # FER2013 location; default: `find_dataset('fer2013')`
-                splits:dict|None=None, # already loaded `load_fer_splits` output (skips loading)
-                model_path:str|Path|None=None, # where to save the trained model; None: don't save
-                save_record:bool=True, # write the run record under results/
-                verbose:int=0, # Keras progress (2: one line per epoch, for logs)
-               ):
+
+def run_compact(
+    settings: dict,  # from `compact_settings()`
+    seed: int = 0,  # seed of the split, the initialisation, augmentation and shuffling
+    data_path: str | Path | None = None,  # FER2013 location; default: `find_dataset('fer2013')`
+    splits: dict | None = None,  # already loaded `load_fer_splits` output (skips loading)
+    model_path: str | Path | None = None,  # where to save the trained model; None: don't save
+    save_record: bool = True,  # write the run record under results/
+    verbose: int = 0,  # Keras progress (2: one line per epoch, for logs)
+):
     "Train and evaluate one seed of the compact CNN; returns (record, model, evaluations by split)."
     s = settings
-    if not s.get('val_fraction'): raise ValueError('val_fraction must be > 0: model selection needs a validation split carved from Training')
-    if verbose: print(f'compact seed {seed}: loading data', flush=True)
+    if not s.get('val_fraction'):
+        raise ValueError(
+            'val_fraction must be > 0: model selection needs a validation split carved from '
+            'Training'
+        )
+    if verbose:
+        print(f'compact seed {seed}: loading data', flush=True)
     splits = splits or load_fer_splits(data_path)
     tr, pub, priv = splits['Training'], splits['PublicTest'], splits['PrivateTest']
     x, xv, y, yv = train_val_split(tr.x, tr.y, s['val_fraction'], seed=seed)
     src = tr.source or data_path
-    dataset = dict(name='fer2013', path=rel_path(src) if src else None, kind=tr.kind, train=len(x), val=len(yv),
-                   public_test=pub.n, private_test=priv.n)
+    dataset = dict(
+        name='fer2013',
+        path=rel_path(src) if src else None,
+        kind=tr.kind,
+        train=len(x),
+        val=len(yv),
+        public_test=pub.n,
+        private_test=priv.n,
+    )
     params = public_settings(s)
-    with recording('compact', paper='kit', seed=seed, profile=s['_profile'], params=params, dataset=dataset,
-                   save=save_record) as rec:
-        run = fit_run(lambda: compact_cnn(s['widths'], s['stem'], lr=s['lr']), x, y, (xv, yv), s, seed=seed,
-                      state=state_dir()/'kit'/'compact'/f'seed{seed}', verbose=verbose)
+    with recording(
+        'compact',
+        paper='kit',
+        seed=seed,
+        profile=s['_profile'],
+        params=params,
+        dataset=dataset,
+        save=save_record,
+    ) as rec:
+        run = fit_run(
+            lambda: compact_cnn(s['widths'], s['stem'], lr=s['lr']),
+            x,
+            y,
+            (xv, yv),
+            s,
+            seed=seed,
+            state=state_dir() / 'kit' / 'compact' / f'seed{seed}',
+            verbose=verbose,
+        )
         model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
-        rec.epochs_run = len(rec.history['loss']); rec.notes.extend(run['notes'])
-        evs = {name: evaluate(model, f.x, f.y, EMOTIONS) for name, f in (('PrivateTest', priv), ('PublicTest', pub))}
-        for name, ev in evs.items(): rec.add_evaluation(ev, split=name)   # PrivateTest first: it fills `metrics`
+        rec.epochs_run = len(rec.history['loss'])
+        rec.notes.extend(run['notes'])
+        evs = {
+            name: evaluate(model, f.x, f.y, EMOTIONS)
+            for name, f in (('PrivateTest', priv), ('PublicTest', pub))
+        }
+        # PrivateTest first: it fills `metrics`
+        for name, ev in evs.items():
+            rec.add_evaluation(ev, split=name)
         rec.params_count, rec.flops_per_image = model.count_params(), count_flops(model)
         if model_path is not None:
-            p = save_for_inference(model, model_path); rec.model, rec.model_bytes = rel_path(p), p.stat().st_size
+            p = save_for_inference(model, model_path)
+            rec.model, rec.model_bytes = rel_path(p), p.stat().st_size
     return rec, model, evs
 
 # %% ../nbs/15_compact.ipynb #4c91a778
@@ -134,7 +236,9 @@ _SPEED = """
 import importlib, json, sys, time, numpy as np, keras
 path, batch, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 for mod in sys.argv[4:]: importlib.import_module(mod)   # modules that register custom layers
-if path.startswith('build:'): mod, expr = path[6:].split(':', 1); m = eval(expr, vars(importlib.import_module(mod)))
+if path.startswith('build:'):
+    mod, expr = path[6:].split(':', 1)
+    m = eval(expr, vars(importlib.import_module(mod)))
 else: m = keras.saving.load_model(path, compile=False)
 rng = np.random.default_rng(0)
 xs = [rng.integers(0, 256, (batch, *t.shape[1:])).astype('float32') for t in m.inputs]
@@ -143,126 +247,247 @@ m.predict_on_batch(x); m.predict_on_batch(x)
 n, t0, c0 = 0, time.perf_counter(), time.process_time()
 while time.perf_counter() - t0 < seconds: m.predict_on_batch(x); n += batch
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-print(json.dumps(dict(faces_per_s=n / cpu, faces_per_s_wall=n / wall, faces=n, cpu_share=cpu / wall)))
+res = dict(faces_per_s=n / cpu, faces_per_s_wall=n / wall, faces=n, cpu_share=cpu / wall)
+print(json.dumps(res))
 """
 
-def _pin(threads:int):
+
+def _pin(threads: int):
     cores = sorted(os.sched_getaffinity(0))
     return lambda: os.sched_setaffinity(0, set(cores[:threads]))
 
 # %% ../nbs/15_compact.ipynb #cd87d585
-def faces_per_s(model, # a Keras model, a .keras / .h5 / .hdf5 file, or 'build:MODULE:EXPRESSION' (built there)
-                threads:int=1, # CPU cores and backend threads the measuring process may use
-                batch:int=64, # faces per `predict_on_batch` call
-                seconds:float=3., # how long to time steady batches
-                imports=(), # modules that register the model's custom layers (found from a model object)
-               ) -> dict:
-    "Faces per CPU-second (and per wall-clock second) of `model` in a fresh process limited to `threads` threads."
-    built = isinstance(model, str) and model.startswith('build:')   # for models that do not reload from a file
+def faces_per_s(
+    model,  # a Keras model, a .keras / .h5 / .hdf5 file, or 'build:MODULE:EXPRESSION' (built there)
+    threads: int = 1,  # CPU cores and backend threads the measuring process may use
+    batch: int = 64,  # faces per `predict_on_batch` call
+    seconds: float = 3.0,  # how long to time steady batches
+    # modules that register the model's custom layers (found from a model object)
+    imports=(),
+) -> dict:
+    """Faces per CPU-second (and per wall-clock second) of `model` in a fresh process limited to
+    `threads` threads."""
+    # for models that do not reload from a file
+    built = isinstance(model, str) and model.startswith('build:')
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d)/'model.keras' if isinstance(model, keras.Model) else Path(model)
+        path = Path(d) / 'model.keras' if isinstance(model, keras.Model) else Path(model)
         if isinstance(model, keras.Model):
             model.save(path)
-            imports = {*imports, *(type(l).__module__ for l in all_layers(model) if not type(l).__module__.startswith('keras'))}
-        if not built and not path.exists(): raise FileNotFoundError(f'no model file at {path}: pass a Keras model or a saved model file')
+            imports = {
+                *imports,
+                *(
+                    type(l).__module__
+                    for l in all_layers(model)
+                    if not type(l).__module__.startswith('keras')
+                ),
+            }
+        if not built and not path.exists():
+            raise FileNotFoundError(
+                f'no model file at {path}: pass a Keras model or a saved model file'
+            )
         n = str(threads)
-        env = child_env(**{THREADS_ENV: n, INTEROP_ENV: '1'}, OMP_NUM_THREADS=n, CUDA_VISIBLE_DEVICES='-1',
-                        TF_CPP_MIN_LOG_LEVEL='3', XLA_FLAGS=f'--xla_cpu_multi_thread_eigen={str(threads > 1).lower()}')
-        p = subprocess.run([sys.executable, '-c', _SPEED, model if built else str(path), str(batch), str(seconds), *sorted(imports)], env=env,
-                           capture_output=True, text=True, preexec_fn=_pin(threads))
-    if p.returncode: raise RuntimeError(f'timing {path.name} failed: {p.stderr.strip().splitlines()[-1:]}')
+        env = child_env(
+            **{THREADS_ENV: n, INTEROP_ENV: '1'},
+            OMP_NUM_THREADS=n,
+            CUDA_VISIBLE_DEVICES='-1',
+            TF_CPP_MIN_LOG_LEVEL='3',
+            XLA_FLAGS=f'--xla_cpu_multi_thread_eigen={str(threads > 1).lower()}',
+        )
+        p = subprocess.run(
+            [
+                sys.executable,
+                '-c',
+                _SPEED,
+                model if built else str(path),
+                str(batch),
+                str(seconds),
+                *sorted(imports),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            preexec_fn=_pin(threads),
+        )
+    if p.returncode:
+        raise RuntimeError(f'timing {path.name} failed: {p.stderr.strip().splitlines()[-1:]}')
     res = json.loads(p.stdout.strip().splitlines()[-1])
     return dict(res, threads=threads, batch=batch, load_average=round(os.getloadavg()[0], 2))
 
 # %% ../nbs/15_compact.ipynb #b36a90db
-TARGETS = dict(accuracy=0.66, faces_per_s=800, file_bytes=1_000_000)   # the issue's targets for the main job's model
+# the issue's targets for the main job's model
+TARGETS = dict(accuracy=0.66, faces_per_s=800, file_bytes=1_000_000)
 
-def training_status(rec:dict|None, # a model's full run record, or None
-                   ) -> str:
-    "How far a model's training went, from its record: converged, planned end, or under-trained (and why)."
-    if not rec: return 'not trained'
-    sch, run = rec.get('schedule') or {}, rec.get('epochs_run') or len((rec.get('history') or {}).get('loss', []))
-    stopped, planned = sch.get('stopped'), sch.get('epochs_planned') or (rec.get('params') or {}).get('epochs')
-    if stopped == 'converged': return f"converged (early stopping after {run} epochs)"
-    if stopped == 'planned_end' and not sch.get('still_improving'): return f'planned end ({run} epochs)'
-    if stopped is None: return f'{run} epochs, no stopping reason recorded (an older record): take it as under-trained'
+
+def training_status(
+    rec: dict | None,  # a model's full run record, or None
+) -> str:
+    """How far a model's training went, from its record: converged, planned end, or under-trained
+    (and why)."""
+    if not rec:
+        return 'not trained'
+    sch, run = (
+        rec.get('schedule') or {},
+        rec.get('epochs_run') or len((rec.get('history') or {}).get('loss', [])),
+    )
+    stopped, planned = (
+        sch.get('stopped'),
+        sch.get('epochs_planned') or (rec.get('params') or {}).get('epochs'),
+    )
+    if stopped == 'converged':
+        return f"converged (early stopping after {run} epochs)"
+    if stopped == 'planned_end' and not sch.get('still_improving'):
+        return f'planned end ({run} epochs)'
+    if stopped is None:
+        return (
+            f'{run} epochs, no stopping reason recorded (an older record): take it as under-trained'
+        )
     return f"under-trained: {run} of {planned or '?'} planned epochs ({stopped})"
 
 # %% ../nbs/15_compact.ipynb #6b88656f
-def cost_table(models:dict, # name -> entry of a peers record's `models` (see benchmarks/peers.py)
-              ):
-    "One row per model: accuracy, macro F1, parameters, FLOPs, faces/s on one thread, file size, training status."
+def cost_table(
+    models: dict,  # name -> entry of a peers record's `models` (see benchmarks/peers.py)
+):
+    """One row per model: accuracy, macro F1, parameters, FLOPs, faces/s on one thread, file size,
+    training status."""
     import pandas as pd
+
     rows = []
     for name, e in models.items():
         fb, fps = e.get('file_bytes'), e.get('faces_per_s')
-        rows.append(dict(model=name, kind=e.get('kind'), accuracy=e.get('accuracy'), macro_f1=e.get('f1'),
-                         split=e.get('split'), params=e.get('params'),
-                         mflops=None if e.get('flops') is None else e['flops'] / 1e6, faces_per_s=fps,
-                         file_mb=None if fb is None else fb / 1e6, ckplus6=e.get('ckplus6'), status=e.get('status')))
+        rows.append(
+            dict(
+                model=name,
+                kind=e.get('kind'),
+                accuracy=e.get('accuracy'),
+                macro_f1=e.get('f1'),
+                split=e.get('split'),
+                params=e.get('params'),
+                mflops=None if e.get('flops') is None else e['flops'] / 1e6,
+                faces_per_s=fps,
+                file_mb=None if fb is None else fb / 1e6,
+                ckplus6=e.get('ckplus6'),
+                status=e.get('status'),
+            )
+        )
     t = pd.DataFrame(rows).set_index('model')
-    t['meets_targets'] = [(a or 0) >= TARGETS['accuracy'] and (f or 0) >= TARGETS['faces_per_s'] and (b or 9e9) < TARGETS['file_bytes'] / 1e6
-                          for a, f, b in zip(t.accuracy, t.faces_per_s, t.file_mb)]
+    t['meets_targets'] = [
+        (a or 0) >= TARGETS['accuracy']
+        and (f or 0) >= TARGETS['faces_per_s']
+        and (b or 9e9) < TARGETS['file_bytes'] / 1e6
+        for a, f, b in zip(t.accuracy, t.faces_per_s, t.file_mb)
+    ]
     return t
 
 # %% ../nbs/15_compact.ipynb #a5223aa8
-def pareto_front(table, # a `cost_table`
-                 x:str='faces_per_s', y:str='accuracy', # both: higher is better
-                ) -> list:
+def pareto_front(
+    table,  # a `cost_table`
+    x: str = 'faces_per_s',
+    y: str = 'accuracy',  # both: higher is better
+) -> list:
     "The models no other model beats on both `x` and `y` (at least as good on both, better on one)."
     t = table.dropna(subset=[x, y])
-    return [n for n, r in t.iterrows()
-            if not any((o[x] >= r[x] and o[y] >= r[y]) and (o[x] > r[x] or o[y] > r[y]) for m, o in t.iterrows() if m != n)]
+    return [
+        n
+        for n, r in t.iterrows()
+        if not any(
+            (o[x] >= r[x] and o[y] >= r[y]) and (o[x] > r[x] or o[y] > r[y])
+            for m, o in t.iterrows()
+            if m != n
+        )
+    ]
 
-def plot_pareto(table, # a `cost_table`
-                ax=None):
-    "Accuracy against faces/s on one thread (log scale), point area by file size, the Pareto front joined."
+
+def plot_pareto(
+    table,  # a `cost_table`
+    ax=None,
+):
+    """Accuracy against faces/s on one thread (log scale), point area by file size, the Pareto front
+    joined."""
     import matplotlib.pyplot as plt
+
     t = table.dropna(subset=['faces_per_s', 'accuracy'])
     ax = ax or plt.subplots(figsize=(7, 4.5))[1]
     ax.scatter(t.faces_per_s, t.accuracy, s=20 + 8 * np.sqrt(t.file_mb.fillna(1) * 1e3), alpha=0.6)
-    for n, r in t.iterrows(): ax.annotate(f"{n}\n{r['status'][:24] if r['status'] else ''}", (r.faces_per_s, r.accuracy), fontsize=7)
+    for n, r in t.iterrows():
+        ax.annotate(
+            f"{n}\n{r['status'][:24] if r['status'] else ''}",
+            (r.faces_per_s, r.accuracy),
+            fontsize=7,
+        )
     front = t.loc[pareto_front(t)].sort_values('faces_per_s')
     ax.plot(front.faces_per_s, front.accuracy, 'k--', lw=1, label='Pareto front')
     ax.axhline(TARGETS['accuracy'], color='tab:green', lw=0.8, label='target accuracy')
     ax.axvline(TARGETS['faces_per_s'], color='tab:orange', lw=0.8, label='target faces/s')
-    ax.set(xscale='log', xlabel='faces/s, one CPU thread', ylabel='accuracy (split in the table)'); ax.legend(fontsize=8)
+    ax.set(xscale='log', xlabel='faces/s, one CPU thread', ylabel='accuracy (split in the table)')
+    ax.legend(fontsize=8)
     return ax
 
 # %% ../nbs/15_compact.ipynb #ec9bd765
-SHARED = EMOTIONS[:6]   # angry ... surprise: the classes CK+ and FER2013 share
+SHARED = EMOTIONS[:6]  # angry ... surprise: the classes CK+ and FER2013 share
 
-def shared_class_scores(proba:np.ndarray, # N x 7 probabilities in `EMOTIONS` order
-                        y:np.ndarray, # labels (CK+'s contempt, 7, and anything past surprise are left out)
-                       ) -> dict:
-    "Accuracy and macro F1 among the 6 shared classes, the 7-way accuracy, and the share answered 'neutral'."
+
+def shared_class_scores(
+    proba: np.ndarray,  # N x 7 probabilities in `EMOTIONS` order
+    # labels (CK+'s contempt, 7, and anything past surprise are left out)
+    y: np.ndarray,
+) -> dict:
+    """Accuracy and macro F1 among the 6 shared classes, the 7-way accuracy, and the share answered
+    'neutral'."""
     proba, y = np.asarray(proba), np.asarray(y)
     if proba.ndim != 2 or proba.shape[1] != len(EMOTIONS):
-        raise ValueError(f'expected N x {len(EMOTIONS)} probabilities in EMOTIONS order, got shape {proba.shape}')
-    keep = y < len(SHARED); p, y = proba[keep], y[keep]
-    m6 = classification_metrics(y, p[:, :len(SHARED)].argmax(1), SHARED)
+        raise ValueError(
+            f'expected N x {len(EMOTIONS)} probabilities in EMOTIONS order, got shape {proba.shape}'
+        )
+    keep = y < len(SHARED)
+    p, y = proba[keep], y[keep]
+    m6 = classification_metrics(y, p[:, : len(SHARED)].argmax(1), SHARED)
     pred7 = p.argmax(1)
-    return dict(accuracy=m6['accuracy'], f1=m6['f1'], accuracy_7way=float((pred7 == y).mean()),
-                said_neutral=float((pred7 == EMOTIONS.index('neutral')).mean()), n=int(len(y)),
-                recall={c: v['recall'] for c, v in m6['per_class'].items()})
+    return dict(
+        accuracy=m6['accuracy'],
+        f1=m6['f1'],
+        accuracy_7way=float((pred7 == y).mean()),
+        said_neutral=float((pred7 == EMOTIONS.index('neutral')).mean()),
+        n=int(len(y)),
+        recall={c: v['recall'] for c, v in m6['per_class'].items()},
+    )
 
 # %% ../nbs/15_compact.ipynb #b8781281
-def peers_markdown(rec:dict|None=None, # a 'peers' record; default: the latest committed full one
-                  ) -> str:
-    "The README's table of emotion models: accuracy, macro F1, CK+, parameters, FLOPs, faces/s, file size, training."
+def peers_markdown(
+    rec: dict | None = None,  # a 'peers' record; default: the latest committed full one
+) -> str:
+    """The README's table of emotion models: accuracy, macro F1, CK+, parameters, FLOPs, faces/s,
+    file size, training."""
     import re, pandas as pd
+
     if rec is None:
         from fermusic.records import full_records
+
         rec = (full_records('kit').get('peers') or [None])[0]
-    if not rec: return '*No full `peers` record yet: run `benchmarks/peers.py` on the full data.*'
+    if not rec:
+        return '*No full `peers` record yet: run `benchmarks/peers.py` on the full data.*'
     fmt = lambda v, f: '-' if v is None or pd.isna(v) else format(v, f)
-    rows = ['| model | accuracy (PrivateTest) | macro F1 | CK+, 6 shared classes | parameters | MFLOP / face '
-            '| faces/s, 1 thread | file MB | training |', '|' + ' --- |' * 9]
+    rows = [
+        '| model | accuracy (PrivateTest) | macro F1 | CK+, 6 shared classes | parameters | '
+        'MFLOP / face '
+        '| faces/s, 1 thread | file MB | training |',
+        '|' + ' --- |' * 9,
+    ]
     for n, r in cost_table(rec['results']['models']).iterrows():
-        sp = '' if pd.isna(r.split) or r.split == 'PrivateTest' else re.sub(r' \((.*)\)$', r', \1', r.split)
-        acc = fmt(r.accuracy, '.1%') + (f' ({sp})' if sp else '')   # 'test (from its record)': '(test, from its record)'
-        rows.append(f"| {n} | {acc} | {fmt(r.macro_f1, '.3f')} | {fmt(r.ckplus6, '.1%')} | {fmt(r.params, ',.0f')} "
-                    f"| {fmt(r.mflops, '.1f')} | {fmt(r.faces_per_s, '.0f')} | {fmt(r.file_mb, '.2f')} | {r.status} |")
+        sp = (
+            ''
+            if pd.isna(r.split) or r.split == 'PrivateTest'
+            else re.sub(r' \((.*)\)$', r', \1', r.split)
+        )
+        # 'test (from its record)': '(test, from its record)'
+        acc = fmt(r.accuracy, '.1%') + (f' ({sp})' if sp else '')
+        rows.append(
+            f"| {n} | {acc} | {fmt(r.macro_f1, '.3f')} | {fmt(r.ckplus6, '.1%')} | "
+            f"{fmt(r.params, ',.0f')} "
+            f"| {fmt(r.mflops, '.1f')} | {fmt(r.faces_per_s, '.0f')} | {fmt(r.file_mb, '.2f')} | "
+            f"{r.status} |"
+        )
     la, cpu = rec['results'].get('load_average'), (rec.get('hardware') or {}).get('cpu')
-    return '\n'.join(rows) + (f"\n\nMeasured by `benchmarks/peers.py` on {rec['started'][:10]} ({cpu}; load average "
-                              f"before/after {la}: faces/s depend on the machine and on what else it runs).")
+    return '\n'.join(rows) + (
+        f"\n\nMeasured by `benchmarks/peers.py` on {rec['started'][:10]} ({cpu}; load average "
+        f"before/after {la}: faces/s depend on the machine and on what else it runs)."
+    )

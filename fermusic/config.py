@@ -17,76 +17,119 @@ __all__ = ['PROFILES', 'PROFILE_ENV', 'OVERRIDES_ENV', 'DATA_ENV', 'RESULTS_ENV'
 
 # %% ../nbs/01_config.ipynb #712dfc54
 PROFILES = ('quick', 'full')
-PROFILE_ENV = 'FERMUSIC_PROFILE'        # quick or full
-OVERRIDES_ENV = 'FERMUSIC_OVERRIDES'    # a JSON object of settings to override
-DATA_ENV = 'FERMUSIC_DATA'              # the full datasets' folder
-RESULTS_ENV = 'FERMUSIC_RESULTS'        # where records are written
-STATE_ENV = 'FERMUSIC_STATE'            # where resumable runs keep their checkpoints
-CACHE_ENV = 'FERMUSIC_CACHE'            # cached features
-COMMAND_ENV = 'FERMUSIC_COMMAND'        # the command line a record names
+PROFILE_ENV = 'FERMUSIC_PROFILE'  # quick or full
+OVERRIDES_ENV = 'FERMUSIC_OVERRIDES'  # a JSON object of settings to override
+DATA_ENV = 'FERMUSIC_DATA'  # the full datasets' folder
+RESULTS_ENV = 'FERMUSIC_RESULTS'  # where records are written
+STATE_ENV = 'FERMUSIC_STATE'  # where resumable runs keep their checkpoints
+CACHE_ENV = 'FERMUSIC_CACHE'  # cached features
+COMMAND_ENV = 'FERMUSIC_COMMAND'  # the command line a record names
 THREADS_ENV = 'TF_NUM_INTRAOP_THREADS'  # threads of TensorFlow's ops (TensorFlow reads it too)
 INTEROP_ENV = 'TF_NUM_INTEROP_THREADS'  # TensorFlow's concurrent ops
-BACKEND_ENV = 'KERAS_BACKEND'           # tensorflow, jax or torch (Keras reads it)
-KIT_ENV = (PROFILE_ENV, OVERRIDES_ENV, DATA_ENV, RESULTS_ENV, STATE_ENV, CACHE_ENV, COMMAND_ENV,
-           THREADS_ENV, INTEROP_ENV, BACKEND_ENV)
+BACKEND_ENV = 'KERAS_BACKEND'  # tensorflow, jax or torch (Keras reads it)
+KIT_ENV = (
+    PROFILE_ENV,
+    OVERRIDES_ENV,
+    DATA_ENV,
+    RESULTS_ENV,
+    STATE_ENV,
+    CACHE_ENV,
+    COMMAND_ENV,
+    THREADS_ENV,
+    INTEROP_ENV,
+    BACKEND_ENV,
+)
 
 # %% ../nbs/01_config.ipynb #304cf680
 @dataclass(frozen=True)
 class KitEnv:
     "The kit's environment variables as values, read once by `kit_env`."
-    profile:str='quick' # $FERMUSIC_PROFILE, one of `PROFILES`
-    overrides:dict=field(default_factory=dict) # $FERMUSIC_OVERRIDES, parsed
-    data:Path|None=None # $FERMUSIC_DATA: the full datasets' folder
-    results:Path|None=None # $FERMUSIC_RESULTS: the records' folder, when set
-    state:Path|None=None # $FERMUSIC_STATE, else ~/.cache/fermusic/runs: resumable runs' checkpoints
-    cache:Path|None=None # $FERMUSIC_CACHE, else ~/.cache/fermusic: cached features
-    command:str|None=None # $FERMUSIC_COMMAND: the command line records name
-    threads:int|None=None # $TF_NUM_INTRAOP_THREADS
-    backend:str|None=None # $KERAS_BACKEND
-    raw:dict=field(default_factory=dict) # the variables of `KIT_ENV` that are set, as strings
+
+    profile: str = 'quick'  # $FERMUSIC_PROFILE, one of `PROFILES`
+    overrides: dict = field(default_factory=dict)  # $FERMUSIC_OVERRIDES, parsed
+    data: Path | None = None  # $FERMUSIC_DATA: the full datasets' folder
+    results: Path | None = None  # $FERMUSIC_RESULTS: the records' folder, when set
+    # $FERMUSIC_STATE, else ~/.cache/fermusic/runs: resumable runs' checkpoints
+    state: Path | None = None
+    cache: Path | None = None  # $FERMUSIC_CACHE, else ~/.cache/fermusic: cached features
+    command: str | None = None  # $FERMUSIC_COMMAND: the command line records name
+    threads: int | None = None  # $TF_NUM_INTRAOP_THREADS
+    backend: str | None = None  # $KERAS_BACKEND
+    raw: dict = field(default_factory=dict)  # the variables of `KIT_ENV` that are set, as strings
 
 # %% ../nbs/01_config.ipynb #0f672a13
-def _parse_overrides(raw:str) -> dict:
+def _parse_overrides(raw: str) -> dict:
     "The JSON object of $FERMUSIC_OVERRIDES, or a clear error."
     raw = raw.strip()
-    if not raw: return {}
-    try: val = json.loads(raw)
+    if not raw:
+        return {}
+    try:
+        val = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{OVERRIDES_ENV} is not valid JSON ({e}); write e.g. {OVERRIDES_ENV}='{{\"epochs\": 20}}'.") from None
-    if not isinstance(val, dict): raise ValueError(f"{OVERRIDES_ENV} must be a JSON object, got {type(val).__name__}.")
+        raise ValueError(
+            f"{OVERRIDES_ENV} is not valid JSON ({e}); write e.g. {OVERRIDES_ENV}='{{\"epochs\": "
+            "20}'."
+        ) from None
+    if not isinstance(val, dict):
+        raise ValueError(f"{OVERRIDES_ENV} must be a JSON object, got {type(val).__name__}.")
     return val
 
-def kit_env(environ:Mapping|None=None, # the variables to read; default: `os.environ`, now
-           ) -> KitEnv:
-    "The kit's settings from the environment, checked: the one place that reads the variables of `KIT_ENV`."
+
+def kit_env(
+    environ: Mapping | None = None,  # the variables to read; default: `os.environ`, now
+) -> KitEnv:
+    """The kit's settings from the environment, checked: the one place that reads the variables of
+    `KIT_ENV`."""
     raw = {k: v for k in KIT_ENV if (v := (os.environ if environ is None else environ).get(k))}
     profile = raw.get(PROFILE_ENV) or 'quick'
     if profile not in PROFILES:
-        raise ValueError(f"Unknown profile {profile!r} (from ${PROFILE_ENV}); choose one of {PROFILES}.")
+        raise ValueError(
+            f"Unknown profile {profile!r} (from ${PROFILE_ENV}); choose one of {PROFILES}."
+        )
     threads = raw.get(THREADS_ENV)
     if threads is not None and not threads.strip().isdigit():
-        raise ValueError(f"{THREADS_ENV}={threads!r} is not a whole number; set e.g. {THREADS_ENV}=2 or unset it.")
+        raise ValueError(
+            f"{THREADS_ENV}={threads!r} is not a whole number; set e.g. {THREADS_ENV}=2 or unset "
+            "it."
+        )
     path = lambda k: Path(raw[k]).expanduser() if k in raw else None
-    return KitEnv(profile=profile, overrides=_parse_overrides(raw.get(OVERRIDES_ENV, '')), data=path(DATA_ENV),
-                  results=path(RESULTS_ENV), state=path(STATE_ENV) or Path.home()/'.cache'/'fermusic'/'runs',
-                  cache=path(CACHE_ENV) or Path.home()/'.cache'/'fermusic', command=raw.get(COMMAND_ENV),
-                  threads=None if threads is None else int(threads), backend=raw.get(BACKEND_ENV), raw=raw)
+    return KitEnv(
+        profile=profile,
+        overrides=_parse_overrides(raw.get(OVERRIDES_ENV, '')),
+        data=path(DATA_ENV),
+        results=path(RESULTS_ENV),
+        state=path(STATE_ENV) or Path.home() / '.cache' / 'fermusic' / 'runs',
+        cache=path(CACHE_ENV) or Path.home() / '.cache' / 'fermusic',
+        command=raw.get(COMMAND_ENV),
+        threads=None if threads is None else int(threads),
+        backend=raw.get(BACKEND_ENV),
+        raw=raw,
+    )
 
-def child_env(**kv, # variables to set (values made strings) or, with None, to remove
-             ) -> dict:
-    "The environment of a process the kit starts: this process's, with `kv` applied; `os.environ` is left alone."
+
+def child_env(
+    **kv,  # variables to set (values made strings) or, with None, to remove
+) -> dict:
+    """The environment of a process the kit starts: this process's, with `kv` applied; `os.environ`
+    is left alone."""
     env = dict(os.environ)
     for k, v in kv.items():
-        if v is None: env.pop(k, None)
-        else: env[k] = str(v)
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = str(v)
     return env
 
 # %% ../nbs/01_config.ipynb #25b14f93
-def get_profile(name:str|None=None, # an explicit profile; default: $FERMUSIC_PROFILE (`kit_env`), else 'quick'
-               ) -> str:
+def get_profile(
+    # an explicit profile; default: $FERMUSIC_PROFILE (`kit_env`), else 'quick'
+    name: str | None = None,
+) -> str:
     "The active profile name, checked against `PROFILES`."
-    if not name: return kit_env().profile
-    if name not in PROFILES: raise ValueError(f"Unknown profile {name!r} (from argument); choose one of {PROFILES}.")
+    if not name:
+        return kit_env().profile
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r} (from argument); choose one of {PROFILES}.")
     return name
 
 # %% ../nbs/01_config.ipynb #71cc3ad3
@@ -94,67 +137,101 @@ def get_overrides() -> dict:
     "Settings overridden for this run, from the JSON object in $FERMUSIC_OVERRIDES (`kit_env`)."
     return kit_env().overrides
 
-def profile_settings(quick:dict, # settings of the quick profile
-                     full:dict,  # settings of the full profile (same keys)
-                     profile:str|None=None, # default: `get_profile()`
-                    ) -> dict:
-    "The settings of the active profile, with `FERMUSIC_OVERRIDES` applied and named in `_overrides`."
-    if set(quick) != set(full): raise ValueError(f"quick and full settings differ in keys: {sorted(set(quick) ^ set(full))}")
+
+def profile_settings(
+    quick: dict,  # settings of the quick profile
+    full: dict,  # settings of the full profile (same keys)
+    profile: str | None = None,  # default: `get_profile()`
+) -> dict:
+    """The settings of the active profile, with `FERMUSIC_OVERRIDES` applied and named in
+    `_overrides`."""
+    if set(quick) != set(full):
+        raise ValueError(
+            f"quick and full settings differ in keys: {sorted(set(quick) ^ set(full))}"
+        )
     profile = get_profile(profile)
     res = dict(quick if profile == 'quick' else full)
     ov = get_overrides()
     unknown = set(ov) - set(res)
-    if unknown: raise ValueError(f"{OVERRIDES_ENV} names unknown settings {sorted(unknown)}; known: {sorted(res)}")
+    if unknown:
+        raise ValueError(
+            f"{OVERRIDES_ENV} names unknown settings {sorted(unknown)}; known: {sorted(res)}"
+        )
     res.update(ov)
     res['_profile'], res['_overrides'] = profile, ov
     return res
 
 # %% ../nbs/01_config.ipynb #db73f8dc
-def set_seed(seed:int=0, # seed for Python, NumPy and the Keras backend
-             deterministic:bool=True, # on TensorFlow, also ask for deterministic ops
-            ) -> int:
+def set_seed(
+    seed: int = 0,  # seed for Python, NumPy and the Keras backend
+    deterministic: bool = True,  # on TensorFlow, also ask for deterministic ops
+) -> int:
     "Seed every random number generator the kit uses; returns `seed`."
     import keras
+
     keras.utils.set_random_seed(seed)
     if deterministic and keras.backend.backend() == 'tensorflow':
         import tensorflow as tf
-        try: tf.config.experimental.enable_op_determinism()
-        except Exception as e: warnings.warn(f'TensorFlow op determinism unavailable: {e}')
+
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except Exception as e:
+            warnings.warn(f'TensorFlow op determinism unavailable: {e}')
     return seed
 
 # %% ../nbs/01_config.ipynb #60927183
-def repo_root(start:Path|str|None=None, # where to start looking; default: this module's folder, then the cwd
-             ) -> Path|None:
-    "The fermusic checkout holding `start`: the first parent with a settings.ini naming `lib_name = fermusic`."
+def repo_root(
+    # where to start looking; default: this module's folder, then the cwd
+    start: Path | str | None = None,
+) -> Path | None:
+    """The fermusic checkout holding `start`: the first parent with a settings.ini naming `lib_name
+    = fermusic`."""
     here = globals().get('__file__')  # unset when this runs inside the notebook itself
-    starts = [Path(start)] if start else [*([Path(here).resolve().parent] if here else []), Path.cwd()]
+    starts = (
+        [Path(start)] if start else [*([Path(here).resolve().parent] if here else []), Path.cwd()]
+    )
     for s in starts:
         for p in [s, *s.resolve().parents]:
-            ini = p/'settings.ini'
-            if ini.is_file() and 'lib_name = fermusic' in ini.read_text(encoding='utf-8', errors='replace'): return p
+            ini = p / 'settings.ini'
+            if ini.is_file() and 'lib_name = fermusic' in ini.read_text(
+                encoding='utf-8', errors='replace'
+            ):
+                return p
     return None
 
-def results_dir() -> Path:
-    "Where run records are written: $FERMUSIC_RESULTS, else `results/` of the checkout, else ./results."
-    if (res := kit_env().results) is not None: return res
-    root = repo_root()
-    return (root or Path.cwd())/'results'
 
-def rel_path(p:Path|str, # any path
-            ) -> str:
-    "`p` relative to the checkout when it lies inside it (stable across machines, fit for records and outputs), else as given."
+def results_dir() -> Path:
+    """Where run records are written: $FERMUSIC_RESULTS, else `results/` of the checkout, else
+    ./results."""
+    if (res := kit_env().results) is not None:
+        return res
+    root = repo_root()
+    return (root or Path.cwd()) / 'results'
+
+
+def rel_path(
+    p: Path | str,  # any path
+) -> str:
+    """`p` relative to the checkout when it lies inside it (stable across machines, fit for records
+    and outputs), else as given."""
     p, root = Path(p), repo_root()
     if root is not None:
-        try: return p.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError: pass
+        try:
+            return p.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass
     return str(p)
+
 
 def sample_dir() -> Path:
     "The folder of small real samples shipped with the kit (`data/` of the checkout)."
     root = repo_root()
-    if root is None: raise FileNotFoundError("fermusic's shipped samples are in the data/ folder of a git checkout; "
-                                             "clone the repository (pip installs the code only).")
-    return root/'data'
+    if root is None:
+        raise FileNotFoundError(
+            "fermusic's shipped samples are in the data/ folder of a git checkout; "
+            "clone the repository (pip installs the code only)."
+        )
+    return root / 'data'
 
 # %% ../nbs/01_config.ipynb #9b8fcdb4
 def state_dir() -> Path:
@@ -163,17 +240,26 @@ def state_dir() -> Path:
 
 # %% ../nbs/01_config.ipynb #50944e32
 def keras_backend() -> str:
-    "The Keras backend in use: Keras' own answer once it is imported, else $KERAS_BACKEND, else 'tensorflow'."
+    """The Keras backend in use: Keras' own answer once it is imported, else $KERAS_BACKEND, else
+    'tensorflow'."""
     import sys
-    if 'keras' in sys.modules: return sys.modules['keras'].backend.backend()
+
+    if 'keras' in sys.modules:
+        return sys.modules['keras'].backend.backend()
     return kit_env().backend or 'tensorflow'
 
+
 def thread_count() -> int:
-    "The threads the Keras backend's ops may use: TensorFlow's intra-op setting, else the usable cores."
+    """The threads the Keras backend's ops may use: TensorFlow's intra-op setting, else the usable
+    cores."""
     import sys
-    try: cores = len(os.sched_getaffinity(0))
-    except AttributeError: cores = os.cpu_count() or 1
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
     if 'tensorflow' in sys.modules and keras_backend() == 'tensorflow':
         n = sys.modules['tensorflow'].config.threading.get_intra_op_parallelism_threads()
-        if n: return n
+        if n:
+            return n
     return kit_env().threads or cores

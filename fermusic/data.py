@@ -25,134 +25,265 @@ __all__ = ['EMOTIONS', 'CONTEMPT', 'EMOTIONS_EXT', 'FER2013_MAP', 'CKPLUS_MAP', 
            'group_kfold']
 
 # %% ../nbs/00_data.ipynb #47cd1fc3
-EMOTIONS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')  # FER2013 labels 0..6: the canonical order
-CONTEMPT = 7                                     # CK+ and FER+ have contempt; it extends the vocabulary
+# FER2013 labels 0..6: the canonical order
+EMOTIONS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')
+# CK+ and FER+ have contempt; it extends the vocabulary
+CONTEMPT = 7
 EMOTIONS_EXT = EMOTIONS + ('contempt',)
-FER2013_MAP = {i: i for i in range(7)}           # FER2013 `emotion` column -> canonical (identity)
-CKPLUS_MAP = {'anger': 0, 'disgust': 1, 'fear': 2, 'happy': 3, 'sadness': 4, 'surprise': 5, 'contempt': 7}  # CK+48 folders
-RAFDB_NAMES = {1: 'surprise', 2: 'fear', 3: 'disgust', 4: 'happiness', 5: 'sadness', 6: 'anger', 7: 'neutral'}
+FER2013_MAP = {i: i for i in range(7)}  # FER2013 `emotion` column -> canonical (identity)
+# CK+48 folders
+CKPLUS_MAP = {
+    'anger': 0,
+    'disgust': 1,
+    'fear': 2,
+    'happy': 3,
+    'sadness': 4,
+    'surprise': 5,
+    'contempt': 7,
+}
+RAFDB_NAMES = {
+    1: 'surprise',
+    2: 'fear',
+    3: 'disgust',
+    4: 'happiness',
+    5: 'sadness',
+    6: 'anger',
+    7: 'neutral',
+}
 RAFDB_MAP = {1: 5, 2: 2, 3: 1, 4: 3, 5: 4, 6: 0, 7: 6}  # RAF-DB basic labels 1..7 -> canonical
-FERPLUS_MAP = {'neutral': 6, 'happiness': 3, 'surprise': 5, 'sadness': 4, 'anger': 0, 'disgust': 1, 'fear': 2, 'contempt': 7}
-_SYNONYMS = {**{e: i for i, e in enumerate(EMOTIONS_EXT)}, **CKPLUS_MAP, **FERPLUS_MAP,
-             'disgusted': 1, 'fearful': 2, 'surprised': 5}
+FERPLUS_MAP = {
+    'neutral': 6,
+    'happiness': 3,
+    'surprise': 5,
+    'sadness': 4,
+    'anger': 0,
+    'disgust': 1,
+    'fear': 2,
+    'contempt': 7,
+}
+_SYNONYMS = {
+    **{e: i for i, e in enumerate(EMOTIONS_EXT)},
+    **CKPLUS_MAP,
+    **FERPLUS_MAP,
+    'disgusted': 1,
+    'fearful': 2,
+    'surprised': 5,
+}
 
-def emotion_index(name:str, # a label or class-folder name: 'happy', 'Happiness', 'anger', 'surprised', ...
-                 ) -> int:
-    "The canonical index (into `EMOTIONS_EXT`) of an emotion name or a common synonym, case-insensitive."
+
+def emotion_index(
+    name: str,  # a label or class-folder name: 'happy', 'Happiness', 'anger', 'surprised', ...
+) -> int:
+    """The canonical index (into `EMOTIONS_EXT`) of an emotion name or a common synonym,
+    case-insensitive."""
     key = str(name).strip().lower()
-    if key not in _SYNONYMS: raise ValueError(f"Unknown emotion {name!r}; known names: {', '.join(sorted(_SYNONYMS))}.")
+    if key not in _SYNONYMS:
+        raise ValueError(f"Unknown emotion {name!r}; known names: {', '.join(sorted(_SYNONYMS))}.")
     return _SYNONYMS[key]
 
 # %% ../nbs/00_data.ipynb #095f041d
 class DatasetNotFoundError(FileNotFoundError):
-    "A dataset (or a split of it) is not where the kit looked; the message names each place and how to get it."
+    """A dataset (or a split of it) is not where the kit looked; the message names each place and
+    how to get it."""
+
 
 class DataError(ValueError):
     "A dataset file is malformed; the message names the file and the row, line or image."
 
+
 DATASETS = {
-    'fer2013': dict(title='FER2013', sample='fer2013_sample',
-        candidates=('fer2013/fer2013.csv.xz', 'fer2013/fer2013.csv.gz', 'fer2013/fer2013.csv', 'fer2013'),
-        source="Kaggle competition 'challenges-in-representation-learning-facial-expression-recognition-challenge' "
-               "(accept its rules, download fer2013.tar.gz, which holds fer2013.csv); Goodfellow et al., ICML 2013 "
-               "Challenges in Representation Learning. Research use."),
-    'ckplus': dict(title='CK+ (CK+48)', sample=None,
+    'fer2013': dict(
+        title='FER2013',
+        sample='fer2013_sample',
+        candidates=(
+            'fer2013/fer2013.csv.xz',
+            'fer2013/fer2013.csv.gz',
+            'fer2013/fer2013.csv',
+            'fer2013',
+        ),
+        source="Kaggle competition "
+        "'challenges-in-representation-learning-facial-expression-recognition-challenge' "
+        "(accept its rules, download fer2013.tar.gz, which holds fer2013.csv); Goodfellow et "
+        "al., ICML 2013 "
+        "Challenges in Representation Learning. Research use.",
+    ),
+    'ckplus': dict(
+        title='CK+ (CK+48)',
+        sample=None,
         candidates=('ckplus/CK+48.tar.gz', 'ckplus/CK+48', 'ckplus'),
-        source="the Extended Cohn-Kanade dataset (CK+): request it through the form on Jeffrey Cohn's CK+ site "
-               "(University of Pittsburgh), research use only; CK+48 is the widely shared 48x48 crop of the last "
-               "three frames of each sequence."),
-    'rafdb': dict(title='RAF-DB (basic)', sample=None,
+        source="the Extended Cohn-Kanade dataset (CK+): request it through the form on Jeffrey "
+        "Cohn's CK+ site "
+        "(University of Pittsburgh), research use only; CK+48 is the widely shared 48x48 crop of "
+        "the last "
+        "three frames of each sequence.",
+    ),
+    'rafdb': dict(
+        title='RAF-DB (basic)',
+        sample=None,
         candidates=('rafdb', 'rafdb/basic', 'rafdb/class'),
-        source="http://www.whdeng.cn/raf/model1.html: e-mail the authors for the password (academic use only); "
-               "unpack basic/ so that EmoLabel/ and Image/aligned/ sit side by side."),
-    'lyrics': dict(title='labelled Chinese lyrics (3,591 songs, 7 emotions)', sample=None,
+        source="http://www.whdeng.cn/raf/model1.html: e-mail the authors for the password "
+        "(academic use only); "
+        "unpack basic/ so that EmoLabel/ and Image/aligned/ sit side by side.",
+    ),
+    'lyrics': dict(
+        title='labelled Chinese lyrics (3,591 songs, 7 emotions)',
+        sample=None,
         candidates=('lyrics/kassia_zh_final.csv.xz',),
-        source="the lyric set the kit was measured on (columns id,text,label). They are copyrighted and not shipped; "
-               "any csv of Chinese lyrics with those columns and the labels of fermusic.lyrics.LYRIC_LABELS works."),
-    'ferplus': dict(title='FER+ labels', sample=None,
+        source="the lyric set the kit was measured on (columns id,text,label). They are "
+        "copyrighted and not shipped; "
+        "any csv of Chinese lyrics with those columns and the labels of "
+        "fermusic.lyrics.LYRIC_LABELS works.",
+    ),
+    'ferplus': dict(
+        title='FER+ labels',
+        sample=None,
         candidates=('ferplus/fer2013new.csv.gz', 'ferplus/fer2013new.csv'),
-        source="https://github.com/microsoft/FERPlus (fer2013new.csv, MIT licence)."),
+        source="https://github.com/microsoft/FERPlus (fer2013new.csv, MIT licence).",
+    ),
 }
 
-def _layout_ok(name:str, p:Path) -> bool:
+
+def _layout_ok(name: str, p: Path) -> bool:
     "Does `p` look like dataset `name` (enough to pick it among the $FERMUSIC_DATA candidates)?"
-    if name == 'fer2013': return p.is_file() or (p/'train').is_dir() or (p/'test').is_dir()
-    if name == 'ckplus': return p.is_file() or (p.is_dir() and any(d.is_dir() and d.name.lower() in CKPLUS_MAP for d in p.iterdir()))
-    if name == 'rafdb': return (p/'EmoLabel'/'list_patition_label.txt').is_file() or (p/'list_patition_label.txt').is_file() \
-                               or (p/'train').is_dir() or (p/'test').is_dir()
+    if name == 'fer2013':
+        return p.is_file() or (p / 'train').is_dir() or (p / 'test').is_dir()
+    if name == 'ckplus':
+        return p.is_file() or (
+            p.is_dir() and any(d.is_dir() and d.name.lower() in CKPLUS_MAP for d in p.iterdir())
+        )
+    if name == 'rafdb':
+        return (
+            (p / 'EmoLabel' / 'list_patition_label.txt').is_file()
+            or (p / 'list_patition_label.txt').is_file()
+            or (p / 'train').is_dir()
+            or (p / 'test').is_dir()
+        )
     return p.is_file()
 
-def find_dataset(name:str, # 'fer2013', 'ckplus', 'rafdb', 'ferplus' or 'lyrics'
-                 path:str|Path|None=None, # an explicit location; when given, nothing else is tried
-                 profile:str|None=None, # default: the active profile (`fermusic.config.get_profile`)
-                ) -> Path:
-    "Where dataset `name` lives: `path`; else the shipped sample (quick profile) or $FERMUSIC_DATA (full profile)."
-    if name not in DATASETS: raise ValueError(f"Unknown dataset {name!r}; choose one of {tuple(DATASETS)}.")
+
+def find_dataset(
+    name: str,  # 'fer2013', 'ckplus', 'rafdb', 'ferplus' or 'lyrics'
+    path: str | Path | None = None,  # an explicit location; when given, nothing else is tried
+    # default: the active profile (`fermusic.config.get_profile`)
+    profile: str | None = None,
+) -> Path:
+    """Where dataset `name` lives: `path`; else the shipped sample (quick profile) or $FERMUSIC_DATA
+    (full profile)."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {tuple(DATASETS)}.")
     info, looked, profile = DATASETS[name], [], get_profile(profile)
     if path is not None:
         p = Path(path).expanduser()
-        if p.exists(): return p
+        if p.exists():
+            return p
         looked.append(f'the path you gave: {p} (does not exist)')
         return _not_found(info, looked)
+
     def _sample():
         if not info['sample']:
-            looked.append(f'no shipped sample: the {info["title"]} licence does not allow redistributing it'); return None
-        try: p = sample_dir()/info['sample']
-        except FileNotFoundError: p = None
-        if p is not None and p.exists(): return p
-        looked.append(f"the shipped sample data/{info['sample']} (" + ('missing' if p else 'not in a git checkout') + ')')
+            looked.append(
+                f'no shipped sample: the {info["title"]} licence does not allow redistributing it'
+            )
+            return None
+        try:
+            p = sample_dir() / info['sample']
+        except FileNotFoundError:
+            p = None
+        if p is not None and p.exists():
+            return p
+        looked.append(
+            f"the shipped sample data/{info['sample']} ("
+            + ('missing' if p else 'not in a git checkout')
+            + ')'
+        )
+
     def _env():
         root = kit_env().data
-        if not root: looked.append(f'${DATA_ENV} (not set)'); return None
+        if not root:
+            looked.append(f'${DATA_ENV} (not set)')
+            return None
         for c in info['candidates']:
-            p = Path(root).expanduser()/c
-            if _layout_ok(name, p): return p
-            looked.append(f'${DATA_ENV}/{c} -> {p} (' + ('not this layout' if p.exists() else 'missing') + ')')
-    # quick: the shipped sample first, so stored outputs are reproduced even where $FERMUSIC_DATA is set;
-    # full: only the full data, never a silent fall-back to the sample (a 'full' record must be full data).
-    for get in ((_sample, _env) if profile == 'quick' else (_env,)):
+            p = Path(root).expanduser() / c
+            if _layout_ok(name, p):
+                return p
+            looked.append(
+                f'${DATA_ENV}/{c} -> {p} (' + ('not this layout' if p.exists() else 'missing') + ')'
+            )
+
+    # quick: the shipped sample first, so stored outputs are reproduced even where $FERMUSIC_DATA is
+    # set;
+    # full: only the full data, never a silent fall-back to the sample (a 'full' record must be full
+    # data).
+    for get in (_sample, _env) if profile == 'quick' else (_env,):
         p = get()
-        if p is not None: return p
-    if profile == 'full' and info['sample']: looked.append("(the shipped sample is not used in the full profile)")
+        if p is not None:
+            return p
+    if profile == 'full' and info['sample']:
+        looked.append("(the shipped sample is not used in the full profile)")
     return _not_found(info, looked)
+
 
 def _not_found(info, looked):
     raise DatasetNotFoundError(
-        f"{info['title']} not found. Looked in:\n" + '\n'.join(f'  - {l}' for l in looked) +
-        f"\nGet it from {info['source']}\nThen pass its path, or set {DATA_ENV} to a folder holding "
-        + ' or '.join(info['candidates']) + '.')
+        f"{info['title']} not found. Looked in:\n"
+        + '\n'.join(f'  - {l}' for l in looked)
+        + f"\nGet it from {info['source']}\nThen pass its path, or set {DATA_ENV} to a folder "
+        "holding " + ' or '.join(info['candidates']) + '.'
+    )
 
 # %% ../nbs/00_data.ipynb #fe26e47b
 @dataclass(repr=False, eq=False)
 class Faces:
-    "Images and labels of one dataset, with per-image metadata; `x, y = faces` unpacks like a tuple."
-    x:np.ndarray                    # uint8 images: N x H x W (grayscale), N x H x W x 1 (`add_channel`), N x H x W x 3 (rgb)
-    y:np.ndarray|None               # int64 labels indexing `classes`; None when unlabelled
-    split:np.ndarray|None=None      # per image: 'Training'/'PublicTest'/'PrivateTest' when known, else 'train'/'test'
-    files:np.ndarray|None=None      # per image: file name relative to the dataset folder or archive
-    rows:np.ndarray|None=None       # per image: 0-based data row of the csv it came from
-    subjects:np.ndarray|None=None   # per image: subject id such as 'S010' (CK+)
-    sequences:np.ndarray|None=None  # per image: sequence number within the subject (CK+)
-    classes:tuple=EMOTIONS          # label names, indexed by `y`
-    kind:str=''                     # what was read, e.g. 'fer2013 csv'
-    skipped:list=field(default_factory=list)  # (file, reason) for every file left out
-    source:Path|None=None           # where it was read from
+    """Images and labels of one dataset, with per-image metadata; `x, y = faces` unpacks like a
+    tuple."""
 
-    def __iter__(self): return iter((self.x, self.y))
+    # uint8 images: N x H x W (grayscale), N x H x W x 1 (`add_channel`), N x H x W x 3 (rgb)
+    x: np.ndarray
+    y: np.ndarray | None  # int64 labels indexing `classes`; None when unlabelled
+    # per image: 'Training'/'PublicTest'/'PrivateTest' when known, else 'train'/'test'
+    split: np.ndarray | None = None
+    # per image: file name relative to the dataset folder or archive
+    files: np.ndarray | None = None
+    rows: np.ndarray | None = None  # per image: 0-based data row of the csv it came from
+    subjects: np.ndarray | None = None  # per image: subject id such as 'S010' (CK+)
+    sequences: np.ndarray | None = None  # per image: sequence number within the subject (CK+)
+    classes: tuple = EMOTIONS  # label names, indexed by `y`
+    kind: str = ''  # what was read, e.g. 'fer2013 csv'
+    skipped: list = field(default_factory=list)  # (file, reason) for every file left out
+    source: Path | None = None  # where it was read from
+
+    def __iter__(self):
+        return iter((self.x, self.y))
+
     @property
-    def n(self) -> int: return len(self.x)
+    def n(self) -> int:
+        return len(self.x)
 
     def __getitem__(self, idx):
         "A new `Faces` holding the images selected by `idx` (boolean mask, indices or slice)."
-        if isinstance(idx, (int, np.integer)): idx = [idx]
+        if isinstance(idx, (int, np.integer)):
+            idx = [idx]
         pick = lambda a: None if a is None else a[idx]
-        return replace(self, x=self.x[idx], y=pick(self.y), split=pick(self.split), files=pick(self.files), rows=pick(self.rows),
-                       subjects=pick(self.subjects), sequences=pick(self.sequences), skipped=list(self.skipped))
+        return replace(
+            self,
+            x=self.x[idx],
+            y=pick(self.y),
+            split=pick(self.split),
+            files=pick(self.files),
+            rows=pick(self.rows),
+            subjects=pick(self.subjects),
+            sequences=pick(self.sequences),
+            skipped=list(self.skipped),
+        )
 
     def counts(self) -> pd.Series:
         "Number of images per class name."
-        if self.y is None: return pd.Series({'unlabelled': self.n})
-        return pd.Series(np.bincount(self.y, minlength=len(self.classes))[:len(self.classes)], index=list(self.classes))
+        if self.y is None:
+            return pd.Series({'unlabelled': self.n})
+        return pd.Series(
+            np.bincount(self.y, minlength=len(self.classes))[: len(self.classes)],
+            index=list(self.classes),
+        )
 
     @property
     def skip_counts(self) -> Counter:
@@ -162,371 +293,632 @@ class Faces:
     def __repr__(self):
         shape = 'x'.join(map(str, self.x.shape[1:3])) if self.x.ndim >= 3 else '?'
         mode = 'rgb' if self.x.ndim == 4 and self.x.shape[-1] == 3 else 'grayscale'
-        parts = [f'{self.kind}: {self.n} images {shape} {mode}', 'unlabelled' if self.y is None else f'{len(self.classes)} classes']
+        parts = [
+            f'{self.kind}: {self.n} images {shape} {mode}',
+            'unlabelled' if self.y is None else f'{len(self.classes)} classes',
+        ]
         if self.split is not None:
             order = ('Training', 'PublicTest', 'PrivateTest', 'train', 'test')
-            cs = sorted(Counter(self.split.tolist()).items(), key=lambda t: order.index(t[0]) if t[0] in order else len(order))
+            cs = sorted(
+                Counter(self.split.tolist()).items(),
+                key=lambda t: order.index(t[0]) if t[0] in order else len(order),
+            )
             parts.append('splits ' + ', '.join(f'{s} {c}' for s, c in cs))
-        parts.append(f'skipped {len(self.skipped)}' + (f' {dict(self.skip_counts)}' if self.skipped else ''))
+        parts.append(
+            f'skipped {len(self.skipped)}' + (f' {dict(self.skip_counts)}' if self.skipped else '')
+        )
         return f"Faces({'; '.join(parts)})"
 
 # %% ../nbs/00_data.ipynb #5ca2847a
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
 COLOR_MODES = ('grayscale', 'rgb')
 PROGRESS_MIN = 2000  # with `progress=None`, a bar is shown from this many files on
-MIN_FACE_SIDE = 24   # the rule: an image with a side under this many pixels cannot hold a face
+MIN_FACE_SIDE = 24  # the rule: an image with a side under this many pixels cannot hold a face
+
 
 class NotAnImageError(DataError):
     "The file's content is no image format Pillow knows (whatever its name says)."
 
+
 class UnreadableImageError(DataError):
-    "The file looks like an image but cannot be decoded (truncated, corrupt, too large, unreadable)."
+    """The file looks like an image but cannot be decoded (truncated, corrupt, too large,
+    unreadable)."""
+
 
 class ImageTooSmallError(DataError):
     "The image is smaller than `min_side` pixels on a side: too small to hold a face."
 
-def _size_hw(size) -> tuple|None:
+
+def _size_hw(size) -> tuple | None:
     "`size` as (height, width), or None."
-    if size is None: return None
-    if isinstance(size, (int, np.integer)) and size > 0: return (int(size), int(size))
-    if (isinstance(size, (tuple, list)) and len(size) == 2
-            and all(isinstance(s, (int, np.integer)) and s > 0 for s in size)): return (int(size[0]), int(size[1]))
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)) and size > 0:
+        return (int(size), int(size))
+    if (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(s, (int, np.integer)) and s > 0 for s in size)
+    ):
+        return (int(size[0]), int(size[1]))
     raise ValueError(f'size must be a positive int or (height, width), got {size!r}')
 
+
 def _check_mode(color_mode):
-    if color_mode not in COLOR_MODES: raise ValueError(f'color_mode must be one of {COLOR_MODES}, got {color_mode!r}')
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f'color_mode must be one of {COLOR_MODES}, got {color_mode!r}')
+
 
 def image_name(src) -> str:
     "How messages name an image source: its path (undecodable bytes escaped), or its type."
-    if isinstance(src, (str, Path)): return str(src).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    if isinstance(src, (str, Path)):
+        return str(src).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
     return getattr(src, 'name', None) or f'the {type(src).__name__} image'
 
 # %% ../nbs/00_data.ipynb #2b40d94a
-def _image_error(cls, name:str, detail:str) -> DataError:
-    "An image error whose message starts with the file's name; `.detail` holds the rest (what is wrong and the fix)."
-    e = cls(f'{name}: {detail}'); e.detail = detail; return e
+def _image_error(cls, name: str, detail: str) -> DataError:
+    """An image error whose message starts with the file's name; `.detail` holds the rest (what is
+    wrong and the fix)."""
+    e = cls(f'{name}: {detail}')
+    e.detail = detail
+    return e
 
-def _open_image(src, name:str) -> Image.Image:
-    "Open and decode `src` with Pillow, turning its many exceptions into three with the file's name and the fix."
-    if isinstance(src, Image.Image): return src
-    if isinstance(src, (bytes, bytearray)): src = io.BytesIO(src)
+
+def _open_image(src, name: str) -> Image.Image:
+    """Open and decode `src` with Pillow, turning its many exceptions into three with the file's
+    name and the fix."""
+    if isinstance(src, Image.Image):
+        return src
+    if isinstance(src, (bytes, bytearray)):
+        src = io.BytesIO(src)
     try:
         im = Image.open(src)
         with warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             im.load()
         return im
-    except FileNotFoundError: raise
+    except FileNotFoundError:
+        raise
     except UnidentifiedImageError:
-        raise _image_error(NotAnImageError, name, 'not an image (no format Pillow reads); '
-                           'convert it to PNG or JPEG') from None
+        raise _image_error(
+            NotAnImageError,
+            name,
+            'not an image (no format Pillow reads); convert it to PNG or JPEG',
+        ) from None
     except PermissionError:
-        raise _image_error(UnreadableImageError, name, 'permission denied; give yourself read access '
-                           '(chmod u+r)') from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
-        raise _image_error(UnreadableImageError, name, f'damaged or truncated image ({type(e).__name__}: {e}); '
-                           're-save or re-download it') from None
+        raise _image_error(
+            UnreadableImageError, name, 'permission denied; give yourself read access (chmod u+r)'
+        ) from None
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
+        raise _image_error(
+            UnreadableImageError,
+            name,
+            f'damaged or truncated image ({type(e).__name__}: {e}); re-save or re-download it',
+        ) from None
 
-def _flatten(im:Image.Image) -> Image.Image:
-    "Any Pillow mode as 'L' or 'RGB': 16-bit keeps its top 8 bits, floats in 0..1 are scaled, alpha lies on white."
-    if im.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):   # 16-bit greyscale (Pillow reads some as 32-bit 'I')
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """Any Pillow mode as 'L' or 'RGB': 16-bit keeps its top 8 bits, floats in 0..1 are scaled,
+    alpha lies on white."""
+    # 16-bit greyscale (Pillow reads some as 32-bit 'I')
+    if im.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
         return Image.fromarray((np.clip(np.asarray(im, np.int64), 0, 65535) >> 8).astype(np.uint8))
     if im.mode == 'F':
-        a = np.asarray(im, np.float64); a = np.nan_to_num(a * 255 if np.nanmax(a, initial=0) <= 1 else a)
+        a = np.asarray(im, np.float64)
+        a = np.nan_to_num(a * 255 if np.nanmax(a, initial=0) <= 1 else a)
         return Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8))
-    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (im.mode == 'P' and 'transparency' in im.info):
-        im = im.convert('RGBA'); bg = Image.new('RGB', im.size, (255, 255, 255)); bg.paste(im, mask=im.getchannel('A'))
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (
+        im.mode == 'P' and 'transparency' in im.info
+    ):
+        im = im.convert('RGBA')
+        bg = Image.new('RGB', im.size, (255, 255, 255))
+        bg.paste(im, mask=im.getchannel('A'))
         return bg
-    return im if im.mode in ('L', 'RGB') else im.convert('RGB')   # palette, CMYK, YCbCr, 1-bit, ...
+    return im if im.mode in ('L', 'RGB') else im.convert('RGB')  # palette, CMYK, YCbCr, 1-bit, ...
 
-def read_image(src, # a path, the file's bytes, a binary file object or a PIL image
-               color_mode:str='grayscale', # 'grayscale' (H x W) or 'rgb' (H x W x 3)
-               size:int|tuple|None=None, # output (height, width), or one int for a square; None keeps the image's size
-               max_side:int|None=None, # shrink (keeping the aspect) so the longer side is at most this
-               min_side:int=0, # refuse images with a side under this (`MIN_FACE_SIDE` for faces)
-              ) -> np.ndarray:
-    "One upright image as a uint8 array in `color_mode`: the kit's one reader, for datasets and for commands."
-    _check_mode(color_mode); hw = _size_hw(size); name = image_name(src)
-    if isinstance(src, (str, Path)) and Path(src).is_dir(): raise _image_error(NotAnImageError, name, 'a folder, not an image')
+
+def read_image(
+    src,  # a path, the file's bytes, a binary file object or a PIL image
+    color_mode: str = 'grayscale',  # 'grayscale' (H x W) or 'rgb' (H x W x 3)
+    # output (height, width), or one int for a square; None keeps the image's size
+    size: int | tuple | None = None,
+    # shrink (keeping the aspect) so the longer side is at most this
+    max_side: int | None = None,
+    min_side: int = 0,  # refuse images with a side under this (`MIN_FACE_SIDE` for faces)
+) -> np.ndarray:
+    """One upright image as a uint8 array in `color_mode`: the kit's one reader, for datasets and
+    for commands."""
+    _check_mode(color_mode)
+    hw = _size_hw(size)
+    name = image_name(src)
+    if isinstance(src, (str, Path)) and Path(src).is_dir():
+        raise _image_error(NotAnImageError, name, 'a folder, not an image')
     im = orig = _open_image(src, name)
     try:
-        try: im = _flatten(ImageOps.exif_transpose(im))
-        except Exception as e:   # a broken EXIF block or a mode Pillow cannot convert
-            raise _image_error(UnreadableImageError, name, f'cannot convert its {im.mode} pixels '
-                               f'({type(e).__name__}: {e}); re-save it as PNG or JPEG') from None
+        try:
+            im = _flatten(ImageOps.exif_transpose(im))
+        except Exception as e:  # a broken EXIF block or a mode Pillow cannot convert
+            raise _image_error(
+                UnreadableImageError,
+                name,
+                f'cannot convert its {im.mode} pixels '
+                f'({type(e).__name__}: {e}); re-save it as PNG or JPEG',
+            ) from None
         if min(im.size) < min_side:
-            raise _image_error(ImageTooSmallError, name, f'{im.size[0]}x{im.size[1]} pixels is too small to hold a face '
-                               f'(the rule: at least {min_side} on each side); use a larger image or crop less tightly')
+            raise _image_error(
+                ImageTooSmallError,
+                name,
+                f'{im.size[0]}x{im.size[1]} pixels is too small to hold a face '
+                f'(the rule: at least {min_side} on each side); use a larger image or crop less '
+                'tightly',
+            )
         im = im.convert('L' if color_mode == 'grayscale' else 'RGB')
-        if max_side and max(im.size) > max_side: im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        if hw and im.size != (hw[1], hw[0]): im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+        if max_side and max(im.size) > max_side:
+            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        if hw and im.size != (hw[1], hw[0]):
+            im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
         return np.array(im, dtype=np.uint8)
     finally:
-        if orig is not src: orig.close()   # release the file we opened; the caller's PIL image stays open
-
+        # release the file we opened; the caller's PIL image stays open
+        if orig is not src:
+            orig.close()
 
 # %% ../nbs/00_data.ipynb #af3a5c39
-def _natural_key(s:str) -> list:
+def _natural_key(s: str) -> list:
     "Sort key that orders 'Training_9' before 'Training_10'."
     return [(0, int(t), '') if t.isdigit() else (1, 0, t) for t in re.split(r'(\d+)', s) if t]
 
-def _finish_skips(skipped:list, strict:bool, where, what:str):
+
+def _finish_skips(skipped: list, strict: bool, where, what: str):
     "Raise on `skipped` when strict, else warn once with the counts per reason."
-    if not skipped: return
+    if not skipped:
+        return
     if strict:
         f, r = skipped[0]
-        raise DataError(f'{where}: {f}: {r}' + (f' (and {len(skipped)-1} more problem files)' if len(skipped) > 1 else ''))
+        raise DataError(
+            f'{where}: {f}: {r}'
+            + (f' (and {len(skipped) - 1} more problem files)' if len(skipped) > 1 else '')
+        )
     counts = Counter(r.split(':')[0] for _, r in skipped)
-    warnings.warn(f"{what}: skipped {len(skipped)} file(s) ({', '.join(f'{k}: {v}' for k, v in counts.items())}); "
-                  "they are listed in `.skipped`; pass strict=True to raise instead.", stacklevel=3)
+    warnings.warn(
+        f"{what}: skipped {len(skipped)} file(s) "
+        f"({', '.join(f'{k}: {v}' for k, v in counts.items())}); "
+        "they are listed in `.skipped`; pass strict=True to raise instead.",
+        stacklevel=3,
+    )
 
-def _skip_reason(name:str, e:Exception) -> str:
-    "The `.skipped` reason for a file `read_image` refused: a short class, a colon, what is wrong and the fix."
+
+def _skip_reason(name: str, e: Exception) -> str:
+    """The `.skipped` reason for a file `read_image` refused: a short class, a colon, what is wrong
+    and the fix."""
     if isinstance(e, FileNotFoundError):
-        return 'missing: listed (e.g. by a label file) but not on disk; restore the file or remove its entry'
+        return (
+            'missing: listed (e.g. by a label file) but not on disk; restore the file or remove '
+            'its entry'
+        )
     detail = getattr(e, 'detail', str(e))
-    if isinstance(e, ImageTooSmallError): return f'too small: {detail}'
+    if isinstance(e, ImageTooSmallError):
+        return f'too small: {detail}'
     if isinstance(e, NotAnImageError) and PurePosixPath(name).suffix.lower() not in IMAGE_EXTS:
         return 'not an image: no format Pillow reads; convert it to PNG or JPEG if it is one'
     return f'unreadable: {detail}'
 
-def _read_entries(entries:list, # (name, get) pairs: `get()` returns a path or the file's bytes
-                  color_mode:str, size, strict:bool, where, progress:bool|None, desc:str, min_side:int=0):
-    "Read `entries` (by content: any name); returns (images array, indices of the entries kept, skipped (name, reason) list)."
-    _check_mode(color_mode); _size_hw(size)  # argument errors are raised here, not counted as unreadable files
+
+def _read_entries(
+    entries: list,  # (name, get) pairs: `get()` returns a path or the file's bytes
+    color_mode: str,
+    size,
+    strict: bool,
+    where,
+    progress: bool | None,
+    desc: str,
+    min_side: int = 0,
+):
+    """Read `entries` (by content: any name); returns (images array, indices of the entries kept,
+    skipped (name, reason) list)."""
+    # argument errors are raised here, not counted as unreadable files
+    _check_mode(color_mode)
+    _size_hw(size)
     it = entries
     if progress or (progress is None and len(entries) >= PROGRESS_MIN):
         from tqdm import tqdm
+
         it = tqdm(entries, desc=desc, unit='img', leave=False)
     imgs, kept, skipped = [], [], []
     for i, (name, get) in enumerate(it):
-        try: imgs.append(read_image(get(), color_mode, size, min_side=min_side)); kept.append(i); continue
-        except (DataError, FileNotFoundError) as e: reason = _skip_reason(name, e)
-        if strict: raise DataError(f'{where}: {image_name(name)}: {reason}')
+        try:
+            imgs.append(read_image(get(), color_mode, size, min_side=min_side))
+            kept.append(i)
+            continue
+        except (DataError, FileNotFoundError) as e:
+            reason = _skip_reason(name, e)
+        if strict:
+            raise DataError(f'{where}: {image_name(name)}: {reason}')
         skipped.append((name, reason))
     shapes = Counter(a.shape for a in imgs)
     if len(shapes) > 1:
-        raise DataError(f"{where}: images differ in size ({', '.join(f'{s}: {c}' for s, c in shapes.most_common())}); "
-                        "pass size=(height, width) (or one int) to resize them all.")
+        raise DataError(
+            f"{where}: images differ in size "
+            f"({', '.join(f'{s}: {c}' for s, c in shapes.most_common())}); "
+            "pass size=(height, width) (or one int) to resize them all."
+        )
     return (np.stack(imgs) if imgs else None), kept, skipped
 
-def _finish_x(x:np.ndarray, add_channel:bool) -> np.ndarray:
+
+def _finish_x(x: np.ndarray, add_channel: bool) -> np.ndarray:
     "Add the trailing channel axis to greyscale images when asked."
     return x[..., None] if add_channel and x.ndim == 3 else x
 
 # %% ../nbs/00_data.ipynb #2e4acd1b
 FER2013_USAGES = ('Training', 'PublicTest', 'PrivateTest')
 FER_SIDE = 48
-_USAGE_ALIASES = {'train': ('Training',), 'training': ('Training',), 'test': ('PublicTest', 'PrivateTest'),
-                  'publictest': ('PublicTest',), 'privatetest': ('PrivateTest',)}
+_USAGE_ALIASES = {
+    'train': ('Training',),
+    'training': ('Training',),
+    'test': ('PublicTest', 'PrivateTest'),
+    'publictest': ('PublicTest',),
+    'privatetest': ('PrivateTest',),
+}
 _PREFIX_RE = re.compile(r'^(Training|PublicTest|PrivateTest)_')
 
-def fer2013_usages(split:str|list|None=None, # a split name, a list of them, or None for all
-                  ) -> tuple:
+
+def fer2013_usages(
+    split: str | list | None = None,  # a split name, a list of them, or None for all
+) -> tuple:
     "The FER2013 csv `Usage` values that `split` selects."
-    if split is None: return FER2013_USAGES
+    if split is None:
+        return FER2013_USAGES
     names, out = ([split] if isinstance(split, str) else list(split)), set()
     for s in names:
         k = str(s).strip().lower()
         if k not in _USAGE_ALIASES:
-            raise ValueError(f"Unknown FER2013 split {s!r}; use 'train' (= 'Training'), 'test' (= 'PublicTest' + "
-                             "'PrivateTest'), 'PublicTest', 'PrivateTest', a list of them, or None for all.")
+            raise ValueError(
+                f"Unknown FER2013 split {s!r}; use 'train' (= 'Training'), 'test' (= "
+                "'PublicTest' + "
+                "'PrivateTest'), 'PublicTest', 'PrivateTest', a list of them, or None for all."
+            )
         out.update(_USAGE_ALIASES[k])
     return tuple(u for u in FER2013_USAGES if u in out)
 
-def _fer_class(name:str) -> int:
+
+def _fer_class(name: str) -> int:
     i = emotion_index(name)
-    if i >= len(EMOTIONS): raise ValueError(name)
+    if i >= len(EMOTIONS):
+        raise ValueError(name)
     return i
 
-def _scan_class_folders(split_dir:Path, index_of, names_hint:str):
-    "Files under the class folders of `split_dir` as sorted (name, path, label) and loose files as skips."
+
+def _scan_class_folders(split_dir: Path, index_of, names_hint: str):
+    """Files under the class folders of `split_dir` as sorted (name, path, label) and loose files as
+    skips."""
     items, skipped, base = [], [], split_dir.parent
     for p in sorted(split_dir.iterdir()):
-        if p.name.startswith('.') and p.is_dir(): continue  # .ipynb_checkpoints and friends
+        if p.name.startswith('.') and p.is_dir():
+            continue  # .ipynb_checkpoints and friends
         if p.is_dir():
-            try: lab = index_of(p.name)
-            except ValueError: raise DataError(f"{p}: unknown class folder {p.name!r}; expected folders named {names_hint}.") from None
+            try:
+                lab = index_of(p.name)
+            except ValueError:
+                raise DataError(
+                    f"{p}: unknown class folder {p.name!r}; expected folders named {names_hint}."
+                ) from None
             items += [(f.relative_to(base).as_posix(), f, lab) for f in p.rglob('*') if f.is_file()]
-        else: skipped.append((p.relative_to(base).as_posix(), 'not in a class folder'))
+        else:
+            skipped.append((p.relative_to(base).as_posix(), 'not in a class folder'))
     items.sort(key=lambda t: (t[2], _natural_key(t[0])))
     return items, skipped
 
-def load_fer2013_folder(path:str|Path, # the folder holding train/ and test/
-                        split:str|list|None=None, # see `fer2013_usages`; None: train and test
-                        color_mode:str='grayscale', # 'grayscale' or 'rgb'
-                        size:int|tuple|None=FER_SIDE, # output size; None keeps the files' size
-                        add_channel:bool=False, # greyscale as N x H x W x 1
-                        strict:bool=False, # raise on a bad file instead of skipping it
-                        progress:bool|None=None, # tqdm bar; None: only for large folders
-                       ) -> Faces:
+
+def load_fer2013_folder(
+    path: str | Path,  # the folder holding train/ and test/
+    split: str | list | None = None,  # see `fer2013_usages`; None: train and test
+    color_mode: str = 'grayscale',  # 'grayscale' or 'rgb'
+    size: int | tuple | None = FER_SIDE,  # output size; None keeps the files' size
+    add_channel: bool = False,  # greyscale as N x H x W x 1
+    strict: bool = False,  # raise on a bad file instead of skipping it
+    progress: bool | None = None,  # tqdm bar; None: only for large folders
+) -> Faces:
     "FER2013 in the image-folder layout: `train/` and `test/`, one folder per class."
     root, usages = Path(path), fer2013_usages(split)
-    if not root.is_dir(): raise DatasetNotFoundError(f'{root}: no such folder.')
+    if not root.is_dir():
+        raise DatasetNotFoundError(f'{root}: no such folder.')
     entries, labels, splits, skipped = [], [], [], []
     for d, halves in (('train', ('Training',)), ('test', ('PublicTest', 'PrivateTest'))):
         want = [u for u in halves if u in usages]
-        if not want: continue
-        if not (root/d).is_dir():
-            raise DatasetNotFoundError(f"{root}: split {d!r} is missing (no {d}/ folder). FER2013's image folders are train/ and "
-                                       f"test/, each with the class folders {', '.join(EMOTIONS)}; load what is there with "
-                                       f"split={'test' if d == 'train' else 'train'!r}.")
-        items, loose = _scan_class_folders(root/d, _fer_class, ', '.join(EMOTIONS))
+        if not want:
+            continue
+        if not (root / d).is_dir():
+            raise DatasetNotFoundError(
+                f"{root}: split {d!r} is missing (no {d}/ folder). FER2013's image folders are "
+                "train/ and "
+                f"test/, each with the class folders {', '.join(EMOTIONS)}; load what is there "
+                "with "
+                f"split={'test' if d == 'train' else 'train'!r}."
+            )
+        items, loose = _scan_class_folders(root / d, _fer_class, ', '.join(EMOTIONS))
         skipped += loose
         for name, p, lab in items:
             m = _PREFIX_RE.match(p.name)
             if len(want) < len(halves):  # PublicTest or PrivateTest alone
-                if not m: raise DataError(f"{root/name}: file names in test/ carry no PublicTest_/PrivateTest_ prefix, so "
-                                          f"split={split!r} cannot be told apart; use split='test'.")
-                if m.group(1) not in want: continue
-            entries.append((name, lambda p=p: p)); labels.append(lab); splits.append(m.group(1) if m else d)
+                if not m:
+                    raise DataError(
+                        f"{root / name}: file names in test/ carry no PublicTest_/PrivateTest_ "
+                        "prefix, so "
+                        f"split={split!r} cannot be told apart; use split='test'."
+                    )
+                if m.group(1) not in want:
+                    continue
+            entries.append((name, lambda p=p: p))
+            labels.append(lab)
+            splits.append(m.group(1) if m else d)
     x, kept, bad = _read_entries(entries, color_mode, size, strict, root, progress, 'fer2013')
     skipped += bad
     _finish_skips(skipped, strict, root, 'fer2013 folders')
-    if x is None: raise DataError(f'{root}: no readable images for split {split!r}.')
-    return Faces(_finish_x(x, add_channel), np.array(labels, np.int64)[kept], split=np.array(splits)[kept],
-                 files=np.array([e[0] for e in entries])[kept], kind='fer2013 folders', skipped=skipped, source=root)
+    if x is None:
+        raise DataError(f'{root}: no readable images for split {split!r}.')
+    return Faces(
+        _finish_x(x, add_channel),
+        np.array(labels, np.int64)[kept],
+        split=np.array(splits)[kept],
+        files=np.array([e[0] for e in entries])[kept],
+        kind='fer2013 folders',
+        skipped=skipped,
+        source=root,
+    )
 
 # %% ../nbs/00_data.ipynb #e8535576
-def _bad_rows(path, rows, describe, limit:int=5) -> DataError:
-    "A `DataError` naming the first `limit` bad 0-based `rows` as 1-based data rows and csv lines, and the fix."
-    lines = [f'  row {r+1} (line {r+2}): {describe(r)}' for r in rows[:limit]]
-    more = [f'  ... and {len(rows)-limit} more'] if len(rows) > limit else []
-    fix = ['fix: correct or delete these rows (open the file at the line numbers above), or re-download the file']
-    return DataError(f'{path}: {len(rows)} bad row(s) (rows count from 1 after the header):\n' + '\n'.join(lines + more + fix))
+def _bad_rows(path, rows, describe, limit: int = 5) -> DataError:
+    """A `DataError` naming the first `limit` bad 0-based `rows` as 1-based data rows and csv lines,
+    and the fix."""
+    lines = [f'  row {r + 1} (line {r + 2}): {describe(r)}' for r in rows[:limit]]
+    more = [f'  ... and {len(rows) - limit} more'] if len(rows) > limit else []
+    fix = [
+        'fix: correct or delete these rows (open the file at the line numbers above), or '
+        're-download the file'
+    ]
+    return DataError(
+        f'{path}: {len(rows)} bad row(s) (rows count from 1 after the header):\n'
+        + '\n'.join(lines + more + fix)
+    )
 
-def _first_bad_token(s:str) -> str:
+
+def _first_bad_token(s: str) -> str:
     return next((t for t in s.split(' ') if t and not re.fullmatch(r'[0-9]+', t)), s[:20])
 
-def _parse_pixels(pix:np.ndarray, # pixel strings, one per row
-                  rows:np.ndarray, # their 0-based data rows in the file (for messages)
-                  path, side:int=FER_SIDE, chunk:int=4096) -> np.ndarray:
+
+def _parse_pixels(
+    pix: np.ndarray,  # pixel strings, one per row
+    rows: np.ndarray,  # their 0-based data rows in the file (for messages)
+    path,
+    side: int = FER_SIDE,
+    chunk: int = 4096,
+) -> np.ndarray:
     "Parse FER2013 pixel strings into an N x side x side uint8 array, or raise naming the bad rows."
     n, npx = len(pix), side * side
     out, bad = np.empty((n, npx), np.uint8), {}
     for lo in range(0, n, chunk):
-        part = [s if isinstance(s, str) else '' for s in pix[lo:lo+chunk].tolist()]
-        joined = ' '.join(part) + ' '   # the trailing space keeps every row start inside the buffer
+        part = [s if isinstance(s, str) else '' for s in pix[lo : lo + chunk].tolist()]
+        joined = ' '.join(part) + ' '  # the trailing space keeps every row start inside the buffer
         b = np.frombuffer(joined.encode('ascii', 'replace'), np.uint8)  # one byte per character
         starts = np.zeros(len(part), np.int64)
         np.cumsum(np.fromiter(map(len, part[:-1]), np.int64, len(part) - 1) + 1, out=starts[1:])
         digit = (b >= 48) & (b <= 57)
         other = ~digit & (b != 32)
-        nonnum = np.add.reduceat(other, starts, dtype=np.int64) if other.any() else np.zeros(len(part), np.int64)
-        first = digit.copy(); first[1:] &= ~digit[:-1]          # the first digit of every number
+        nonnum = (
+            np.add.reduceat(other, starts, dtype=np.int64)
+            if other.any()
+            else np.zeros(len(part), np.int64)
+        )
+        first = digit.copy()
+        first[1:] &= ~digit[:-1]  # the first digit of every number
         cnt = np.add.reduceat(first, starts, dtype=np.int64)
-        for k in np.flatnonzero(nonnum): bad[lo+k] = f'pixel value {_first_bad_token(part[k])!r} is not an integer 0..255'
-        for k in np.flatnonzero((cnt != npx) & (nonnum == 0)): bad[lo+k] = f'{cnt[k]} pixel values, expected {npx} ({side}x{side})'
-        if bad: continue
+        for k in np.flatnonzero(nonnum):
+            bad[lo + k] = f'pixel value {_first_bad_token(part[k])!r} is not an integer 0..255'
+        for k in np.flatnonzero((cnt != npx) & (nonnum == 0)):
+            bad[lo + k] = f'{cnt[k]} pixel values, expected {npx} ({side}x{side})'
+        if bad:
+            continue
         vals = np.fromstring(joined, dtype=np.int32, sep=' ').reshape(len(part), npx)
-        for k in np.flatnonzero(vals.max(1) > 255): bad[lo+k] = f'pixel value {vals[k].max()} is outside 0..255'
-        if not bad: out[lo:lo+len(part)] = vals
+        for k in np.flatnonzero(vals.max(1) > 255):
+            bad[lo + k] = f'pixel value {vals[k].max()} is outside 0..255'
+        if not bad:
+            out[lo : lo + len(part)] = vals
     if bad:
         msgs = {int(rows[k]): m for k, m in bad.items()}
         raise _bad_rows(path, sorted(msgs), msgs.__getitem__)
     return out.reshape(n, side, side)
 
-def read_fer2013_csv(path:str|Path, # fer2013.csv, plain or compressed
-                     split:str|list|None=None, # see `fer2013_usages`; None: every row
-                     usage:str|None=None, # the Usage of every row, for a csv without that column (Kaggle's train.csv)
-                    ) -> Faces:
+
+def read_fer2013_csv(
+    path: str | Path,  # fer2013.csv, plain or compressed
+    split: str | list | None = None,  # see `fer2013_usages`; None: every row
+    # the Usage of every row, for a csv without that column (Kaggle's train.csv)
+    usage: str | None = None,
+) -> Faces:
     "FER2013 in the csv layout (`emotion,pixels,Usage`) as 48x48 uint8 images, labels and csv rows."
     path = Path(path)
-    if not path.is_file(): raise DatasetNotFoundError(f'{path}: no such file.')
-    if path.stat().st_size == 0: raise DataError(f'{path}: the file is empty (0 bytes).')
-    try: df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except pd.errors.EmptyDataError: raise DataError(f'{path}: no data (the file is empty once decompressed).') from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e: raise DataError(f'{path}: not a well-formed csv: {e}') from None
+    if not path.is_file():
+        raise DatasetNotFoundError(f'{path}: no such file.')
+    if path.stat().st_size == 0:
+        raise DataError(f'{path}: the file is empty (0 bytes).')
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f'{path}: no data (the file is empty once decompressed).') from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f'{path}: not a well-formed csv: {e}') from None
     except (EOFError, OSError, lzma.LZMAError, zlib.error, ValueError) as e:
-        raise DataError(f'{path}: cannot be read ({type(e).__name__}: {e}); is it truncated, or not a csv?') from None
+        raise DataError(
+            f'{path}: cannot be read ({type(e).__name__}: {e}); is it truncated, or not a csv?'
+        ) from None
     cols = {str(c).strip().lower(): c for c in df.columns}
-    missing = [c for c in ('emotion', 'pixels') if c not in cols] + ([] if usage or 'usage' in cols else ['Usage'])
+    missing = [c for c in ('emotion', 'pixels') if c not in cols] + (
+        [] if usage or 'usage' in cols else ['Usage']
+    )
     if missing:
-        hint = " (pass usage='Training' for a csv of training rows only, like Kaggle's train.csv)" if missing == ['Usage'] else ''
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; FER2013's csv has the header emotion,pixels,Usage "
-                        f"(found: {','.join(map(str, df.columns))}){hint}.")
-    if len(df) == 0: raise DataError(f'{path}: a header but no data rows.')
+        hint = (
+            " (pass usage='Training' for a csv of training rows only, like Kaggle's train.csv)"
+            if missing == ['Usage']
+            else ''
+        )
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; FER2013's csv has the header "
+            "emotion,pixels,Usage "
+            f"(found: {','.join(map(str, df.columns))}){hint}."
+        )
+    if len(df) == 0:
+        raise DataError(f'{path}: a header but no data rows.')
     emo = df[cols['emotion']].str.strip().to_numpy()
     badl = np.flatnonzero(~np.isin(emo, [str(i) for i in range(7)]))
-    if len(badl): raise _bad_rows(path, badl, lambda r: f"emotion {emo[r]!r} is not a FER2013 label (0..6 = {', '.join(EMOTIONS)})")
-    if usage is not None and usage not in FER2013_USAGES: raise ValueError(f'usage must be one of {FER2013_USAGES}, got {usage!r}')
+    if len(badl):
+        raise _bad_rows(
+            path,
+            badl,
+            lambda r: f"emotion {emo[r]!r} is not a FER2013 label (0..6 = {', '.join(EMOTIONS)})",
+        )
+    if usage is not None and usage not in FER2013_USAGES:
+        raise ValueError(f'usage must be one of {FER2013_USAGES}, got {usage!r}')
     us = df[cols['usage']].str.strip().to_numpy() if usage is None else np.full(len(df), usage)
     badu = np.flatnonzero(~np.isin(us, FER2013_USAGES))
-    if len(badu): raise _bad_rows(path, badu, lambda r: f"Usage {us[r]!r} is not one of {', '.join(FER2013_USAGES)}")
+    if len(badu):
+        raise _bad_rows(
+            path, badu, lambda r: f"Usage {us[r]!r} is not one of {', '.join(FER2013_USAGES)}"
+        )
     want = fer2013_usages(split)
     sel = np.flatnonzero(np.isin(us, want))
     if len(sel) == 0:
         have = dict(Counter(us.tolist()))
-        raise DatasetNotFoundError(f"{path}: split {split!r} is missing: no rows with Usage {' or '.join(want)} (the file has {have}).")
+        raise DatasetNotFoundError(
+            f"{path}: split {split!r} is missing: no rows with Usage {' or '.join(want)} (the "
+            f"file has {have})."
+        )
     x = _parse_pixels(df[cols['pixels']].to_numpy()[sel], sel, path)
-    return Faces(x, emo[sel].astype(np.int64), split=us[sel].astype(str), rows=sel, kind='fer2013 csv', source=path)
+    return Faces(
+        x,
+        emo[sel].astype(np.int64),
+        split=us[sel].astype(str),
+        rows=sel,
+        kind='fer2013 csv',
+        source=path,
+    )
 
 # %% ../nbs/00_data.ipynb #7350dd52
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma weights of R, G, B (PIL's 'L')
 
-def to_grey(x:np.ndarray, # N x H x W, N x H x W x 1 or N x H x W x 3 images, 0-255
-            dtype=np.uint8, # uint8: luma rounded and clipped to 0-255; a float type: the exact luma
-           ) -> np.ndarray:
+
+def to_grey(
+    x: np.ndarray,  # N x H x W, N x H x W x 1 or N x H x W x 3 images, 0-255
+    dtype=np.uint8,  # uint8: luma rounded and clipped to 0-255; a float type: the exact luma
+) -> np.ndarray:
     "The images as N x H x W greyscale (RGB by ITU-R 601 luma)."
     x = np.asarray(x)
     if x.ndim == 4 and x.shape[-1] == 3:
         x = x @ LUMA
-        if np.issubdtype(np.dtype(dtype), np.integer): x = x.round().clip(0, 255)
+        if np.issubdtype(np.dtype(dtype), np.integer):
+            x = x.round().clip(0, 255)
     x = x[..., 0] if x.ndim == 4 else x
-    if x.ndim != 3: raise ValueError(f'expected a batch of images N x H x W (x 1 or x 3), got shape {x.shape}')
+    if x.ndim != 3:
+        raise ValueError(f'expected a batch of images N x H x W (x 1 or x 3), got shape {x.shape}')
     return x.astype(dtype)
 
-def to_rgb(x:np.ndarray, # greyscale images: ... x H x W, or N x H x W x 1
-          ) -> np.ndarray:
+
+def to_rgb(
+    x: np.ndarray,  # greyscale images: ... x H x W, or N x H x W x 1
+) -> np.ndarray:
     "The greyscale images repeated over 3 channels (... x H x W x 3), dtype kept."
     x = np.asarray(x)
-    if x.ndim == 4 and x.shape[-1] == 1: x = x[..., 0]
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
     return np.repeat(x[..., None], 3, axis=-1)
 
 # %% ../nbs/00_data.ipynb #837c4fe8
-def convert_images(x:np.ndarray, # N x H x W greyscale images, uint8
-                   color_mode:str, # 'grayscale' or 'rgb'
-                   size, # the side (or (height, width)) to resize to; None keeps the size
-                  ) -> np.ndarray:
-    "Greyscale N x H x W images resized (bilinear) to `size` and, for 'rgb', repeated over 3 channels."
+def convert_images(
+    x: np.ndarray,  # N x H x W greyscale images, uint8
+    color_mode: str,  # 'grayscale' or 'rgb'
+    size,  # the side (or (height, width)) to resize to; None keeps the size
+) -> np.ndarray:
+    """Greyscale N x H x W images resized (bilinear) to `size` and, for 'rgb', repeated over 3
+    channels."""
     _check_mode(color_mode)
     hw = _size_hw(size)
     if hw and tuple(x.shape[1:3]) != hw:
-        x = np.stack([np.array(Image.fromarray(a).resize((hw[1], hw[0]), Image.Resampling.BILINEAR)) for a in x])
+        x = np.stack(
+            [
+                np.array(Image.fromarray(a).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
+                for a in x
+            ]
+        )
     return to_rgb(x) if color_mode == 'rgb' else x
 
-def _fer_csv_in(d:Path) -> Path|None:
-    return next((d/n for n in ('fer2013.csv.xz', 'fer2013.csv.gz', 'fer2013.csv', 'icml_face_data.csv') if (d/n).is_file()), None)
 
-def load_fer2013(path:str|Path|None=None, # csv file or image folder; default: `find_dataset('fer2013')`
-                 split:str|list|None=None, # see `fer2013_usages`; None: everything
-                 color_mode:str='grayscale', # 'grayscale' or 'rgb'
-                 size:int|tuple|None=FER_SIDE, # output size (bilinear resize)
-                 add_channel:bool=False, # greyscale as N x H x W x 1
-                 strict:bool=False, # image folders: raise on a bad file instead of skipping it
-                 progress:bool|None=None, # image folders: tqdm bar; None: only for large folders
-                ) -> Faces:
+def _fer_csv_in(d: Path) -> Path | None:
+    return next(
+        (
+            d / n
+            for n in ('fer2013.csv.xz', 'fer2013.csv.gz', 'fer2013.csv', 'icml_face_data.csv')
+            if (d / n).is_file()
+        ),
+        None,
+    )
+
+
+def load_fer2013(
+    path: str | Path | None = None,  # csv file or image folder; default: `find_dataset('fer2013')`
+    split: str | list | None = None,  # see `fer2013_usages`; None: everything
+    color_mode: str = 'grayscale',  # 'grayscale' or 'rgb'
+    size: int | tuple | None = FER_SIDE,  # output size (bilinear resize)
+    add_channel: bool = False,  # greyscale as N x H x W x 1
+    strict: bool = False,  # image folders: raise on a bad file instead of skipping it
+    progress: bool | None = None,  # image folders: tqdm bar; None: only for large folders
+) -> Faces:
     "FER2013 from its csv or its image folders, as uint8 images and canonical labels."
     p = find_dataset('fer2013', path)
-    if p.is_dir() and not ((p/'train').is_dir() or (p/'test').is_dir()) and _fer_csv_in(p): p = _fer_csv_in(p)
-    if p.is_dir(): return load_fer2013_folder(p, split, color_mode, size, add_channel, strict, progress)
+    if p.is_dir() and not ((p / 'train').is_dir() or (p / 'test').is_dir()) and _fer_csv_in(p):
+        p = _fer_csv_in(p)
+    if p.is_dir():
+        return load_fer2013_folder(p, split, color_mode, size, add_channel, strict, progress)
     f = read_fer2013_csv(p, split)
     f.x = _finish_x(convert_images(f.x, color_mode, size), add_channel)
     return f
 
 # %% ../nbs/00_data.ipynb #160f7a26
-def _fer_counts(*a): return dict(zip(EMOTIONS, a))
+def _fer_counts(*a):
+    return dict(zip(EMOTIONS, a))
+
+
 _FER_TRAIN = _fer_counts(3995, 436, 4097, 7215, 4830, 3171, 4965)
-_FER_PUB, _FER_PRIV = _fer_counts(467, 56, 496, 895, 653, 415, 607), _fer_counts(491, 55, 528, 879, 594, 416, 626)
+_FER_PUB, _FER_PRIV = (
+    _fer_counts(467, 56, 496, 895, 653, 415, 607),
+    _fer_counts(491, 55, 528, 879, 594, 416, 626),
+)
 OFFICIAL_COUNTS = {  # dataset -> split -> class -> images in the full official release
-    'fer2013': {'Training': _FER_TRAIN, 'PublicTest': _FER_PUB, 'PrivateTest': _FER_PRIV,
-                'train': _FER_TRAIN, 'test': {k: _FER_PUB[k] + _FER_PRIV[k] for k in EMOTIONS}},
-    'ckplus': {'all': dict(angry=135, disgust=177, fear=75, happy=207, sad=84, surprise=249, contempt=54)},
-    'rafdb': {'train': _fer_counts(705, 717, 281, 4772, 1982, 1290, 2524), 'test': _fer_counts(162, 160, 74, 1185, 478, 329, 680)},
+    'fer2013': {
+        'Training': _FER_TRAIN,
+        'PublicTest': _FER_PUB,
+        'PrivateTest': _FER_PRIV,
+        'train': _FER_TRAIN,
+        'test': {k: _FER_PUB[k] + _FER_PRIV[k] for k in EMOTIONS},
+    },
+    'ckplus': {
+        'all': dict(angry=135, disgust=177, fear=75, happy=207, sad=84, surprise=249, contempt=54)
+    },
+    'rafdb': {
+        'train': _fer_counts(705, 717, 281, 4772, 1982, 1290, 2524),
+        'test': _fer_counts(162, 160, 74, 1185, 478, 329, 680),
+    },
 }
 
-def _counts_table(f:Faces, dataset:str, splits:list, split_of:np.ndarray|None=None) -> pd.DataFrame:
+
+def _counts_table(
+    f: Faces, dataset: str, splits: list, split_of: np.ndarray | None = None
+) -> pd.DataFrame:
     "Images per class (rows) and split (columns), each split next to its official count."
     off = OFFICIAL_COUNTS.get(dataset, {})
     classes = list(next(iter(off.values()))) if off else list(f.classes)
@@ -536,357 +928,613 @@ def _counts_table(f:Faces, dataset:str, splits:list, split_of:np.ndarray|None=No
     for s in splits:
         n = np.bincount(f.y[split_of == s], minlength=len(f.classes))[idx]
         df[s] = list(n) + [int(n.sum())]
-        if s in off: df[f'{s} official'] = [off[s][c] for c in classes] + [sum(off[s].values())]
+        if s in off:
+            df[f'{s} official'] = [off[s][c] for c in classes] + [sum(off[s].values())]
     return df
 
 # %% ../nbs/00_data.ipynb #5caeb075
 def _umask() -> int:
-    m = os.umask(0); os.umask(m); return m
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
 
 @contextmanager
-def _atomic_path(out:Path, overwrite:bool, is_dir:bool):
-    "Yield a temporary sibling of `out` to write into; rename it to `out` on success, remove it on error."
+def _atomic_path(out: Path, overwrite: bool, is_dir: bool):
+    """Yield a temporary sibling of `out` to write into; rename it to `out` on success, remove it on
+    error."""
     out = Path(out)
-    if out.exists() and not overwrite: raise FileExistsError(f'{out} exists; pass overwrite=True to replace it.')
+    if out.exists() and not overwrite:
+        raise FileExistsError(f'{out} exists; pass overwrite=True to replace it.')
     out.parent.mkdir(parents=True, exist_ok=True)
-    if is_dir: tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent)); os.chmod(tmp, 0o777 & ~_umask())
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
     else:
-        fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent); os.close(fd)
-        tmp = Path(tmp); os.chmod(tmp, 0o666 & ~_umask())
+        fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         if is_dir and out.exists():
-            old = tmp.with_suffix('.old'); os.replace(out, old); os.replace(tmp, out); shutil.rmtree(old)
-        else: os.replace(tmp, out)
+            old = tmp.with_suffix('.old')
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
     except BaseException:
-        if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
-        else: tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         raise
 
-def atomic_write(path:Path|str, # the file to (over)write
-                 data, # bytes, or a function that writes the file at the temporary path it is given
-                 overwrite:bool=True, # replace `path` if it exists
-                ) -> Path:
-    "Write `path` through a temporary sibling and a rename: readers, and runs killed midway, see the old file or the new."
+
+def atomic_write(
+    path: Path | str,  # the file to (over)write
+    data,  # bytes, or a function that writes the file at the temporary path it is given
+    overwrite: bool = True,  # replace `path` if it exists
+) -> Path:
+    """Write `path` through a temporary sibling and a rename: readers, and runs killed midway, see
+    the old file or the new."""
     with _atomic_path(Path(path), overwrite, is_dir=False) as tmp:
-        if callable(data): data(tmp)
-        else: tmp.write_bytes(data)
+        if callable(data):
+            data(tmp)
+        else:
+            tmp.write_bytes(data)
     return Path(path)
 
-def export_folders(csv:str|Path, # a FER2013 csv (plain or compressed)
-                   out:str|Path, # the folder to create, with train/ and test/ inside
-                   overwrite:bool=False, # replace `out` if it exists
-                   progress:bool|None=None, # tqdm bar; None: only for large files
-                  ) -> pd.DataFrame:
-    "Write a FER2013 csv as image folders `out/{train,test}/{class}/{Usage}_{row}.png`; returns the counts table."
+
+def export_folders(
+    csv: str | Path,  # a FER2013 csv (plain or compressed)
+    out: str | Path,  # the folder to create, with train/ and test/ inside
+    overwrite: bool = False,  # replace `out` if it exists
+    progress: bool | None = None,  # tqdm bar; None: only for large files
+) -> pd.DataFrame:
+    """Write a FER2013 csv as image folders `out/{train,test}/{class}/{Usage}_{row}.png`; returns
+    the counts table."""
     f = read_fer2013_csv(csv)
     it = range(f.n)
     if progress or (progress is None and f.n >= PROGRESS_MIN):
         from tqdm import tqdm
+
         it = tqdm(it, desc='export_folders', unit='img', leave=False)
     with _atomic_path(Path(out), overwrite, is_dir=True) as tmp:
         for d in ('train', 'test'):
-            for c in EMOTIONS: (tmp/d/c).mkdir(parents=True)
+            for c in EMOTIONS:
+                (tmp / d / c).mkdir(parents=True)
         for i in it:
             d = 'train' if f.split[i] == 'Training' else 'test'
-            Image.fromarray(f.x[i]).save(tmp/d/EMOTIONS[f.y[i]]/f'{f.split[i]}_{f.rows[i]}.png', format='PNG')
-    return _counts_table(f, 'fer2013', ['train', 'test'], np.where(f.split == 'Training', 'train', 'test'))
+            Image.fromarray(f.x[i]).save(
+                tmp / d / EMOTIONS[f.y[i]] / f'{f.split[i]}_{f.rows[i]}.png', format='PNG'
+            )
+    return _counts_table(
+        f, 'fer2013', ['train', 'test'], np.where(f.split == 'Training', 'train', 'test')
+    )
 
-def export_csv(folder:str|Path, # FER2013 image folders (train/, test/)
-               out_csv:str|Path, # the csv to write; .gz, .xz, .bz2 or .zip compress it
-               test_usage:str|None=None, # Usage for test/ files without a PublicTest_/PrivateTest_ prefix
-               split:str|list|None=None, # export only these splits (see `fer2013_usages`)
-               overwrite:bool=False, # replace `out_csv` if it exists
-               strict:bool=False, # raise on a bad image instead of skipping it
-               progress:bool|None=None, # tqdm bar while reading; None: only for large folders
-              ) -> pd.DataFrame:
-    "Write FER2013 image folders as the original csv layout (`emotion,pixels,Usage`); returns the counts table."
+
+def export_csv(
+    folder: str | Path,  # FER2013 image folders (train/, test/)
+    out_csv: str | Path,  # the csv to write; .gz, .xz, .bz2 or .zip compress it
+    # Usage for test/ files without a PublicTest_/PrivateTest_ prefix
+    test_usage: str | None = None,
+    split: str | list | None = None,  # export only these splits (see `fer2013_usages`)
+    overwrite: bool = False,  # replace `out_csv` if it exists
+    strict: bool = False,  # raise on a bad image instead of skipping it
+    progress: bool | None = None,  # tqdm bar while reading; None: only for large folders
+) -> pd.DataFrame:
+    """Write FER2013 image folders as the original csv layout (`emotion,pixels,Usage`); returns the
+    counts table."""
     f = load_fer2013_folder(folder, split, 'grayscale', None, strict=strict, progress=progress)
     if f.x.shape[1:] != (FER_SIDE, FER_SIDE):
-        raise DataError(f'{folder}: images are {f.x.shape[1]}x{f.x.shape[2]}; the FER2013 csv holds 48x48 images (resize first).')
+        raise DataError(
+            f'{folder}: images are {f.x.shape[1]}x{f.x.shape[2]}; the FER2013 csv holds 48x48 '
+            'images (resize first).'
+        )
     if test_usage is not None and test_usage not in ('PublicTest', 'PrivateTest'):
         raise ValueError(f"test_usage must be 'PublicTest' or 'PrivateTest', got {test_usage!r}")
     usage = np.where(f.split == 'train', 'Training', f.split).astype(object)
     if (usage == 'test').any():
         if test_usage is None:
-            raise DataError(f"{folder}: {(usage == 'test').sum()} test/ file(s) have no PublicTest_/PrivateTest_ prefix, e.g. "
-                            f"{f.files[usage == 'test'][0]}; pass test_usage='PublicTest' or 'PrivateTest' to label them.")
+            raise DataError(
+                f"{folder}: {(usage == 'test').sum()} test/ file(s) have no "
+                "PublicTest_/PrivateTest_ prefix, e.g. "
+                f"{f.files[usage == 'test'][0]}; pass test_usage='PublicTest' or 'PrivateTest' "
+                "to label them."
+            )
         usage[usage == 'test'] = test_usage
     pix = [' '.join(map(str, a.ravel().tolist())) for a in f.x]
     out_csv = Path(out_csv)
     comp = {'.gz': 'gzip', '.xz': 'xz', '.bz2': 'bz2', '.zip': 'zip'}.get(out_csv.suffix.lower())
     with _atomic_path(out_csv, overwrite, is_dir=False) as tmp:
-        pd.DataFrame({'emotion': f.y, 'pixels': pix, 'Usage': usage}).to_csv(tmp, index=False, compression=comp)
-    return _counts_table(f, 'fer2013', ['train', 'test'], np.where(usage == 'Training', 'train', 'test'))
+        pd.DataFrame({'emotion': f.y, 'pixels': pix, 'Usage': usage}).to_csv(
+            tmp, index=False, compression=comp
+        )
+    return _counts_table(
+        f, 'fer2013', ['train', 'test'], np.where(usage == 'Training', 'train', 'test')
+    )
 
 # %% ../nbs/00_data.ipynb #a31354b3
 _CK_NAME = re.compile(r'^(S\d+)_(\d+)_(\d+)$')
 
-def _tar_entries(p:Path) -> list:
+
+def _tar_entries(p: Path) -> list:
     "(member name, bytes getter) for every file in a tar archive, read in one pass."
     try:
         with tarfile.open(p, 'r:*') as tf:
             out = []
             for m in tf:
-                if not m.isfile(): continue
+                if not m.isfile():
+                    continue
                 data = tf.extractfile(m).read()
                 out.append((m.name, lambda d=data: d))
             return out
     except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
-        raise DataError(f'{p}: not a readable tar archive ({type(e).__name__}: {e}); is it truncated?') from None
+        raise DataError(
+            f'{p}: not a readable tar archive ({type(e).__name__}: {e}); is it truncated?'
+        ) from None
 
-def _ck_root(p:Path) -> Path|None:
+
+def _ck_root(p: Path) -> Path | None:
     "The folder holding the CK+ class folders: `p` or one folder below it."
     for d in [p] + sorted(c for c in p.iterdir() if c.is_dir()):
-        if any(c.is_dir() and c.name.lower() in CKPLUS_MAP for c in d.iterdir()): return d
+        if any(c.is_dir() and c.name.lower() in CKPLUS_MAP for c in d.iterdir()):
+            return d
     return None
 
-def load_ckplus(path:str|Path|None=None, # CK+48 folder or CK+48.tar.gz; default: `find_dataset('ckplus')`
-                color_mode:str='grayscale', # 'grayscale' or 'rgb'
-                size:int|tuple|None=None, # output size; None keeps 48x48
-                add_channel:bool=False, # greyscale as N x H x W x 1
-                strict:bool=False, # raise on a bad file instead of skipping it
-                progress:bool|None=None, # tqdm bar; None: only for large folders
-               ) -> Faces:
+
+def load_ckplus(
+    # CK+48 folder or CK+48.tar.gz; default: `find_dataset('ckplus')`
+    path: str | Path | None = None,
+    color_mode: str = 'grayscale',  # 'grayscale' or 'rgb'
+    size: int | tuple | None = None,  # output size; None keeps 48x48
+    add_channel: bool = False,  # greyscale as N x H x W x 1
+    strict: bool = False,  # raise on a bad file instead of skipping it
+    progress: bool | None = None,  # tqdm bar; None: only for large folders
+) -> Faces:
     "CK+48 as images, labels in `EMOTIONS_EXT` (contempt = 7), and subject and sequence per image."
     p = find_dataset('ckplus', path)
-    if p.is_dir() and _ck_root(p) is None and (p/'CK+48.tar.gz').is_file(): p = p/'CK+48.tar.gz'
-    if p.is_file(): raw = _tar_entries(p)
+    if p.is_dir() and _ck_root(p) is None and (p / 'CK+48.tar.gz').is_file():
+        p = p / 'CK+48.tar.gz'
+    if p.is_file():
+        raw = _tar_entries(p)
     else:
         root = _ck_root(p)
-        if root is None: raise DataError(f"{p}: no CK+ class folders ({', '.join(sorted(CKPLUS_MAP))}) here or one level down.")
+        if root is None:
+            raise DataError(
+                f"{p}: no CK+ class folders ({', '.join(sorted(CKPLUS_MAP))}) here or one level "
+                "down."
+            )
         for d in root.iterdir():
             if d.is_dir() and not d.name.startswith('.') and d.name.lower() not in _SYNONYMS:
-                raise DataError(f"{root}: unknown class folder {d.name!r}; CK+48's are {', '.join(sorted(CKPLUS_MAP))}.")
-        raw = [(f.relative_to(root).as_posix(), lambda f=f: f) for f in root.rglob('*') if f.is_file()]
+                raise DataError(
+                    f"{root}: unknown class folder {d.name!r}; CK+48's are "
+                    f"{', '.join(sorted(CKPLUS_MAP))}."
+                )
+        raw = [
+            (f.relative_to(root).as_posix(), lambda f=f: f) for f in root.rglob('*') if f.is_file()
+        ]
     entries, labels, skipped = [], [], []
     for name, get in raw:
         parts = PurePosixPath(name).parts
-        if any(s.startswith('.') or s == '__MACOSX' for s in parts): continue  # hidden files, macOS archive debris
-        if len(parts) < 2: skipped.append((name, 'not in a class folder')); continue
-        try: lab = emotion_index(parts[-2])
-        except ValueError: raise DataError(f"{p}: {name}: unknown class folder {parts[-2]!r}; CK+48's are {', '.join(sorted(CKPLUS_MAP))}.") from None
-        if PurePosixPath(name).suffix.lower() in IMAGE_EXTS and not _CK_NAME.match(PurePosixPath(name).stem):
-            skipped.append((name, 'name is not S<subject>_<sequence>_<frame>')); continue
-        entries.append((name, get)); labels.append(lab)
+        # hidden files, macOS archive debris
+        if any(s.startswith('.') or s == '__MACOSX' for s in parts):
+            continue
+        if len(parts) < 2:
+            skipped.append((name, 'not in a class folder'))
+            continue
+        try:
+            lab = emotion_index(parts[-2])
+        except ValueError:
+            raise DataError(
+                f"{p}: {name}: unknown class folder {parts[-2]!r}; CK+48's are "
+                f"{', '.join(sorted(CKPLUS_MAP))}."
+            ) from None
+        if PurePosixPath(name).suffix.lower() in IMAGE_EXTS and not _CK_NAME.match(
+            PurePosixPath(name).stem
+        ):
+            skipped.append((name, 'name is not S<subject>_<sequence>_<frame>'))
+            continue
+        entries.append((name, get))
+        labels.append(lab)
     order = sorted(range(len(entries)), key=lambda i: (labels[i], _natural_key(entries[i][0])))
     entries, labels = [entries[i] for i in order], [labels[i] for i in order]
-    if strict and skipped: _finish_skips(skipped, True, p, 'ckplus')
+    if strict and skipped:
+        _finish_skips(skipped, True, p, 'ckplus')
     x, kept, bad = _read_entries(entries, color_mode, size, strict, p, progress, 'ckplus')
     skipped += bad
     _finish_skips(skipped, strict, p, 'ckplus')
-    if x is None: raise DataError(f'{p}: no readable CK+ images.')
+    if x is None:
+        raise DataError(f'{p}: no readable CK+ images.')
     files = np.array([entries[i][0] for i in kept])
     m = [_CK_NAME.match(PurePosixPath(f).stem) for f in files]
-    return Faces(_finish_x(x, add_channel), np.array(labels, np.int64)[kept], files=files, classes=EMOTIONS_EXT,
-                 subjects=np.array([g.group(1) for g in m]), sequences=np.array([int(g.group(2)) for g in m], np.int64),
-                 kind='ckplus', skipped=skipped, source=p)
+    return Faces(
+        _finish_x(x, add_channel),
+        np.array(labels, np.int64)[kept],
+        files=files,
+        classes=EMOTIONS_EXT,
+        subjects=np.array([g.group(1) for g in m]),
+        sequences=np.array([int(g.group(2)) for g in m], np.int64),
+        kind='ckplus',
+        skipped=skipped,
+        source=p,
+    )
 
 # %% ../nbs/00_data.ipynb #6c29a8d7
 RAFDB_LABEL_FILE = 'EmoLabel/list_patition_label.txt'
 RAFDB_SPLITS = ('train', 'test')
 _RAF_LINE = re.compile(r'^(train|test)_(\d+)\.jpg\s+(\d+)$')
 
-def _raf_label_in(root:Path) -> Path|None:
-    "RAF-DB's label file in `root`: EmoLabel/list_patition_label.txt, or the file itself lying in `root`."
-    return next((f for f in (root/RAFDB_LABEL_FILE, root/Path(RAFDB_LABEL_FILE).name) if f.is_file()), None)
+
+def _raf_label_in(root: Path) -> Path | None:
+    """RAF-DB's label file in `root`: EmoLabel/list_patition_label.txt, or the file itself lying in
+    `root`."""
+    return next(
+        (f for f in (root / RAFDB_LABEL_FILE, root / Path(RAFDB_LABEL_FILE).name) if f.is_file()),
+        None,
+    )
+
 
 def _rafdb_splits(split) -> tuple:
     names = RAFDB_SPLITS if split is None else ([split] if isinstance(split, str) else list(split))
     bad = [s for s in names if s not in RAFDB_SPLITS]
-    if bad: raise ValueError(f'Unknown RAF-DB split {bad[0]!r}; use {RAFDB_SPLITS}, a list of them, or None for both.')
+    if bad:
+        raise ValueError(
+            f'Unknown RAF-DB split {bad[0]!r}; use {RAFDB_SPLITS}, a list of them, or None for '
+            'both.'
+        )
     return tuple(s for s in RAFDB_SPLITS if s in names)
 
-def read_rafdb_labels(path:str|Path, # list_patition_label.txt, or the folder holding EmoLabel/
-                     ) -> pd.DataFrame:
+
+def read_rafdb_labels(
+    path: str | Path,  # list_patition_label.txt, or the folder holding EmoLabel/
+) -> pd.DataFrame:
     "RAF-DB basic's label file as a table: file, split, raf_label (1..7), label (canonical index)."
     path = Path(path)
-    if path.is_dir(): path = _raf_label_in(path) or path/RAFDB_LABEL_FILE
-    if not path.is_file(): raise DatasetNotFoundError(f'{path}: no such file (RAF-DB basic keeps it in {RAFDB_LABEL_FILE}).')
+    if path.is_dir():
+        path = _raf_label_in(path) or path / RAFDB_LABEL_FILE
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f'{path}: no such file (RAF-DB basic keeps it in {RAFDB_LABEL_FILE}).'
+        )
     lines = path.read_text(encoding='utf-8', errors='replace').splitlines()
     recs, bad = [], []
     for i, line in enumerate(lines):
-        if not line.strip(): continue
+        if not line.strip():
+            continue
         m = _RAF_LINE.match(line.strip())
-        if not m or not 1 <= int(m.group(3)) <= 7: bad.append(i); continue
+        if not m or not 1 <= int(m.group(3)) <= 7:
+            bad.append(i)
+            continue
         recs.append((f'{m.group(1)}_{m.group(2)}.jpg', m.group(1), int(m.group(3))))
     if bad:
-        shown = '\n'.join(f'  line {i+1}: {lines[i].strip()!r}' for i in bad[:5]) + (f'\n  ... and {len(bad)-5} more' if len(bad) > 5 else '')
-        raise DataError(f"{path}: {len(bad)} bad line(s); expected 'train_00001.jpg 5' with a label 1..7:\n{shown}")
-    if not recs: raise DataError(f'{path}: the label file is empty.')
+        shown = '\n'.join(f'  line {i + 1}: {lines[i].strip()!r}' for i in bad[:5]) + (
+            f'\n  ... and {len(bad) - 5} more' if len(bad) > 5 else ''
+        )
+        raise DataError(
+            f"{path}: {len(bad)} bad line(s); expected 'train_00001.jpg 5' with a label "
+            f"1..7:\n{shown}"
+        )
+    if not recs:
+        raise DataError(f'{path}: the label file is empty.')
     df = pd.DataFrame(recs, columns=['file', 'split', 'raf_label'])
     df['label'] = df.raf_label.map(RAFDB_MAP).astype(np.int64)
     return df
 
-def _raf_class(name:str) -> int:
+
+def _raf_class(name: str) -> int:
     i = RAFDB_MAP.get(int(name)) if name.isdigit() else emotion_index(name)
-    if i is None or i >= len(EMOTIONS): raise ValueError(name)
+    if i is None or i >= len(EMOTIONS):
+        raise ValueError(name)
     return i
 
-def load_rafdb(path:str|Path|None=None, # RAF-DB basic folder (EmoLabel/, Image/) or a class/ folder (train/, test/)
-               split:str|list|None=None, # 'train', 'test', a list, or None for both
-               aligned:bool=True, # basic layout: Image/aligned/ (100x100) rather than Image/original/
-               color_mode:str='rgb', # 'rgb' or 'grayscale'
-               size:int|tuple|None=None, # output size, e.g. 128 for the report; None keeps the files' size
-               add_channel:bool=False, # greyscale as N x H x W x 1
-               strict:bool=False, # raise on a bad or missing file instead of skipping it
-               progress:bool|None=None, # tqdm bar; None: only for large folders
-              ) -> Faces:
+
+def load_rafdb(
+    # RAF-DB basic folder (EmoLabel/, Image/) or a class/ folder (train/, test/)
+    path: str | Path | None = None,
+    split: str | list | None = None,  # 'train', 'test', a list, or None for both
+    # basic layout: Image/aligned/ (100x100) rather than Image/original/
+    aligned: bool = True,
+    color_mode: str = 'rgb',  # 'rgb' or 'grayscale'
+    # output size, e.g. 128 for the report; None keeps the files' size
+    size: int | tuple | None = None,
+    add_channel: bool = False,  # greyscale as N x H x W x 1
+    strict: bool = False,  # raise on a bad or missing file instead of skipping it
+    progress: bool | None = None,  # tqdm bar; None: only for large folders
+) -> Faces:
     "RAF-DB (basic, 7 classes) in either layout, as images and canonical labels."
     root, splits = find_dataset('rafdb', path), _rafdb_splits(split)
     if root.is_dir() and _raf_label_in(root):
         lab = read_rafdb_labels(_raf_label_in(root))
         lab = lab[lab.split.isin(splits)]
-        img_dir = root/'Image'/('aligned' if aligned else 'original')
+        img_dir = root / 'Image' / ('aligned' if aligned else 'original')
         if not img_dir.is_dir():
-            raise DatasetNotFoundError(f"{root}: found the label file but no images in {img_dir.relative_to(root)}/. "
-                                       f"Get RAF-DB from {DATASETS['rafdb']['source']}")
+            raise DatasetNotFoundError(
+                f"{root}: found the label file but no images in {img_dir.relative_to(root)}/. "
+                f"Get RAF-DB from {DATASETS['rafdb']['source']}"
+            )
         names = [f[:-4] + '_aligned.jpg' if aligned else f for f in lab.file]
-        entries = [(f'{img_dir.relative_to(root).as_posix()}/{n}', lambda p=img_dir/n: p) for n in names]
+        entries = [
+            (f'{img_dir.relative_to(root).as_posix()}/{n}', lambda p=img_dir / n: p) for n in names
+        ]
         labels, split_of, skipped, kind = lab.label.tolist(), lab.split.tolist(), [], 'rafdb basic'
-    elif any((root/s).is_dir() for s in RAFDB_SPLITS):
+    elif any((root / s).is_dir() for s in RAFDB_SPLITS):
         entries, labels, split_of, skipped, kind = [], [], [], [], 'rafdb folders'
         for s in splits:
-            if not (root/s).is_dir():
-                raise DatasetNotFoundError(f"{root}: split {s!r} is missing (no {s}/ folder); load what is there with "
-                                           f"split={'test' if s == 'train' else 'train'!r}.")
-            items, loose = _scan_class_folders(root/s, _raf_class, "after the emotions (angry/anger, happy/happiness, ...) or 1..7")
+            if not (root / s).is_dir():
+                raise DatasetNotFoundError(
+                    f"{root}: split {s!r} is missing (no {s}/ folder); load what is there with "
+                    f"split={'test' if s == 'train' else 'train'!r}."
+                )
+            items, loose = _scan_class_folders(
+                root / s,
+                _raf_class,
+                "after the emotions (angry/anger, happy/happiness, ...) or 1..7",
+            )
             skipped += loose
-            entries += [(n, lambda p=p: p) for n, p, _ in items]; labels += [l for *_, l in items]; split_of += [s] * len(items)
+            entries += [(n, lambda p=p: p) for n, p, _ in items]
+            labels += [l for *_, l in items]
+            split_of += [s] * len(items)
     else:
-        raise DatasetNotFoundError(f"{root}: neither RAF-DB basic ({RAFDB_LABEL_FILE} + Image/aligned/) nor class folders "
-                                   f"(train/, test/). Get RAF-DB from {DATASETS['rafdb']['source']}")
+        raise DatasetNotFoundError(
+            f"{root}: neither RAF-DB basic ({RAFDB_LABEL_FILE} + Image/aligned/) nor class folders "
+            f"(train/, test/). Get RAF-DB from {DATASETS['rafdb']['source']}"
+        )
     x, kept, bad = _read_entries(entries, color_mode, size, strict, root, progress, 'rafdb')
     skipped += bad
     _finish_skips(skipped, strict, root, kind)
-    if x is None: raise DataError(f'{root}: no readable RAF-DB images for split {split!r}.')
-    return Faces(_finish_x(x, add_channel), np.array(labels, np.int64)[kept], split=np.array(split_of)[kept],
-                 files=np.array([e[0] for e in entries])[kept], kind=kind, skipped=skipped, source=root)
+    if x is None:
+        raise DataError(f'{root}: no readable RAF-DB images for split {split!r}.')
+    return Faces(
+        _finish_x(x, add_channel),
+        np.array(labels, np.int64)[kept],
+        split=np.array(split_of)[kept],
+        files=np.array([e[0] for e in entries])[kept],
+        kind=kind,
+        skipped=skipped,
+        source=root,
+    )
 
 # %% ../nbs/00_data.ipynb #bb0f82d9
-def _hidden(name:str) -> bool: return name.startswith('.') or name == '__MACOSX'
+def _hidden(name: str) -> bool:
+    return name.startswith('.') or name == '__MACOSX'
 
-def _link_reason(f:Path, root:Path) -> str|None:
-    "Why the link `f` is not followed (dangling, leading out of `root`, or to a folder), or None to follow it."
-    try: t = f.resolve(strict=True)
+
+def _link_reason(f: Path, root: Path) -> str | None:
+    """Why the link `f` is not followed (dangling, leading out of `root`, or to a folder), or None
+    to follow it."""
+    try:
+        t = f.resolve(strict=True)
     except (OSError, RuntimeError):
-        return f'dangling link: it points to {os.readlink(f)}, which does not exist; fix the link or remove it'
-    try: t.relative_to(root.resolve())
-    except ValueError: return f'link out of the folder: not followed (it points to {t}); copy the file in instead'
+        return (
+            f'dangling link: it points to {os.readlink(f)}, which does not exist; fix the link or '
+            'remove it'
+        )
+    try:
+        t.relative_to(root.resolve())
+    except ValueError:
+        return f'link out of the folder: not followed (it points to {t}); copy the file in instead'
     return None if t.is_file() else 'link to a folder: not followed; copy the folder in instead'
 
-def walk_files(root:Path, # the folder to list
-               recursive:bool=True, # also list subfolders
-              ) -> tuple:
-    "Regular files under `root` as (relative name, path) pairs, and (name, reason) for each thing left out."
+
+def walk_files(
+    root: Path,  # the folder to list
+    recursive: bool = True,  # also list subfolders
+) -> tuple:
+    """Regular files under `root` as (relative name, path) pairs, and (name, reason) for each thing
+    left out."""
     root, files, skipped = Path(root), [], []
+
     def err(e):
         if Path(e.filename) == root:
-            raise DataError(f'{root}: cannot list the folder ({e.strerror}); give yourself read access (chmod u+rx)')
-        skipped.append((Path(e.filename).relative_to(root).as_posix() + '/',
-                        f'unreadable folder: {e.strerror}; give yourself read access (chmod u+rx) or move it'))
+            raise DataError(
+                f'{root}: cannot list the folder ({e.strerror}); give yourself read access '
+                '(chmod u+rx)'
+            )
+        skipped.append(
+            (
+                Path(e.filename).relative_to(root).as_posix() + '/',
+                f'unreadable folder: {e.strerror}; give yourself read access (chmod u+rx) or '
+                'move it',
+            )
+        )
+
     for d, dirs, names in os.walk(root, onerror=err):
         dp = Path(d)
         for n in sorted(dirs):
-            rel = (dp/n).relative_to(root).as_posix() + '/'
-            if (dp/n).is_symlink(): skipped.append((rel, _link_reason(dp/n, root) or 'link to a folder: not followed'))
-            elif _hidden(n) and recursive: skipped.append((rel, 'hidden folder: not read; rename it to include it'))
-        dirs[:] = [n for n in sorted(dirs) if recursive and not (dp/n).is_symlink() and not _hidden(n)]
+            rel = (dp / n).relative_to(root).as_posix() + '/'
+            if (dp / n).is_symlink():
+                skipped.append(
+                    (rel, _link_reason(dp / n, root) or 'link to a folder: not followed')
+                )
+            elif _hidden(n) and recursive:
+                skipped.append((rel, 'hidden folder: not read; rename it to include it'))
+        dirs[:] = [
+            n for n in sorted(dirs) if recursive and not (dp / n).is_symlink() and not _hidden(n)
+        ]
         for n in names:
-            f = dp/n; rel = f.relative_to(root).as_posix()
-            why = _link_reason(f, root) if f.is_symlink() else (None if f.is_file() else
-                  'not a regular file (a pipe, socket or device); move it out of the folder')
-            if why: skipped.append((rel, why))
-            else: files.append((rel, f))
+            f = dp / n
+            rel = f.relative_to(root).as_posix()
+            why = (
+                _link_reason(f, root)
+                if f.is_symlink()
+                else (
+                    None
+                    if f.is_file()
+                    else 'not a regular file (a pipe, socket or device); move it out of the folder'
+                )
+            )
+            if why:
+                skipped.append((rel, why))
+            else:
+                files.append((rel, f))
     return files, skipped
 
-def load_image_folder(path:str|Path, # a folder of images (or a .tar/.tar.gz archive of them)
-                      recursive:bool=True, # also read subfolders
-                      color_mode:str='rgb', # 'rgb' or 'grayscale'
-                      size:int|tuple|None=None, # output size; None requires all images to share one size
-                      add_channel:bool=False, # greyscale as N x H x W x 1
-                      strict:bool=False, # raise on a bad file instead of skipping it
-                      progress:bool|None=None, # tqdm bar; None: only for large folders
-                      min_side:int=0, # skip images with a side under this ('too small'; `MIN_FACE_SIDE` for faces)
-                      allow_empty:bool=False, # return an empty `Faces` instead of raising when nothing is readable
-                     ) -> Faces:
-    "Every image in a folder (found by content), unlabelled (`y` is None), with its path relative to the folder."
+
+def load_image_folder(
+    path: str | Path,  # a folder of images (or a .tar/.tar.gz archive of them)
+    recursive: bool = True,  # also read subfolders
+    color_mode: str = 'rgb',  # 'rgb' or 'grayscale'
+    # output size; None requires all images to share one size
+    size: int | tuple | None = None,
+    add_channel: bool = False,  # greyscale as N x H x W x 1
+    strict: bool = False,  # raise on a bad file instead of skipping it
+    progress: bool | None = None,  # tqdm bar; None: only for large folders
+    # skip images with a side under this ('too small'; `MIN_FACE_SIDE` for faces)
+    min_side: int = 0,
+    # return an empty `Faces` instead of raising when nothing is readable
+    allow_empty: bool = False,
+) -> Faces:
+    """Every image in a folder (found by content), unlabelled (`y` is None), with its path relative
+    to the folder."""
     p, skipped = Path(path), []
     if p.is_file():
-        entries = [e for e in _tar_entries(p) if (recursive or '/' not in e[0].strip('/'))
-                   and not any(_hidden(s) for s in PurePosixPath(e[0]).parts[:-1])]
+        entries = [
+            e
+            for e in _tar_entries(p)
+            if (recursive or '/' not in e[0].strip('/'))
+            and not any(_hidden(s) for s in PurePosixPath(e[0]).parts[:-1])
+        ]
     elif p.is_dir():
         files, skipped = walk_files(p, recursive)
         entries = [(name, lambda f=f: f) for name, f in files]
-    else: raise DatasetNotFoundError(f'{p}: no such folder or archive.')
+    else:
+        raise DatasetNotFoundError(f'{p}: no such folder or archive.')
     entries = sorted(entries, key=lambda e: _natural_key(e[0]))
     x, kept, bad = _read_entries(entries, color_mode, size, strict, p, progress, 'images', min_side)
     skipped = sorted(skipped + bad, key=lambda e: _natural_key(e[0]))
     _finish_skips(skipped, strict, p, 'image folder')
     if x is None and not allow_empty:
-        raise DataError(f'{p}: no readable images' + (f' ({len(skipped)} files skipped).' if skipped else '.'))
-    if x is None: x = np.zeros((0, *(_size_hw(size) or (0, 0)), *([3] if color_mode == 'rgb' else [])), np.uint8)
-    return Faces(_finish_x(x, add_channel), None, files=np.array([entries[i][0] for i in kept], dtype=object),
-                 classes=(), kind='image folder', skipped=skipped, source=p)
+        raise DataError(
+            f'{p}: no readable images' + (f' ({len(skipped)} files skipped).' if skipped else '.')
+        )
+    if x is None:
+        x = np.zeros(
+            (0, *(_size_hw(size) or (0, 0)), *([3] if color_mode == 'rgb' else [])), np.uint8
+        )
+    return Faces(
+        _finish_x(x, add_channel),
+        None,
+        files=np.array([entries[i][0] for i in kept], dtype=object),
+        classes=(),
+        kind='image folder',
+        skipped=skipped,
+        source=p,
+    )
 
 # %% ../nbs/00_data.ipynb #95c37720
-FERPLUS_COLUMNS = ('neutral', 'happiness', 'surprise', 'sadness', 'anger', 'disgust', 'fear', 'contempt', 'unknown', 'NF')
+FERPLUS_COLUMNS = (
+    'neutral',
+    'happiness',
+    'surprise',
+    'sadness',
+    'anger',
+    'disgust',
+    'fear',
+    'contempt',
+    'unknown',
+    'NF',
+)
 
-def load_ferplus_labels(path:str|Path|None=None, # fer2013new.csv(.gz); default: `find_dataset('ferplus')`
-                       ) -> np.ndarray:
-    "FER+ majority labels in `EMOTIONS_EXT`, one per fer2013.csv row; -1 where there is no valid majority."
+
+def load_ferplus_labels(
+    path: str | Path | None = None,  # fer2013new.csv(.gz); default: `find_dataset('ferplus')`
+) -> np.ndarray:
+    """FER+ majority labels in `EMOTIONS_EXT`, one per fer2013.csv row; -1 where there is no valid
+    majority."""
     p = find_dataset('ferplus', path)
-    if p.is_file() and p.stat().st_size == 0: raise DataError(f'{p}: the file is empty (0 bytes).')
-    try: df = pd.read_csv(p)
-    except pd.errors.EmptyDataError: raise DataError(f'{p}: no data.') from None
-    except (EOFError, OSError, ValueError, lzma.LZMAError, zlib.error) as e: raise DataError(f'{p}: cannot be read ({type(e).__name__}: {e}).') from None
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataError(f'{p}: the file is empty (0 bytes).')
+    try:
+        df = pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        raise DataError(f'{p}: no data.') from None
+    except (EOFError, OSError, ValueError, lzma.LZMAError, zlib.error) as e:
+        raise DataError(f'{p}: cannot be read ({type(e).__name__}: {e}).') from None
     missing = [c for c in FERPLUS_COLUMNS if c not in df.columns]
-    if missing: raise DataError(f"{p}: missing column(s) {', '.join(missing)}; FER+ has Usage, Image name, {', '.join(FERPLUS_COLUMNS)}.")
+    if missing:
+        raise DataError(
+            f"{p}: missing column(s) {', '.join(missing)}; FER+ has Usage, Image name, "
+            f"{', '.join(FERPLUS_COLUMNS)}."
+        )
     votes = df[list(FERPLUS_COLUMNS)].apply(pd.to_numeric, errors='coerce')
     bad = np.flatnonzero(votes.isna().any(axis=1).to_numpy() | (votes < 0).any(axis=1).to_numpy())
-    if len(bad): raise _bad_rows(p, bad, lambda r: f'vote counts {df.loc[r, list(FERPLUS_COLUMNS)].tolist()} are not all non-negative numbers')
+    if len(bad):
+        raise _bad_rows(
+            p,
+            bad,
+            lambda r: (
+                f'vote counts {df.loc[r, list(FERPLUS_COLUMNS)].tolist()} are not all '
+                'non-negative numbers'
+            ),
+        )
     v = np.array(votes.to_numpy(float))
-    v[v <= 1] = 0                                       # FER+: a single vote is an outlier
+    v[v <= 1] = 0  # FER+: a single vote is an outlier
     top, best = v.argmax(1), v.max(1)
-    ok = (best > 0.5 * v.sum(1)) & (top < 8)            # a strict majority, and not unknown/NF
+    ok = (best > 0.5 * v.sum(1)) & (top < 8)  # a strict majority, and not unknown/NF
     canon = np.array([FERPLUS_MAP[c] for c in FERPLUS_COLUMNS[:8]] + [-1, -1])
     return np.where(ok, canon[top], -1).astype(np.int64)
 
 # %% ../nbs/00_data.ipynb #1d29e98d
-def detect_dataset(path:str|Path, # a file or folder
-                  ) -> str:
+def detect_dataset(
+    path: str | Path,  # a file or folder
+) -> str:
     "Which kind of dataset `path` holds: 'fer2013', 'ckplus', 'rafdb' or 'images'."
     p = Path(path)
-    if not p.exists(): raise DatasetNotFoundError(f'{p}: no such file or folder.')
+    if not p.exists():
+        raise DatasetNotFoundError(f'{p}: no such file or folder.')
     name = p.name.lower()
     if p.is_file():
         if name.endswith(('.tar', '.tar.gz', '.tgz', '.tar.bz2', '.tar.xz')):
             try:
                 with tarfile.open(p, 'r:*') as tf:
-                    dirs = {PurePosixPath(m.name).parts[-2].lower() for m in tf.getmembers() if m.isfile() and len(PurePosixPath(m.name).parts) > 1}
+                    dirs = {
+                        PurePosixPath(m.name).parts[-2].lower()
+                        for m in tf.getmembers()
+                        if m.isfile() and len(PurePosixPath(m.name).parts) > 1
+                    }
             except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
-                raise DataError(f'{p}: not a readable tar archive ({type(e).__name__}: {e}).') from None
+                raise DataError(
+                    f'{p}: not a readable tar archive ({type(e).__name__}: {e}).'
+                ) from None
             return 'ckplus' if dirs & {'anger', 'sadness', 'contempt'} else 'images'
-        if '.csv' in name: return 'fer2013'
-        if name == Path(RAFDB_LABEL_FILE).name: return 'rafdb'
-        raise DataError(f'{p}: not a dataset the kit knows (a FER2013 csv, or a CK+48 / image archive).')
-    if _raf_label_in(p): return 'rafdb'
-    if (p/'train').is_dir() or (p/'test').is_dir():
-        split_dir = p/'train' if (p/'train').is_dir() else p/'test'
+        if '.csv' in name:
+            return 'fer2013'
+        if name == Path(RAFDB_LABEL_FILE).name:
+            return 'rafdb'
+        raise DataError(
+            f'{p}: not a dataset the kit knows (a FER2013 csv, or a CK+48 / image archive).'
+        )
+    if _raf_label_in(p):
+        return 'rafdb'
+    if (p / 'train').is_dir() or (p / 'test').is_dir():
+        split_dir = p / 'train' if (p / 'train').is_dir() else p / 'test'
         dirs = [d for d in split_dir.iterdir() if d.is_dir()]
         first = next((f for d in dirs for f in d.iterdir() if f.is_file()), None)
-        raf = any(d.name.isdigit() for d in dirs) or (first is not None and re.match(r'^(train|test)_\d+', first.name))
+        raf = any(d.name.isdigit() for d in dirs) or (
+            first is not None and re.match(r'^(train|test)_\d+', first.name)
+        )
         return 'rafdb' if raf else 'fer2013'
-    if _ck_root(p) is not None or (p/'CK+48.tar.gz').is_file(): return 'ckplus'
-    if _fer_csv_in(p): return 'fer2013'
+    if _ck_root(p) is not None or (p / 'CK+48.tar.gz').is_file():
+        return 'ckplus'
+    if _fer_csv_in(p):
+        return 'fer2013'
     return 'images'
 
-def check_dataset(path:str|Path|None=None, # a dataset file/folder, or a name ('fer2013', 'ckplus', 'rafdb'); default: FER2013 via `find_dataset`
-                  kind:str|None=None, # 'fer2013', 'ckplus', 'rafdb' or 'images'; None: `detect_dataset`
-                  progress:bool|None=None, # tqdm bar while reading; None: only for large folders
-                  verbose:bool=True, # also print a summary line, the table, problems and skipped files
-                  profile:str|None=None, # where a name is looked for (`find_dataset`); default: the active profile
-                 ) -> pd.DataFrame:
+
+def check_dataset(
+    # dataset file/folder or name ('fer2013', 'ckplus', 'rafdb'); default: FER2013 (`find_dataset`)
+    path: str | Path | None = None,
+    # 'fer2013', 'ckplus', 'rafdb' or 'images'; None: `detect_dataset`
+    kind: str | None = None,
+    progress: bool | None = None,  # tqdm bar while reading; None: only for large folders
+    # also print a summary line, the table, problems and skipped files
+    verbose: bool = True,
+    # where a name is looked for (`find_dataset`); default: the active profile
+    profile: str | None = None,
+) -> pd.DataFrame:
     "Read a whole dataset and return its images per split and class next to the official counts."
     if path is None or str(path) in ('fer2013', 'ckplus', 'rafdb'):
         path = find_dataset(str(path or 'fer2013'), profile=profile)
@@ -896,72 +1544,158 @@ def check_dataset(path:str|Path|None=None, # a dataset file/folder, or a name ('
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # skipped files are reported in the table's attrs instead
         if kind == 'fer2013':
-            csv = p if p.is_file() else (_fer_csv_in(p) if not ((p/'train').is_dir() or (p/'test').is_dir()) else None)
+            csv = (
+                p
+                if p.is_file()
+                else (
+                    _fer_csv_in(p)
+                    if not ((p / 'train').is_dir() or (p / 'test').is_dir())
+                    else None
+                )
+            )
             if csv is not None:
-                f = read_fer2013_csv(csv); splits = [u for u in FER2013_USAGES if u in set(f.split)]
-                table = _counts_table(f, 'fer2013', splits, f.split); layout = 'csv'
+                f = read_fer2013_csv(csv)
+                splits = [u for u in FER2013_USAGES if u in set(f.split)]
+                table = _counts_table(f, 'fer2013', splits, f.split)
+                layout = 'csv'
             else:
-                have = [d for d in ('train', 'test') if (p/d).is_dir()]
-                problems += [f'split {d!r} is missing (no {d}/ folder)' for d in ('train', 'test') if d not in have]
+                have = [d for d in ('train', 'test') if (p / d).is_dir()]
+                problems += [
+                    f'split {d!r} is missing (no {d}/ folder)'
+                    for d in ('train', 'test')
+                    if d not in have
+                ]
                 f = load_fer2013_folder(p, have, size=None, progress=progress)
-                table = _counts_table(f, 'fer2013', have, np.array([s.split('/')[0] for s in f.files])); layout = 'folders'
+                table = _counts_table(
+                    f, 'fer2013', have, np.array([s.split('/')[0] for s in f.files])
+                )
+                layout = 'folders'
         elif kind == 'ckplus':
-            f = load_ckplus(p, progress=progress); table = _counts_table(f, 'ckplus', ['all']); layout = 'archive' if p.is_file() else 'folders'
+            f = load_ckplus(p, progress=progress)
+            table = _counts_table(f, 'ckplus', ['all'])
+            layout = 'archive' if p.is_file() else 'folders'
         elif kind == 'rafdb':
             lf = p if p.is_file() else _raf_label_in(p)
-            if lf is not None and (p.is_file() or not (p/'Image'/'aligned').is_dir()):  # a label file without images
-                lab = read_rafdb_labels(lf); have = list(RAFDB_SPLITS); layout = 'labels'
-                problems.append('only the labels were checked: ' + ('a label file was given' if p.is_file() else 'there is no Image/aligned/ folder'))
-                f = Faces(np.zeros((len(lab), 0, 0), np.uint8), lab.label.to_numpy(), split=lab.split.to_numpy(), kind='rafdb labels')
+            # a label file without images
+            if lf is not None and (p.is_file() or not (p / 'Image' / 'aligned').is_dir()):
+                lab = read_rafdb_labels(lf)
+                have = list(RAFDB_SPLITS)
+                layout = 'labels'
+                problems.append(
+                    'only the labels were checked: '
+                    + (
+                        'a label file was given'
+                        if p.is_file()
+                        else 'there is no Image/aligned/ folder'
+                    )
+                )
+                f = Faces(
+                    np.zeros((len(lab), 0, 0), np.uint8),
+                    lab.label.to_numpy(),
+                    split=lab.split.to_numpy(),
+                    kind='rafdb labels',
+                )
             else:
-                have = list(RAFDB_SPLITS) if lf is not None else [s for s in RAFDB_SPLITS if (p/s).is_dir()]
-                problems += [f'split {s!r} is missing (no {s}/ folder)' for s in RAFDB_SPLITS if s not in have]
-                f = load_rafdb(p, have, color_mode='grayscale', progress=progress); layout = f.kind.split()[-1]
+                have = (
+                    list(RAFDB_SPLITS)
+                    if lf is not None
+                    else [s for s in RAFDB_SPLITS if (p / s).is_dir()]
+                )
+                problems += [
+                    f'split {s!r} is missing (no {s}/ folder)'
+                    for s in RAFDB_SPLITS
+                    if s not in have
+                ]
+                f = load_rafdb(p, have, color_mode='grayscale', progress=progress)
+                layout = f.kind.split()[-1]
             table = _counts_table(f, 'rafdb', have, f.split)
         elif kind == 'images':
             f = load_image_folder(p, progress=progress, size=48)
-            table = pd.DataFrame({'images': [f.n]}, index=pd.Index(['unlabelled'], name='class')); layout = 'folder'
-        else: raise ValueError(f"Unknown kind {kind!r}; use 'fer2013', 'ckplus', 'rafdb' or 'images'.")
+            table = pd.DataFrame({'images': [f.n]}, index=pd.Index(['unlabelled'], name='class'))
+            layout = 'folder'
+        else:
+            raise ValueError(
+                f"Unknown kind {kind!r}; use 'fer2013', 'ckplus', 'rafdb' or 'images'."
+            )
     offcols = [c for c in table.columns if c.endswith(' official')]
-    table.attrs.update(kind=kind, layout=layout, source=rel_path(p), n=f.n, skipped=dict(f.skip_counts), skipped_files=list(f.skipped),
-                       problems=problems, matches_official=bool(offcols) and all((table[c[:-9]] == table[c]).all() for c in offcols))
+    table.attrs.update(
+        kind=kind,
+        layout=layout,
+        source=rel_path(p),
+        n=f.n,
+        skipped=dict(f.skip_counts),
+        skipped_files=list(f.skipped),
+        problems=problems,
+        matches_official=bool(offcols) and all((table[c[:-9]] == table[c]).all() for c in offcols),
+    )
     if verbose:
-        print(f"{kind} {layout} at {rel_path(p)}: {f.n} {'labels' if layout == 'labels' else 'images'}, {len(f.skipped)} files skipped"
-              + (f" ({', '.join(f'{k}: {v}' for k, v in f.skip_counts.items())})" if f.skipped else '')
-              + ('; counts match the official release' if table.attrs['matches_official'] else
-                 '; counts differ from the official release (a sample, a subset or a modified copy)' if offcols else ''))
+        print(
+            f"{kind} {layout} at {rel_path(p)}: {f.n} "
+            f"{'labels' if layout == 'labels' else 'images'}, {len(f.skipped)} files skipped"
+            + (
+                f" ({', '.join(f'{k}: {v}' for k, v in f.skip_counts.items())})"
+                if f.skipped
+                else ''
+            )
+            + (
+                '; counts match the official release'
+                if table.attrs['matches_official']
+                else '; counts differ from the official release (a sample, a subset or a '
+                'modified copy)'
+                if offcols
+                else ''
+            )
+        )
         print(table.to_string())
-        for pr in problems: print(f'problem: {pr}')
-        for fl, r in f.skipped[:20]: print(f'skipped: {fl}: {r}')
+        for pr in problems:
+            print(f'problem: {pr}')
+        for fl, r in f.skipped[:20]:
+            print(f'skipped: {fl}: {r}')
     return table
 
 # %% ../nbs/00_data.ipynb #06c11080
-def stratified_subset(y:np.ndarray, # labels
-                      n:int|None, # how many to keep; None or >= len(y): all
-                      seed:int=0, # random state
-                     ) -> np.ndarray:
+def stratified_subset(
+    y: np.ndarray,  # labels
+    n: int | None,  # how many to keep; None or >= len(y): all
+    seed: int = 0,  # random state
+) -> np.ndarray:
     "Sorted indices of a stratified random subset of `n` items (class proportions kept)."
-    if n is None or n >= len(y): return np.arange(len(y))
+    if n is None or n >= len(y):
+        return np.arange(len(y))
     from sklearn.model_selection import train_test_split
+
     idx, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=y)
     return np.sort(idx)
 
-def train_val_split(x:np.ndarray, # images
-                    y:np.ndarray, # labels, used to stratify
-                    val_fraction:float=0.1, # share of the images held out for validation
-                    seed:int=0, # random state
-                   ) -> tuple:
-    "Stratified hold-out split: (x_train, x_val, y_train, y_val), as scikit-learn's `train_test_split`."
+
+def train_val_split(
+    x: np.ndarray,  # images
+    y: np.ndarray,  # labels, used to stratify
+    val_fraction: float = 0.1,  # share of the images held out for validation
+    seed: int = 0,  # random state
+) -> tuple:
+    """Stratified hold-out split: (x_train, x_val, y_train, y_val), as scikit-learn's
+    `train_test_split`."""
     from sklearn.model_selection import train_test_split
+
     return train_test_split(x, y, test_size=val_fraction, random_state=seed, stratify=y)
 
-def group_kfold(y:np.ndarray, # labels, kept in proportion across folds where possible
-                groups:np.ndarray, # group of each item (e.g. CK+ `subjects`); a group never spans two folds
-                n_splits:int=5, # number of folds
-                seed:int=0, # random state of the shuffle
-               ) -> list:
-    "(train_idx, val_idx) pairs of a stratified group k-fold (scikit-learn's `StratifiedGroupKFold`)."
+
+def group_kfold(
+    y: np.ndarray,  # labels, kept in proportion across folds where possible
+    # group of each item (e.g. CK+ `subjects`); a group never spans two folds
+    groups: np.ndarray,
+    n_splits: int = 5,  # number of folds
+    seed: int = 0,  # random state of the shuffle
+) -> list:
+    """(train_idx, val_idx) pairs of a stratified group k-fold (scikit-learn's
+    `StratifiedGroupKFold`)."""
     from sklearn.model_selection import StratifiedGroupKFold
-    if len(set(groups)) < n_splits: raise ValueError(f'{len(set(groups))} groups cannot fill {n_splits} folds; use n_splits <= {len(set(groups))}.')
+
+    if len(set(groups)) < n_splits:
+        raise ValueError(
+            f'{len(set(groups))} groups cannot fill {n_splits} folds; use n_splits <= '
+            f'{len(set(groups))}.'
+        )
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(cv.split(np.zeros(len(y)), y, groups))

@@ -17,262 +17,475 @@ __all__ = ['EXERCISES', 'ANSWER_KEY', 'Exercise', 'answer_digest', 'exercise', '
 @dataclass(frozen=True)
 class Exercise:
     "One exercise of a lesson: what is asked, a hint, and the digest of the right answer."
-    key:str # e.g. 'yu-3': the paper's short name and a number
-    lesson:str # the notebook it belongs to, e.g. '10_cnn8_fer2013'
-    question:str # what to compute, with its unit
-    hint:str # shown after a wrong answer; never the answer
-    digest:str # `answer_digest(key, answer, decimals)` of the right answer
-    decimals:int|None=0 # a number: compared at this many decimals; None: a text answer
-    tol:int=0 # a number: how many steps of 10**-decimals it may be off (0: it must round to the key)
+
+    key: str  # e.g. 'yu-3': the paper's short name and a number
+    lesson: str  # the notebook it belongs to, e.g. '10_cnn8_fer2013'
+    question: str  # what to compute, with its unit
+    hint: str  # shown after a wrong answer; never the answer
+    digest: str  # `answer_digest(key, answer, decimals)` of the right answer
+    decimals: int | None = 0  # a number: compared at this many decimals; None: a text answer
+    # a number: how many steps of 10**-decimals it may be off (0: it must round to the key)
+    tol: int = 0
 
 # %% ../nbs/06_exercises.ipynb #e3a9f72b
-def _canonical(answer, # a number, or a text for `decimals=None`
-               decimals:int|None, # places a number is rounded to; None: text
-              ) -> str:
-    "The text an answer is compared by: a number rounded to `decimals`, or lower-case text with single spaces."
-    if decimals is None: return ' '.join(str(answer).strip().lower().split())
+def _canonical(
+    answer,  # a number, or a text for `decimals=None`
+    decimals: int | None,  # places a number is rounded to; None: text
+) -> str:
+    """The text an answer is compared by: a number rounded to `decimals`, or lower-case text with
+    single spaces."""
+    if decimals is None:
+        return ' '.join(str(answer).strip().lower().split())
     return f'{round(float(answer), decimals) + 0.0:.{decimals}f}'  # + 0.0 turns -0.0 into 0.0
 
-def answer_digest(key:str, # the exercise, part of the salt
-                  answer, # the answer to store
-                  decimals:int|None=0, # as in `Exercise`
-                 ) -> str:
-    "A salted SHA-256 (16 hex digits) of an answer's canonical text: stores an answer without showing it."
-    return hashlib.sha256(f'fermusic-exercise|{key}|{_canonical(answer, decimals)}'.encode()).hexdigest()[:16]
+
+def answer_digest(
+    key: str,  # the exercise, part of the salt
+    answer,  # the answer to store
+    decimals: int | None = 0,  # as in `Exercise`
+) -> str:
+    """A salted SHA-256 (16 hex digits) of an answer's canonical text: stores an answer without
+    showing it."""
+    return hashlib.sha256(
+        f'fermusic-exercise|{key}|{_canonical(answer, decimals)}'.encode()
+    ).hexdigest()[:16]
 
 # %% ../nbs/06_exercises.ipynb #835fad08
 EXERCISES: dict[str, Exercise] = {}  # key -> Exercise; filled below, one cell per paper
 
-def exercise(key:str # e.g. 'yu-3'
-            ) -> Exercise:
+
+def exercise(
+    key: str,  # e.g. 'yu-3'
+) -> Exercise:
     "The exercise named `key`, or an error that lists the known keys."
     if key not in EXERCISES:
         raise KeyError(f"Unknown exercise {key!r}; known: {', '.join(sorted(EXERCISES))}.")
     return EXERCISES[key]
 
-def passes(key:str, # the exercise
-           answer, # the student's answer (a number, or a text)
-          ) -> bool:
+
+def passes(
+    key: str,  # the exercise
+    answer,  # the student's answer (a number, or a text)
+) -> bool:
     "Is `answer` right for exercise `key`?"
     ex = exercise(key)
-    if answer is None: return False
-    if ex.decimals is None: return answer_digest(key, answer, None) == ex.digest
-    try: x = float(answer)
-    except (TypeError, ValueError): return False
-    if not math.isfinite(x): return False
-    step, base = 10.0 ** -ex.decimals, round(x, ex.decimals)
+    if answer is None:
+        return False
+    if ex.decimals is None:
+        return answer_digest(key, answer, None) == ex.digest
+    try:
+        x = float(answer)
+    except (TypeError, ValueError):
+        return False
+    if not math.isfinite(x):
+        return False
+    step, base = 10.0**-ex.decimals, round(x, ex.decimals)
     for k in range(-ex.tol, ex.tol + 1):
         near = ex.tol == 0 or abs(x - (base + k * step)) <= ex.tol * step * (1 + 1e-9)
-        if near and answer_digest(key, base + k * step, ex.decimals) == ex.digest: return True
+        if near and answer_digest(key, base + k * step, ex.decimals) == ex.digest:
+            return True
     return False
 
-def check(key:str, # the exercise, e.g. 'yu-3'
-          answer, # your answer; None prints the question
-         ) -> None:
-    "Print whether `answer` to exercise `key` is right, with the hint when it is not; never the answer."
+
+def check(
+    key: str,  # the exercise, e.g. 'yu-3'
+    answer,  # your answer; None prints the question
+) -> None:
+    """Print whether `answer` to exercise `key` is right, with the hint when it is not; never the
+    answer."""
     ex = exercise(key)
-    if answer is None: print(f'{key}: no answer yet. {ex.question}')
-    elif passes(key, answer): print(f'{key}: right.')
-    else: print(f'{key}: not yet ({answer!r}). Hint: {ex.hint}')
+    if answer is None:
+        print(f'{key}: no answer yet. {ex.question}')
+    elif passes(key, answer):
+        print(f'{key}: right.')
+    else:
+        print(f'{key}: not yet ({answer!r}). Hint: {ex.hint}')
 
 # %% ../nbs/06_exercises.ipynb #7364c6c8
-EXERCISES.update({e.key: e for e in [  # Yu et al. 2020: lessons 10-13
-    Exercise('yu-1', '10_cnn8_fer2013',
-             "Read Table 1 the other way: with the 3x3 kernels it states ('valid' convolutions), "
-             "what side would the second convolution's output have?",
-             "A 'valid' convolution with a k x k kernel shrinks each side by k - 1; start from "
-             '48.',
-             '28c7e229d3e826ba', decimals=0, tol=0),
-    Exercise('yu-2', '10_cnn8_fer2013',
-             "How many parameters does CNN8 have with 5x5 kernels instead (same filters, 'valid' "
-             'convolutions, FC 512 and 7, biases included)?',
-             'Each convolution has (k*k*inputs + 1) * filters parameters; follow the side 48 '
-             'through the layers to size the flatten layer.',
-             '885c3dfdc07be89c', decimals=0, tol=0),
-    Exercise('yu-3', '10_cnn8_fer2013',
-             'Table 2 scores every method on 200 faces. Taking p = 0.55 for both methods and z = '
-             '1.96, by how many correct faces (a whole number) must two methods differ before the'
-             ' difference is significant?',
-             'The standard error of a difference of two independent proportions is sqrt(2 p (1 - '
-             'p) / n); convert the margin back to faces and round up.',
-             'ba6cf096efd028b9', decimals=0, tol=0),
-    Exercise('yu-4', '10_cnn8_fer2013',
-             "How many of the 15 pairs of Table 2's rows differ by at least that many correct "
-             'faces?',
-             "Table 2's correct counts are 99, 107, 103, 92, 113 and 125; compare every pair.",
-             '9a43fc1922892656', decimals=0, tol=0),
-    Exercise('yu-5', '11_lyrics',
-             'The full lyric set has 3,587 lyrics, 1,418 of them sad. What macro-averaged F1 does'
-             " a classifier get that answers 'sad' for every lyric (seven classes)?",
-             'Its precision on sad is the share of sad lyrics and its recall 1; the other six '
-             'classes score F1 = 0.',
-             '57025bc1a75d995c', decimals=3, tol=1),
-    Exercise('yu-6', '12_recommend',
-             'A new song carries the labels Keyboard and Wild only. What cosine similarity does '
-             'it get with the user profile of section 4.2.2?',
-             "The profile is K 3, A 3, I 3, C 2, W 1; the song's vector has a 1 for each of its "
-             'labels.',
-             'e549a44b4aca7444', decimals=3, tol=1),
-    Exercise('yu-7', '12_recommend',
-             "Had the user picked only 'Back wave' and 'Rise' (Table 3) as typical songs, what "
-             'would Brass (C, K, A, I) score?',
-             'Count the labels over the two songs for the new profile, then take the cosine with '
-             "Brass's 0/1 vector.",
-             '3dbdd56d2f88b133', decimals=3, tol=1),
-    Exercise('yu-8', '13_pipeline',
-             "With policy='lift', from which emotion library does a sad face get its songs?",
-             "Read `fermusic.recommend.LIFT`, or call `recommend('sad', policy='lift')` and look "
-             'at its `library` column.',
-             'e3cde0c253cd99dd', decimals=None, tol=0),
-]})
+EXERCISES.update(
+    {
+        e.key: e
+        for e in [  # Yu et al. 2020: lessons 10-13
+            Exercise(
+                'yu-1',
+                '10_cnn8_fer2013',
+                "Read Table 1 the other way: with the 3x3 kernels it states ('valid' "
+                "convolutions), "
+                "what side would the second convolution's output have?",
+                "A 'valid' convolution with a k x k kernel shrinks each side by k - 1; start from "
+                '48.',
+                '28c7e229d3e826ba',
+                decimals=0,
+                tol=0,
+            ),
+            Exercise(
+                'yu-2',
+                '10_cnn8_fer2013',
+                "How many parameters does CNN8 have with 5x5 kernels instead (same filters, "
+                "'valid' "
+                'convolutions, FC 512 and 7, biases included)?',
+                'Each convolution has (k*k*inputs + 1) * filters parameters; follow the side 48 '
+                'through the layers to size the flatten layer.',
+                '885c3dfdc07be89c',
+                decimals=0,
+                tol=0,
+            ),
+            Exercise(
+                'yu-3',
+                '10_cnn8_fer2013',
+                'Table 2 scores every method on 200 faces. Taking p = 0.55 for both methods and '
+                'z = '
+                '1.96, by how many correct faces (a whole number) must two methods differ before '
+                'the'
+                ' difference is significant?',
+                'The standard error of a difference of two independent proportions is sqrt(2 p '
+                '(1 - '
+                'p) / n); convert the margin back to faces and round up.',
+                'ba6cf096efd028b9',
+                decimals=0,
+                tol=0,
+            ),
+            Exercise(
+                'yu-4',
+                '10_cnn8_fer2013',
+                "How many of the 15 pairs of Table 2's rows differ by at least that many correct "
+                'faces?',
+                "Table 2's correct counts are 99, 107, 103, 92, 113 and 125; compare every pair.",
+                '9a43fc1922892656',
+                decimals=0,
+                tol=0,
+            ),
+            Exercise(
+                'yu-5',
+                '11_lyrics',
+                'The full lyric set has 3,587 lyrics, 1,418 of them sad. What macro-averaged F1 '
+                'does'
+                " a classifier get that answers 'sad' for every lyric (seven classes)?",
+                'Its precision on sad is the share of sad lyrics and its recall 1; the other six '
+                'classes score F1 = 0.',
+                '57025bc1a75d995c',
+                decimals=3,
+                tol=1,
+            ),
+            Exercise(
+                'yu-6',
+                '12_recommend',
+                'A new song carries the labels Keyboard and Wild only. What cosine similarity does '
+                'it get with the user profile of section 4.2.2?',
+                "The profile is K 3, A 3, I 3, C 2, W 1; the song's vector has a 1 for each of its "
+                'labels.',
+                'e549a44b4aca7444',
+                decimals=3,
+                tol=1,
+            ),
+            Exercise(
+                'yu-7',
+                '12_recommend',
+                "Had the user picked only 'Back wave' and 'Rise' (Table 3) as typical songs, what "
+                'would Brass (C, K, A, I) score?',
+                'Count the labels over the two songs for the new profile, then take the cosine '
+                'with '
+                "Brass's 0/1 vector.",
+                '3dbdd56d2f88b133',
+                decimals=3,
+                tol=1,
+            ),
+            Exercise(
+                'yu-8',
+                '13_pipeline',
+                "With policy='lift', from which emotion library does a sad face get its songs?",
+                "Read `fermusic.recommend.LIFT`, or call `recommend('sad', policy='lift')` and "
+                "look "
+                'at its `library` column.',
+                'e3cde0c253cd99dd',
+                decimals=None,
+                tol=0,
+            ),
+        ]
+    }
+)
 
 # %% ../nbs/06_exercises.ipynb #2f46f887
-EXERCISES.update({e.key: e for e in [  # Han, Wang & Lu: lesson 20
-    Exercise('han-1', '20_multimodal',
-             "Weight the VGG column of Table 2 (CK+) by CK+48's class counts (angry 135, contempt"
-             ' 54, disgust 177, fear 75, happy 207, sad 84, surprise 249). What overall accuracy '
-             'does it give, as a fraction?',
-             'Overall accuracy is the count-weighted mean of the per-class recalls (VGG: 97.26, '
-             '90.35, 92.11, 94.32, 98.26, 78.8, 96.24 %).',
-             '711e8a74c0c1b1de', decimals=3, tol=1),
-    Exercise('han-2', '20_multimodal',
-             "Weight the VGG column of Table 1 (FER2013) by PrivateTest's class counts (angry "
-             '491, disgust 55, fear 528, happy 879, sad 594, surprise 416, neutral 626). What '
-             'overall accuracy results?',
-             'The same weighted mean (VGG: 72.4, 49.6, 66.81, 94.32, 69.1, 80.12, 88.2 %); happy '
-             'and neutral, with high recalls, are large classes.',
-             '530b059355b4b8c9', decimals=3, tol=1),
-    Exercise('han-3', '20_multimodal',
-             "Suppose Han's CK+ test set held only angry and happy faces (recall 100%) and "
-             'surprise faces (98.56%), the best case for 99.41% overall. What share of it, at '
-             'least, must be angry or happy? (fraction, 2 decimals)',
-             'Write the overall accuracy as 1 - s * (1 - 0.9856) for a surprise share s and solve'
-             ' for s.',
-             '853ac92adc3badda', decimals=2, tol=1),
-    Exercise('han-4', '20_multimodal',
-             'How many parameters (weights and biases) sit in the two largest dense layers of the'
-             ' fusion network: 4,608 -> 4,096 (image branch) and 900 -> 4,096 (HOG branch)?',
-             'A dense layer from m to n units has m * n weights and n biases.',
-             '11f1f181b8dce632', decimals=0, tol=0),
-    Exercise('han-5', '20_multimodal',
-             "Section 4.1 sets Adam's epsilon to '10E-8'. What number is that, written as Python "
-             'reads it?',
-             'In E notation, aEb means a times ten to the b; try it in Python.',
-             '54790a4b670629be', decimals=9, tol=0),
-    Exercise('han-6', '20_multimodal',
-             "Our fusion network scored 52% on FER2013's 3,589 PrivateTest faces. What is the "
-             'half-width of the 95% interval of that accuracy (normal approximation, as a '
-             'fraction)?',
-             '1.96 * sqrt(p (1 - p) / n).',
-             '68c3e24707a4f533', decimals=3, tol=1),
-]})
+EXERCISES.update(
+    {
+        e.key: e
+        for e in [  # Han, Wang & Lu: lesson 20
+            Exercise(
+                'han-1',
+                '20_multimodal',
+                "Weight the VGG column of Table 2 (CK+) by CK+48's class counts (angry 135, "
+                "contempt"
+                ' 54, disgust 177, fear 75, happy 207, sad 84, surprise 249). What overall '
+                'accuracy '
+                'does it give, as a fraction?',
+                'Overall accuracy is the count-weighted mean of the per-class recalls (VGG: 97.26, '
+                '90.35, 92.11, 94.32, 98.26, 78.8, 96.24 %).',
+                '711e8a74c0c1b1de',
+                decimals=3,
+                tol=1,
+            ),
+            Exercise(
+                'han-2',
+                '20_multimodal',
+                "Weight the VGG column of Table 1 (FER2013) by PrivateTest's class counts (angry "
+                '491, disgust 55, fear 528, happy 879, sad 594, surprise 416, neutral 626). What '
+                'overall accuracy results?',
+                'The same weighted mean (VGG: 72.4, 49.6, 66.81, 94.32, 69.1, 80.12, 88.2 %); '
+                'happy '
+                'and neutral, with high recalls, are large classes.',
+                '530b059355b4b8c9',
+                decimals=3,
+                tol=1,
+            ),
+            Exercise(
+                'han-3',
+                '20_multimodal',
+                "Suppose Han's CK+ test set held only angry and happy faces (recall 100%) and "
+                'surprise faces (98.56%), the best case for 99.41% overall. What share of it, at '
+                'least, must be angry or happy? (fraction, 2 decimals)',
+                'Write the overall accuracy as 1 - s * (1 - 0.9856) for a surprise share s and '
+                'solve'
+                ' for s.',
+                '853ac92adc3badda',
+                decimals=2,
+                tol=1,
+            ),
+            Exercise(
+                'han-4',
+                '20_multimodal',
+                'How many parameters (weights and biases) sit in the two largest dense layers of '
+                'the'
+                ' fusion network: 4,608 -> 4,096 (image branch) and 900 -> 4,096 (HOG branch)?',
+                'A dense layer from m to n units has m * n weights and n biases.',
+                '11f1f181b8dce632',
+                decimals=0,
+                tol=0,
+            ),
+            Exercise(
+                'han-5',
+                '20_multimodal',
+                "Section 4.1 sets Adam's epsilon to '10E-8'. What number is that, written as "
+                "Python "
+                'reads it?',
+                'In E notation, aEb means a times ten to the b; try it in Python.',
+                '54790a4b670629be',
+                decimals=9,
+                tol=0,
+            ),
+            Exercise(
+                'han-6',
+                '20_multimodal',
+                "Our fusion network scored 52% on FER2013's 3,589 PrivateTest faces. What is the "
+                'half-width of the 95% interval of that accuracy (normal approximation, as a '
+                'fraction)?',
+                '1.96 * sqrt(p (1 - p) / n).',
+                '68c3e24707a4f533',
+                decimals=3,
+                tol=1,
+            ),
+        ]
+    }
+)
 
 # %% ../nbs/06_exercises.ipynb #8d9c5b38
-EXERCISES.update({e.key: e for e in [  # Ugochukwu: lesson 30
-    Exercise('ugo-1', '30_hparams_rafdb',
-             'Which depth of Table 3 has the lowest validation loss (Val_loss)?',
-             'Compare the Val_loss column; lower is better.',
-             '3a54b95cdf916ec3', decimals=0, tol=0),
-    Exercise('ugo-2', '30_hparams_rafdb',
-             "Had the report chosen the learning rate by experiment 4's rule (smallest "
-             'discrepancy), which rate of Table 1 would it have picked?',
-             "Smallest Discrepancy in Table 1; then look at that row's accuracies.",
-             '5a1bca504ac382b4', decimals=4, tol=0),
-    Exercise('ugo-3', '30_hparams_rafdb',
-             'Which batch size of Table 4 would the rule of experiments 1-3 (highest validation '
-             'accuracy) have chosen?',
-             'Look at Val_accuracy, not at Discrepancy.',
-             '356263dd3be327b7', decimals=0, tol=0),
-    Exercise('ugo-4', '30_hparams_rafdb',
-             "RAF-DB's basic test set has 3,068 faces, 1,185 of them happy. What share is happy "
-             "(4 decimals)? Compare it with Table 1's rows.",
-             'One division; then look for the same number in Table 1.',
-             '5eb841c451326086', decimals=4, tol=1),
-    Exercise('ugo-5', '30_hparams_rafdb',
-             'How many parameters does `ugochukwu_cnn(depth=3)` have? Predict first whether it is'
-             " more or fewer than depth 2's 1,147,047.",
-             'Build it and call `count_params()`; the extra pooling shrinks the map in front of '
-             'the 128-unit dense layer.',
-             '9de7f1764ab030aa', decimals=0, tol=0),
-    Exercise('ugo-6', '30_hparams_rafdb',
-             'How much validation accuracy (fraction) does the report give up by choosing batch '
-             '2048 over batch 128 in Table 4?',
-             'Subtract the two Val_accuracy values.',
-             'b337a235d83a4fb0', decimals=3, tol=1),
-]})
+EXERCISES.update(
+    {
+        e.key: e
+        for e in [  # Ugochukwu: lesson 30
+            Exercise(
+                'ugo-1',
+                '30_hparams_rafdb',
+                'Which depth of Table 3 has the lowest validation loss (Val_loss)?',
+                'Compare the Val_loss column; lower is better.',
+                '3a54b95cdf916ec3',
+                decimals=0,
+                tol=0,
+            ),
+            Exercise(
+                'ugo-2',
+                '30_hparams_rafdb',
+                "Had the report chosen the learning rate by experiment 4's rule (smallest "
+                'discrepancy), which rate of Table 1 would it have picked?',
+                "Smallest Discrepancy in Table 1; then look at that row's accuracies.",
+                '5a1bca504ac382b4',
+                decimals=4,
+                tol=0,
+            ),
+            Exercise(
+                'ugo-3',
+                '30_hparams_rafdb',
+                'Which batch size of Table 4 would the rule of experiments 1-3 (highest validation '
+                'accuracy) have chosen?',
+                'Look at Val_accuracy, not at Discrepancy.',
+                '356263dd3be327b7',
+                decimals=0,
+                tol=0,
+            ),
+            Exercise(
+                'ugo-4',
+                '30_hparams_rafdb',
+                "RAF-DB's basic test set has 3,068 faces, 1,185 of them happy. What share is happy "
+                "(4 decimals)? Compare it with Table 1's rows.",
+                'One division; then look for the same number in Table 1.',
+                '5eb841c451326086',
+                decimals=4,
+                tol=1,
+            ),
+            Exercise(
+                'ugo-5',
+                '30_hparams_rafdb',
+                'How many parameters does `ugochukwu_cnn(depth=3)` have? Predict first whether '
+                'it is'
+                " more or fewer than depth 2's 1,147,047.",
+                'Build it and call `count_params()`; the extra pooling shrinks the map in front of '
+                'the 128-unit dense layer.',
+                '9de7f1764ab030aa',
+                decimals=0,
+                tol=0,
+            ),
+            Exercise(
+                'ugo-6',
+                '30_hparams_rafdb',
+                'How much validation accuracy (fraction) does the report give up by choosing batch '
+                '2048 over batch 128 in Table 4?',
+                'Subtract the two Val_accuracy values.',
+                'b337a235d83a4fb0',
+                decimals=3,
+                tol=1,
+            ),
+        ]
+    }
+)
 
 # %% ../nbs/06_exercises.ipynb #57da24cb
-EXERCISES.update({e.key: e for e in [  # Shinde, Jethva & Nikumbh 2024: lesson 40
-    Exercise('shinde-1', '40_cnn_vs_resnet',
-             'Table 2 was computed on 7,066 test faces, Table 1 lists 7,178. Which one class of '
-             "Table 1's test row, left out, would leave a count closest to 7,066?",
-             "Subtract each class's test count from 7,178.",
-             'b7fa962090fb428d', decimals=None, tol=0),
-    Exercise('shinde-2', '40_cnn_vs_resnet',
-             "What is the half-width of the 95% interval of the CNN's accuracy (0.665) on 7,066 "
-             'test faces (normal approximation, fraction)?',
-             '1.96 * sqrt(p (1 - p) / n).',
-             '809841c001bcd274', decimals=3, tol=1),
-    Exercise('shinde-3', '40_cnn_vs_resnet',
-             "Compute the harmonic mean of the CNN's macro precision and macro recall in Table 2 "
-             '(3 decimals). Is it the printed F1?',
-             '2 P R / (P + R). Macro F1 averages the per-class F1s instead, so the two need not '
-             'agree.',
-             '937a75dc8b80392b', decimals=3, tol=1),
-    Exercise('shinde-4', '40_cnn_vs_resnet',
-             'Is the CNN-ResNet gap significant? Compute the pooled two-proportion z statistic of'
-             ' 0.6650 against 0.5425, both on 7,066 faces (1 decimal).',
-             'Pool p = (p1 + p2) / 2; z = (p1 - p2) / sqrt(2 p (1 - p) / n).',
-             '9bb8acfe3bb86c1b', decimals=1, tol=1),
-    Exercise('shinde-5', '40_cnn_vs_resnet',
-             'ResNet50 halves the image five times. What is the side of its last feature map for '
-             'a 48x48 input?',
-             "Each halving with 'same' padding rounds up: ceil(48 / 32); or read "
-             '`feature_map_sizes((48,))`.',
-             'e73e916d51cc0f35', decimals=0, tol=0),
-    Exercise('shinde-6', '40_cnn_vs_resnet',
-             "How many parameters does the kit's custom CNN have at 48x48 (`custom_cnn(48)`)? "
-             'Predict the order of magnitude first.',
-             'Build it and call `count_params()`; most parameters sit in the 512-filter '
-             'convolutions and the first dense layer.',
-             '92417f53a948dcf1', decimals=0, tol=0),
-]})
+EXERCISES.update(
+    {
+        e.key: e
+        for e in [  # Shinde, Jethva & Nikumbh 2024: lesson 40
+            Exercise(
+                'shinde-1',
+                '40_cnn_vs_resnet',
+                'Table 2 was computed on 7,066 test faces, Table 1 lists 7,178. Which one class of '
+                "Table 1's test row, left out, would leave a count closest to 7,066?",
+                "Subtract each class's test count from 7,178.",
+                'b7fa962090fb428d',
+                decimals=None,
+                tol=0,
+            ),
+            Exercise(
+                'shinde-2',
+                '40_cnn_vs_resnet',
+                "What is the half-width of the 95% interval of the CNN's accuracy (0.665) on 7,066 "
+                'test faces (normal approximation, fraction)?',
+                '1.96 * sqrt(p (1 - p) / n).',
+                '809841c001bcd274',
+                decimals=3,
+                tol=1,
+            ),
+            Exercise(
+                'shinde-3',
+                '40_cnn_vs_resnet',
+                "Compute the harmonic mean of the CNN's macro precision and macro recall in "
+                "Table 2 "
+                '(3 decimals). Is it the printed F1?',
+                '2 P R / (P + R). Macro F1 averages the per-class F1s instead, so the two need not '
+                'agree.',
+                '937a75dc8b80392b',
+                decimals=3,
+                tol=1,
+            ),
+            Exercise(
+                'shinde-4',
+                '40_cnn_vs_resnet',
+                'Is the CNN-ResNet gap significant? Compute the pooled two-proportion z '
+                'statistic of'
+                ' 0.6650 against 0.5425, both on 7,066 faces (1 decimal).',
+                'Pool p = (p1 + p2) / 2; z = (p1 - p2) / sqrt(2 p (1 - p) / n).',
+                '9bb8acfe3bb86c1b',
+                decimals=1,
+                tol=1,
+            ),
+            Exercise(
+                'shinde-5',
+                '40_cnn_vs_resnet',
+                'ResNet50 halves the image five times. What is the side of its last feature map '
+                'for '
+                'a 48x48 input?',
+                "Each halving with 'same' padding rounds up: ceil(48 / 32); or read "
+                '`feature_map_sizes((48,))`.',
+                'e73e916d51cc0f35',
+                decimals=0,
+                tol=0,
+            ),
+            Exercise(
+                'shinde-6',
+                '40_cnn_vs_resnet',
+                "How many parameters does the kit's custom CNN have at 48x48 (`custom_cnn(48)`)? "
+                'Predict the order of magnitude first.',
+                'Build it and call `count_params()`; most parameters sit in the 512-filter '
+                'convolutions and the first dense layer.',
+                '92417f53a948dcf1',
+                decimals=0,
+                tol=0,
+            ),
+        ]
+    }
+)
 
 # %% ../nbs/06_exercises.ipynb #eff8bcae
-def exercise_table(prefix:str='', # keys starting with this, e.g. 'yu'; '' for all
-                  ):
+def exercise_table(
+    prefix: str = '',  # keys starting with this, e.g. 'yu'; '' for all
+):
     "The exercises (key, lesson, question) as a table."
     import pandas as pd
-    rows = [dict(key=e.key, lesson=e.lesson, question=e.question) for e in EXERCISES.values() if e.key.startswith(prefix)]
+
+    rows = [
+        dict(key=e.key, lesson=e.lesson, question=e.question)
+        for e in EXERCISES.values()
+        if e.key.startswith(prefix)
+    ]
     return pd.DataFrame(rows).set_index('key')
 
 # %% ../nbs/06_exercises.ipynb #c9ca8f4f
 ANSWER_KEY = 'coursework/answer_key.json'
 
-def load_answer_key(path:str|Path|None=None, # default: coursework/answer_key.json of this checkout
-                   ) -> dict:
+
+def load_answer_key(
+    path: str | Path | None = None,  # default: coursework/answer_key.json of this checkout
+) -> dict:
     "The instructors' answer key: {key: {answer, decimals, tol, lesson, question, hint, how}}."
     root = repo_root()
     path = Path(path) if path else (root / ANSWER_KEY if root else Path(ANSWER_KEY))
     if not path.is_file():
-        raise FileNotFoundError(f'{path}: no answer key there. It ships with the repository ({ANSWER_KEY}), '
-                                'not with the installed package: run this from a checkout of fermusic.')
+        raise FileNotFoundError(
+            f'{path}: no answer key there. It ships with the repository ({ANSWER_KEY}), '
+            'not with the installed package: run this from a checkout of fermusic.'
+        )
     return json.loads(path.read_text(encoding='utf-8'))
 
-def _wrong(a:dict):
+
+def _wrong(a: dict):
     "An answer that must fail: the key moved beyond its tolerance, or another text."
-    if a['decimals'] is None: return str(a['answer']) + ' not'
+    if a['decimals'] is None:
+        return str(a['answer']) + ' not'
     return float(a['answer']) + (a['tol'] + 2) * 10.0 ** -a['decimals']
 
-def verify_key(key:dict, # from `load_answer_key`
-              ) -> list[str]:
-    "Problems between the answer key and `EXERCISES` (empty when every answer passes and a wrong one fails)."
+
+def verify_key(
+    key: dict,  # from `load_answer_key`
+) -> list[str]:
+    """Problems between the answer key and `EXERCISES` (empty when every answer passes and a wrong
+    one fails)."""
     problems = [f'{k}: in EXERCISES, not in the key' for k in EXERCISES if k not in key]
     problems += [f'{k}: in the key, not in EXERCISES' for k in key if k not in EXERCISES]
     for k, a in key.items():
-        if k not in EXERCISES: continue
+        if k not in EXERCISES:
+            continue
         ex = EXERCISES[k]
-        if (ex.decimals, ex.tol) != (a['decimals'], a['tol']): problems.append(f'{k}: precision differs')
-        if not passes(k, a['answer']): problems.append(f"{k}: the key's answer fails its check")
-        if passes(k, _wrong(a)): problems.append(f'{k}: a wrong answer ({_wrong(a)!r}) passes')
+        if (ex.decimals, ex.tol) != (a['decimals'], a['tol']):
+            problems.append(f'{k}: precision differs')
+        if not passes(k, a['answer']):
+            problems.append(f"{k}: the key's answer fails its check")
+        if passes(k, _wrong(a)):
+            problems.append(f'{k}: a wrong answer ({_wrong(a)!r}) passes')
     return problems

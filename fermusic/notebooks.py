@@ -13,76 +13,137 @@ from .config import get_profile, kit_env, child_env, PROFILE_ENV, OVERRIDES_ENV,
 __all__ = ['NOISE', 'strip_noise', 'execute_notebook', 'render_readme']
 
 # %% ../nbs/05_notebooks.ipynb #be7a0e7d
-NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog\(\)|[IWE]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\]'
-                   r'|To enable the following instructions: |.*rebuild TensorFlow with the appropriate compiler flags'
-                   r'|.*Could not find cuda drivers|.*Unable to register cu(DNN|FFT|BLAS) factory'
-                   r'|.*computation placer already registered|.*TF-TRT Warning)')
+NOISE = re.compile(
+    r'^(WARNING: All log messages before absl::InitializeLog\(\)|[IWE]\d{4} [\d:. ]+\d+ '
+    r'\S+\.cc:\d+\]'
+    r'|To enable the following instructions: |.*rebuild TensorFlow with the appropriate compiler '
+    r'flags'
+    r'|.*Could not find cuda drivers|.*Unable to register cu(DNN|FFT|BLAS) factory'
+    r'|.*computation placer already registered|.*TF-TRT Warning)'
+)
 
-def strip_noise(nb:nbformat.NotebookNode, # a notebook, changed in place
-               ) -> nbformat.NotebookNode:
+
+def strip_noise(
+    nb: nbformat.NotebookNode,  # a notebook, changed in place
+) -> nbformat.NotebookNode:
     "Remove TensorFlow's start-up lines from stderr outputs, and stderr outputs left empty."
     for c in nb.cells:
-        if c.cell_type != 'code': continue
+        if c.cell_type != 'code':
+            continue
         outs = []
         for o in c.get('outputs', []):
             if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
-                o['text'] = ''.join(l for l in o['text'].splitlines(keepends=True) if not NOISE.match(l))
-                if not o['text'].strip(): continue
+                o['text'] = ''.join(
+                    l for l in o['text'].splitlines(keepends=True) if not NOISE.match(l)
+                )
+                if not o['text'].strip():
+                    continue
             outs.append(o)
         c['outputs'] = outs
     return nb
 
 # %% ../nbs/05_notebooks.ipynb #30d162d4
-def execute_notebook(path:Path|str, # the .ipynb to run
-                     profile:str|None=None, # 'quick' or 'full'; default: the active profile
-                     out:Path|str|None=None, # where to write the executed notebook; default: in place
-                     timeout:int|None=None, # seconds allowed per cell (None: no limit)
-                     overrides:str|None=None, # JSON for FERMUSIC_OVERRIDES, e.g. '{"epochs": 5}'
-                     command:str|None=None, # what the records name; default: $FERMUSIC_COMMAND, else this call
-                    ) -> dict:
-    "Run `path` top to bottom in a fresh kernel with `profile`, write it atomically, and return a summary."
+def execute_notebook(
+    path: Path | str,  # the .ipynb to run
+    profile: str | None = None,  # 'quick' or 'full'; default: the active profile
+    # where to write the executed notebook; default: in place
+    out: Path | str | None = None,
+    timeout: int | None = None,  # seconds allowed per cell (None: no limit)
+    overrides: str | None = None,  # JSON for FERMUSIC_OVERRIDES, e.g. '{"epochs": 5}'
+    # what the records name; default: $FERMUSIC_COMMAND, else this call
+    command: str | None = None,
+) -> dict:
+    """Run `path` top to bottom in a fresh kernel with `profile`, write it atomically, and return a
+    summary."""
     import nbclient
-    path = Path(path); out = Path(out) if out else path
+
+    path = Path(path)
+    out = Path(out) if out else path
     nb = nbformat.read(path, as_version=4)
-    profile = get_profile(profile); t0 = time.perf_counter()
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name='python3', record_timing=False,
-                                     resources={'metadata': {'path': str(path.parent.resolve())}})
-    cmd = f"fermusic --profile {profile} nb run {path}" + (f" --overrides '{overrides}'" if overrides else '')
-    env = child_env(**{PROFILE_ENV: profile, OVERRIDES_ENV: overrides, 'TF_CPP_MIN_LOG_LEVEL': '3',
-                       COMMAND_ENV: command or kit_env().command or cmd})
-    try: client.execute(env=env)   # the kernel's environment; this process's is left alone
+    profile = get_profile(profile)
+    t0 = time.perf_counter()
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name='python3',
+        record_timing=False,
+        resources={'metadata': {'path': str(path.parent.resolve())}},
+    )
+    cmd = f"fermusic --profile {profile} nb run {path}" + (
+        f" --overrides '{overrides}'" if overrides else ''
+    )
+    env = child_env(
+        **{
+            PROFILE_ENV: profile,
+            OVERRIDES_ENV: overrides,
+            'TF_CPP_MIN_LOG_LEVEL': '3',
+            COMMAND_ENV: command or kit_env().command or cmd,
+        }
+    )
+    try:
+        client.execute(env=env)  # the kernel's environment; this process's is left alone
     except nbclient.exceptions.CellExecutionError as e:
-        raise RuntimeError(f'{path}: a cell failed in the {profile} profile; nothing was written.\n{e}') from None
+        raise RuntimeError(
+            f'{path}: a cell failed in the {profile} profile; nothing was written.\n{e}'
+        ) from None
     strip_noise(nb)
     fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent)
     os.close(fd)
-    try: nbformat.write(nb, tmp); os.replace(tmp, out)
-    except BaseException: Path(tmp).unlink(missing_ok=True); raise
-    return dict(notebook=str(path), out=str(out), profile=profile, seconds=round(time.perf_counter() - t0, 1),
-                cells=sum(c.cell_type == 'code' for c in nb.cells))
+    try:
+        nbformat.write(nb, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dict(
+        notebook=str(path),
+        out=str(out),
+        profile=profile,
+        seconds=round(time.perf_counter() - t0, 1),
+        cells=sum(c.cell_type == 'code' for c in nb.cells),
+    )
 
 # %% ../nbs/05_notebooks.ipynb #cf7ef640
 def _cell_markdown(c) -> str:
     src = c.source.strip()
-    if c.cell_type == 'markdown': return src
-    if c.cell_type != 'code' or src.startswith('#| hide') or not src: return ''
+    if c.cell_type == 'markdown':
+        return src
+    if c.cell_type != 'code' or src.startswith('#| hide') or not src:
+        return ''
     echo = not any(l.replace(' ', '') == '#|echo:false' for l in src.splitlines())
-    lines = [l for l in src.splitlines() if not l.startswith('#|') and not l.strip().startswith('# NBVAL')]
-    parts = [f"```python\n{chr(10).join(lines).strip()}\n```"] if echo and ''.join(lines).strip() else []
+    lines = [
+        l
+        for l in src.splitlines()
+        if not l.startswith('#|') and not l.strip().startswith('# NBVAL')
+    ]
+    parts = (
+        [f"```python\n{chr(10).join(lines).strip()}\n```"]
+        if echo and ''.join(lines).strip()
+        else []
+    )
     for o in c.get('outputs', []):
-        if o.get('output_type') == 'stream' and o.get('name') == 'stdout': parts.append(f"```\n{o['text'].rstrip()}\n```")
+        if o.get('output_type') == 'stream' and o.get('name') == 'stdout':
+            parts.append(f"```\n{o['text'].rstrip()}\n```")
         elif o.get('output_type') in ('execute_result', 'display_data'):
             d = o.get('data', {})
-            if 'text/markdown' in d: parts.append(''.join(d['text/markdown']).strip())
-            elif 'text/plain' in d and 'image/png' not in d: parts.append(f"```\n{''.join(d['text/plain']).rstrip()}\n```")
+            if 'text/markdown' in d:
+                parts.append(''.join(d['text/markdown']).strip())
+            elif 'text/plain' in d and 'image/png' not in d:
+                parts.append(f"```\n{''.join(d['text/plain']).rstrip()}\n```")
     return '\n\n'.join(parts)
 
-def render_readme(nb_path:Path|str='nbs/index.ipynb', # the front-page notebook
-                  out:Path|str|None='README.md', # where to write; None: only return the text
-                 ) -> str:
+
+def render_readme(
+    nb_path: Path | str = 'nbs/index.ipynb',  # the front-page notebook
+    out: Path | str | None = 'README.md',  # where to write; None: only return the text
+) -> str:
     "Markdown for the README, rendered from the front-page notebook (written to `out` unless None)."
     nb = nbformat.read(nb_path, as_version=4)
     text = '\n\n'.join(s for s in (_cell_markdown(c) for c in nb.cells) if s) + '\n'
-    text = '<!-- generated from nbs/index.ipynb by `fermusic nb readme`: edit the notebook, not this file -->\n\n' + text
-    if out is not None: Path(out).write_text(text, encoding='utf-8')
+    text = (
+        '<!-- generated from nbs/index.ipynb by `fermusic nb readme`: edit the notebook, not '
+        'this file -->\n\n' + text
+    )
+    if out is not None:
+        Path(out).write_text(text, encoding='utf-8')
     return text

@@ -21,136 +21,236 @@ __all__ = ['EMOTION_MODELS', 'DEFAULT_MODEL', 'emotion_model_path', 'default_emo
 import matplotlib.pyplot as plt
 
 # %% ../nbs/13_pipeline.ipynb #647c5ce6
-EMOTION_MODELS = {'cnn8': 'cnn8_fer2013.keras',        # Yu et al.'s 8-layer CNN (lesson 10)
-                  'compact': 'compact_fer2013.keras'}  # the compact mini-Xception-style CNN (lesson 15)
-DEFAULT_MODEL = 'cnn8'  # the best *measured* model; switch to 'compact' once its committed full records beat CNN8's
+EMOTION_MODELS = {
+    'cnn8': 'cnn8_fer2013.keras',  # Yu et al.'s 8-layer CNN (lesson 10)
+    # the compact mini-Xception-style CNN (lesson 15)
+    'compact': 'compact_fer2013.keras',
+}
+# the best *measured* model; switch to 'compact' once its committed full records beat CNN8's
+DEFAULT_MODEL = 'cnn8'
 
-def emotion_model_path(model:str|Path|None=None, # a name of `EMOTION_MODELS`, a .keras file, or None: `DEFAULT_MODEL`
-                      ) -> Path:
-    "The file of a named emotion model (under data/models/ of the checkout), or `model` itself when it is a path."
+
+def emotion_model_path(
+    # a name of `EMOTION_MODELS`, a .keras file, or None: `DEFAULT_MODEL`
+    model: str | Path | None = None,
+) -> Path:
+    """The file of a named emotion model (under data/models/ of the checkout), or `model` itself
+    when it is a path."""
     model = DEFAULT_MODEL if model is None else model
     if isinstance(model, str) and model in EMOTION_MODELS:
         from fermusic.config import repo_root
-        return (repo_root() or Path.cwd())/'data'/'models'/EMOTION_MODELS[model]
+
+        return (repo_root() or Path.cwd()) / 'data' / 'models' / EMOTION_MODELS[model]
     p = Path(model)
     if p.suffix != '.keras' and not p.exists():
-        raise ValueError(f'unknown emotion model {str(model)!r}: name one of {", ".join(EMOTION_MODELS)}, or pass a .keras file')
+        raise ValueError(
+            f'unknown emotion model {str(model)!r}: name one of {", ".join(EMOTION_MODELS)}, or '
+            'pass a .keras file'
+        )
     return p
 
+
 def default_emotion_model() -> Path:
-    "The default emotion model's file: `DEFAULT_MODEL`'s (the kit's 8-layer CNN, data/models/cnn8_fer2013.keras)."
+    """The default emotion model's file: `DEFAULT_MODEL`'s (the kit's 8-layer CNN,
+    data/models/cnn8_fer2013.keras)."""
     return emotion_model_path(DEFAULT_MODEL)
 
+
 @functools.lru_cache(4)
-def _load(path:str, mtime:float):
+def _load(path: str, mtime: float):
     from fermusic.train import load_model
+
     return load_model(path)
 
-def load_emotion_model(model:str|Path|None=None, # 'cnn8', 'compact', a .keras file; default: `DEFAULT_MODEL`
-                      ):
-    "The emotion model `model` names (cached), checked to map 48x48 greyscale faces to the 7 FER2013 emotions."
+
+def load_emotion_model(
+    model: str | Path | None = None,  # 'cnn8', 'compact', a .keras file; default: `DEFAULT_MODEL`
+):
+    """The emotion model `model` names (cached), checked to map 48x48 greyscale faces to the 7
+    FER2013 emotions."""
     path = emotion_model_path(model)
     if not path.exists():
-        how = ('the compact model is not trained yet: run `fermusic runs start compact` (lesson 15), or use --model cnn8'
-               if path.name == EMOTION_MODELS['compact'] else 'train one with nbs/10_cnn8_fer2013.ipynb, or pass --model PATH')
+        how = (
+            'the compact model is not trained yet: run `fermusic runs start compact` (lesson '
+            '15), or use --model cnn8'
+            if path.name == EMOTION_MODELS['compact']
+            else 'train one with nbs/10_cnn8_fer2013.ipynb, or pass --model PATH'
+        )
         raise FileNotFoundError(f'no emotion model at {path}: {how}')
     m = _load(str(path), path.stat().st_mtime)
     if tuple(m.output_shape[1:]) != (len(EMOTIONS),):
-        raise ValueError(f'{path} predicts {m.output_shape[1:]} classes; the pipeline needs the 7 FER2013 emotions {EMOTIONS}')
+        raise ValueError(
+            f'{path} predicts {m.output_shape[1:]} classes; the pipeline needs the 7 FER2013 '
+            f'emotions {EMOTIONS}'
+        )
     return m
 
 # %% ../nbs/13_pipeline.ipynb #f2afa93f
 class NoFaceError(ValueError):
     "The photo holds no face the detector accepts."
 
+
 @dataclass
 class FaceResult:
     "One face of a photo: where it is, its emotion probabilities, and the songs recommended for it."
-    index: int # position among the photo's faces, largest first
-    face: Face # box, landmarks and aligned chip
-    probabilities: dict # emotion -> probability
-    emotion: str # the most probable emotion
-    songs: pd.DataFrame # the recommender's ranking
 
-def photo_to_music(photo, # a path, bytes, file object, PIL image or array
-                   model=None, # a Keras model, 'cnn8', 'compact' or a .keras path; default: `DEFAULT_MODEL`
-                   top_k:int=5, # songs per face
-                   policy:str='match', # 'match' the mood, or 'lift' a negative one (see 12_recommend)
-                   min_score:float=0.5, # leave out detections the detector scores lower
-                   upsample:int=1, # detector upsampling: 1 finds faces down to about 40 px
-                   library:pd.DataFrame|None=None, # the song library; default: the shipped one
-                  ) -> list:
-    "For every face in `photo` (largest first): its emotion probabilities and the recommended songs."
+    index: int  # position among the photo's faces, largest first
+    face: Face  # box, landmarks and aligned chip
+    probabilities: dict  # emotion -> probability
+    emotion: str  # the most probable emotion
+    songs: pd.DataFrame  # the recommender's ranking
+
+
+def photo_to_music(
+    photo,  # a path, bytes, file object, PIL image or array
+    # a Keras model, 'cnn8', 'compact' or a .keras path; default: `DEFAULT_MODEL`
+    model=None,
+    top_k: int = 5,  # songs per face
+    # 'match' the mood, or 'lift' a negative one (see 12_recommend)
+    policy: str = 'match',
+    min_score: float = 0.5,  # leave out detections the detector scores lower
+    upsample: int = 1,  # detector upsampling: 1 finds faces down to about 40 px
+    library: pd.DataFrame | None = None,  # the song library; default: the shipped one
+) -> list:
+    """For every face in `photo` (largest first): its emotion probabilities and the recommended
+    songs."""
     if not (isinstance(min_score, (int, float)) and math.isfinite(min_score)):
-        raise ValueError(f'min_score must be a finite number, got {min_score!r}: pass e.g. 0.5 (higher keeps fewer faces)')
-    try: img = read_photo(photo, min_side=MIN_FACE_SIDE)
-    except ImageTooSmallError as e: raise NoFaceError(f'no face found: {e}') from None
+        raise ValueError(
+            f'min_score must be a finite number, got {min_score!r}: pass e.g. 0.5 (higher keeps '
+            'fewer faces)'
+        )
+    try:
+        img = read_photo(photo, min_side=MIN_FACE_SIDE)
+    except ImageTooSmallError as e:
+        raise NoFaceError(f'no face found: {e}') from None
     found = find_faces(img, upsample=upsample)
     faces = [f for f in found if f.score >= min_score]
     if not faces:
         weak = len(found) - len(faces)
-        raise NoFaceError(f'no face found in {photo if isinstance(photo, (str, Path)) else "the photo"}'
-                          + (f' ({weak} weaker detection(s) scored below min_score={min_score})' if weak else '')
-                          + ': use a frontal, well-lit face at least 40 pixels wide')
-    if model is None or isinstance(model, (str, Path)): model = load_emotion_model(model)
+        raise NoFaceError(
+            f'no face found in {photo if isinstance(photo, (str, Path)) else "the photo"}'
+            + (f' ({weak} weaker detection(s) scored below min_score={min_score})' if weak else '')
+            + ': use a frontal, well-lit face at least 40 pixels wide'
+        )
+    if model is None or isinstance(model, (str, Path)):
+        model = load_emotion_model(model)
     from fermusic.train import predict_proba
+
     proba = predict_proba(model, np.stack([f.chip for f in faces])[..., None])
     library = library if library is not None else load_song_library()
     res = []
     for i, (f, p) in enumerate(zip(faces, proba)):
         emo = EMOTIONS[int(p.argmax())]
-        res.append(FaceResult(i, f, dict(zip(EMOTIONS, map(float, p))), emo,
-                              recommend(emo, library=library, top_k=top_k, policy=policy)))
+        res.append(
+            FaceResult(
+                i,
+                f,
+                dict(zip(EMOTIONS, map(float, p))),
+                emo,
+                recommend(emo, library=library, top_k=top_k, policy=policy),
+            )
+        )
     return res
 
 # %% ../nbs/13_pipeline.ipynb #dd7e23b4
-def results_frame(results:list) -> pd.DataFrame:
-    "One row per (face, song): the face's emotion and probability, then the song's rank, title, author and similarity."
-    rows = [dict(face=r.index, emotion=r.emotion, p=round(r.probabilities[r.emotion], 3), rank=s['rank'], title=s['title'],
-                 author=s['author'], library=s['library'], similarity=round(float(s['similarity']), 3))
-            for r in results for _, s in r.songs.iterrows()]
+def results_frame(results: list) -> pd.DataFrame:
+    """One row per (face, song): the face's emotion and probability, then the song's rank, title,
+    author and similarity."""
+    rows = [
+        dict(
+            face=r.index,
+            emotion=r.emotion,
+            p=round(r.probabilities[r.emotion], 3),
+            rank=s['rank'],
+            title=s['title'],
+            author=s['author'],
+            library=s['library'],
+            similarity=round(float(s['similarity']), 3),
+        )
+        for r in results
+        for _, s in r.songs.iterrows()
+    ]
     return pd.DataFrame(rows)
 
-def results_json(results:list) -> list:
-    "The results as JSON-ready dicts: box, emotion, probabilities and songs per face."
-    return [dict(face=r.index, box=[int(v) for v in r.face.box], detector_score=round(r.face.score, 3), emotion=r.emotion,
-                 probabilities={k: round(v, 4) for k, v in r.probabilities.items()},
-                 songs=[dict(rank=int(s['rank']), title=s['title'], author=s['author'], library=s['library'],
-                             similarity=round(float(s['similarity']), 4)) for _, s in r.songs.iterrows()])
-            for r in results]
 
-def show_results(photo, # the photo the results came from
-                 results:list, # from `photo_to_music`
-                ):
+def results_json(results: list) -> list:
+    "The results as JSON-ready dicts: box, emotion, probabilities and songs per face."
+    return [
+        dict(
+            face=r.index,
+            box=[int(v) for v in r.face.box],
+            detector_score=round(r.face.score, 3),
+            emotion=r.emotion,
+            probabilities={k: round(v, 4) for k, v in r.probabilities.items()},
+            songs=[
+                dict(
+                    rank=int(s['rank']),
+                    title=s['title'],
+                    author=s['author'],
+                    library=s['library'],
+                    similarity=round(float(s['similarity']), 4),
+                )
+                for _, s in r.songs.iterrows()
+            ],
+        )
+        for r in results
+    ]
+
+
+def show_results(
+    photo,  # the photo the results came from
+    results: list,  # from `photo_to_music`
+):
     "The photo with each face boxed and labelled, and each face's chip and emotion probabilities."
-    img = read_photo(photo); n = len(results)
+    img = read_photo(photo)
+    n = len(results)
     fig = plt.figure(figsize=(4 + 5.5, 3.6 * max(1, n)))
     gs = fig.add_gridspec(max(1, n), 3, width_ratios=[4, 1.3, 4])
-    plot_faces(img, [r.face for r in results], ax=fig.add_subplot(gs[:, 0]),
-               labels=[f'{r.index}: {r.emotion}' for r in results])
+    plot_faces(
+        img,
+        [r.face for r in results],
+        ax=fig.add_subplot(gs[:, 0]),
+        labels=[f'{r.index}: {r.emotion}' for r in results],
+    )
     for i, r in enumerate(results):
-        a = fig.add_subplot(gs[i, 1]); a.imshow(r.face.chip, cmap='gray', vmin=0, vmax=255); a.axis('off'); a.set_title(f'face {r.index}')
-        b = fig.add_subplot(gs[i, 2]); ps = [r.probabilities[e] for e in EMOTIONS]
-        b.barh(EMOTIONS, ps, color=['tab:orange' if e == r.emotion else 'tab:blue' for e in EMOTIONS])
-        b.invert_yaxis(); b.set_xlim(0, 1); b.set_xlabel('probability')
+        a = fig.add_subplot(gs[i, 1])
+        a.imshow(r.face.chip, cmap='gray', vmin=0, vmax=255)
+        a.axis('off')
+        a.set_title(f'face {r.index}')
+        b = fig.add_subplot(gs[i, 2])
+        ps = [r.probabilities[e] for e in EMOTIONS]
+        b.barh(
+            EMOTIONS, ps, color=['tab:orange' if e == r.emotion else 'tab:blue' for e in EMOTIONS]
+        )
+        b.invert_yaxis()
+        b.set_xlim(0, 1)
+        b.set_xlabel('probability')
     fig.tight_layout()
     return fig
 
 # %% ../nbs/13_pipeline.ipynb #c0dde91b
-def upload_box(top_k:int=5, policy:str='match'):
-    "An ipywidgets upload button that runs `photo_to_music` on the chosen photo and shows the results."
+def upload_box(top_k: int = 5, policy: str = 'match'):
+    """An ipywidgets upload button that runs `photo_to_music` on the chosen photo and shows the
+    results."""
     import ipywidgets as w
     from IPython.display import display
+
     up, out = w.FileUpload(accept='image/*', multiple=False, description='Photo'), w.Output()
+
     def _run(change):
         out.clear_output()
         with out:
             files = up.value
-            if not files: return
+            if not files:
+                return
             data = bytes(files[0]['content'])
             try:
                 res = photo_to_music(data, top_k=top_k, policy=policy)
-                show_results(data, res); plt.show(); display(results_frame(res))
-            except (NoFaceError, ValueError) as e: print(e)
+                show_results(data, res)
+                plt.show()
+                display(results_frame(res))
+            except (NoFaceError, ValueError) as e:
+                print(e)
+
     up.observe(_run, names='value')
     return w.VBox([up, out])

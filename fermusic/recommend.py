@@ -26,26 +26,36 @@ from .data import EMOTIONS, DataError
 from .lyrics import check_emotion, encoding_error, lexicon_scores, predict_emotions, DUTIR
 
 # %% ../nbs/12_recommend.ipynb #01edf324
-def user_profile(label_lists, # the labels of each typical song, e.g. [['Cheerful', 'Keyboard'], ...]
-                ) -> pd.Series:
-    "Label counts over the typical songs, most frequent first (ties in first-seen order): the paper's [(A1,a1), ...]."
+def user_profile(
+    label_lists,  # the labels of each typical song, e.g. [['Cheerful', 'Keyboard'], ...]
+) -> pd.Series:
+    """Label counts over the typical songs, most frequent first (ties in first-seen order): the
+    paper's [(A1,a1), ...]."""
     c = Counter(l for labels in label_lists for l in dict.fromkeys(labels))
     return pd.Series(dict(c.most_common()), dtype=int, name='count')
 
-def label_similarity(profile:pd.Series, # label counts from `user_profile`
-                     label_lists, # the labels of each candidate song
-                     space:str='profile', # 'profile': the profile's labels only (the paper); 'union': every label
-                    ) -> np.ndarray:
+
+def label_similarity(
+    profile: pd.Series,  # label counts from `user_profile`
+    label_lists,  # the labels of each candidate song
+    # 'profile': the profile's labels only (the paper); 'union': every label
+    space: str = 'profile',
+) -> np.ndarray:
     "Cosine similarity of each candidate's 0/1 label vector to the profile's count vector."
     label_lists = [list(l) for l in label_lists]
-    if space not in ('profile', 'union'): raise ValueError(f"space must be 'profile' or 'union', got {space!r}")
+    if space not in ('profile', 'union'):
+        raise ValueError(f"space must be 'profile' or 'union', got {space!r}")
     vocab = list(profile.index)
-    if space == 'union': vocab += sorted({l for ls in label_lists for l in ls} - set(vocab))
-    if not label_lists: return np.zeros(0)
+    if space == 'union':
+        vocab += sorted({l for ls in label_lists for l in ls} - set(vocab))
+    if not label_lists:
+        return np.zeros(0)
     mlb = MultiLabelBinarizer(classes=vocab)
     import warnings
+
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore', UserWarning)  # labels outside the profile: dropped on purpose in 'profile' space
+        # labels outside the profile: dropped on purpose in 'profile' space
+        warnings.simplefilter('ignore', UserWarning)
         cand = mlb.fit_transform(label_lists)
     prof = profile.reindex(vocab, fill_value=0).to_numpy(dtype=float)[None]
     return cosine_similarity(prof, cand)[0]
@@ -53,175 +63,317 @@ def label_similarity(profile:pd.Series, # label counts from `user_profile`
 # %% ../nbs/12_recommend.ipynb #4d3cc5e4
 from .records import Claim
 
-_TABLE4 = (('Brass', .972, .9723), ('Rise', .972, .9723), ('PDD', .816, .8165), ('Higher', .625, .625), ('All in', .625, .625),
-           ('Adventures', .531, .5303), ('Temptation', .177, .3536), ('Light', .177, .3536))  # song, paper's Cos, ours (quick check)
-CLAIMS = [Claim('yu2020', f'Table 4: cosine similarity of {song}', paper, 'recommend-table4', f'table4.{i}.ours', 0.0015, quick=(ours, 1e-4),
-                evidence='inconsistent' if song in ('Temptation', 'Light') else 'derived',
-                reason='tol: the paper prints three decimals. ' + ('C-only song: the profile counts Cheerful twice, so cos = 2/sqrt(32) = 0.354; the paper printed 1/sqrt(32) = 0.177, exactly a W-only song\'s score: a misprinted label column is as likely as a miscount'
-                        if song in ('Temptation', 'Light') else 'plain cosine of the label counts (formula 5\'s cos^-1 is a typo)'))
-          for i, (song, paper, ours) in enumerate(_TABLE4)]
+_TABLE4 = (
+    ('Brass', 0.972, 0.9723),
+    ('Rise', 0.972, 0.9723),
+    ('PDD', 0.816, 0.8165),
+    ('Higher', 0.625, 0.625),
+    ('All in', 0.625, 0.625),
+    # song, paper's Cos, ours (quick check)
+    ('Adventures', 0.531, 0.5303),
+    ('Temptation', 0.177, 0.3536),
+    ('Light', 0.177, 0.3536),
+)
+CLAIMS = [
+    Claim(
+        'yu2020',
+        f'Table 4: cosine similarity of {song}',
+        paper,
+        'recommend-table4',
+        f'table4.{i}.ours',
+        0.0015,
+        quick=(ours, 1e-4),
+        evidence='inconsistent' if song in ('Temptation', 'Light') else 'derived',
+        reason='tol: the paper prints three decimals. '
+        + (
+            'C-only song: the profile counts Cheerful twice, so cos = 2/sqrt(32) = 0.354; the '
+            'paper printed 1/sqrt(32) = 0.177, exactly a W-only song\'s score: a misprinted '
+            'label column is as likely as a miscount'
+            if song in ('Temptation', 'Light')
+            else 'plain cosine of the label counts (formula 5\'s cos^-1 is a typo)'
+        ),
+    )
+    for i, (song, paper, ours) in enumerate(_TABLE4)
+]
 
 # %% ../nbs/12_recommend.ipynb #aa3baa6b
 SONGS_DIR = 'songs'
 SONGS_JSON, SONGS_CSV, SONGS_XLSX = 'songci300.json', 'songci300.csv', 'songci300.xlsx'
-FORMS = ((58, 'short-form'), (90, 'medium-form'), (math.inf, 'long-form'))  # 小令 / 中调 / 长调 by characters
+# 小令 / 中调 / 长调 by characters
+FORMS = ((58, 'short-form'), (90, 'medium-form'), (math.inf, 'long-form'))
 SEASONS = {'spring': '春', 'summer': '夏', 'autumn': '秋', 'winter': '冬'}
-IMAGERY = {'moon': '月', 'wine': '酒醉', 'flowers': '花', 'willow': '柳', 'rain': '雨', 'tears': '泪',
-           'dream': '梦', 'river': '江', 'tower': '楼阁', 'geese': '雁'}  # label -> any of these characters
+IMAGERY = {
+    'moon': '月',
+    'wine': '酒醉',
+    'flowers': '花',
+    'willow': '柳',
+    'rain': '雨',
+    'tears': '泪',
+    # label -> any of these characters
+    'dream': '梦',
+    'river': '江',
+    'tower': '楼阁',
+    'geese': '雁',
+}
 PLACES = {'西湖': 'West Lake', '长江': 'Yangtze', '太湖': 'Lake Tai', '洞庭湖': 'Dongting Lake'}
 BOOK_TAG = '宋词三百首'
 _HAN = re.compile(r'[\u4e00-\u9fff]')
 
-def song_labels(text:str, # the song's text (simplified script)
-                tags=(), # the collection's tags for the song
-               ) -> list[str]:
-    "The descriptive labels of one song: form, seasons, imagery, lexicon mood and place (see the table above)."
+
+def song_labels(
+    text: str,  # the song's text (simplified script)
+    tags=(),  # the collection's tags for the song
+) -> list[str]:
+    """The descriptive labels of one song: form, seasons, imagery, lexicon mood and place (see the
+    table above)."""
     n = len(_HAN.findall(text))
     labels = [next(l for lim, l in FORMS if n <= lim)]
     labels += [s for s, ch in SEASONS.items() if ch in text]
     labels += [k for k, chars in IMAGERY.items() if any(c in text for c in chars)]
     sc = lexicon_scores(text)
     mood = max(DUTIR.values(), key=lambda c: sc[c])
-    if sc[mood] > 0: labels.append(f'mood:{mood}')
+    if sc[mood] > 0:
+        labels.append(f'mood:{mood}')
     labels += [PLACES.get(t, t) for t in tags if t != BOOK_TAG]
     return labels
 
 # %% ../nbs/12_recommend.ipynb #67f934c8
-def _labels_str(labels) -> str: return '; '.join(labels)
-def _labels_list(s) -> list:
-    if isinstance(s, (list, tuple)): return list(s)
-    return [] if s is None or (isinstance(s, float) and math.isnan(s)) or not str(s).strip() else [l.strip() for l in str(s).split(';') if l.strip()]
+def _labels_str(labels) -> str:
+    return '; '.join(labels)
 
-def read_songci_json(path:str|Path|None=None, # the chinese-poetry json; default: the shipped data/songs/songci300.json
-                     encoding:str='utf-8', # the file's encoding
-                    ) -> list[dict]:
-    "The songs of a chinese-poetry style json (author, rhythmic, paragraphs, tags), with clear errors."
-    path = Path(path) if path else sample_dir()/SONGS_DIR/SONGS_JSON
-    try: songs = json.loads(Path(path).read_text(encoding=encoding))
-    except UnicodeDecodeError as e: raise encoding_error(path, encoding, e) from None
-    except json.JSONDecodeError as e: raise DataError(f'{path}: not valid JSON ({e})') from None
-    if not isinstance(songs, list) or not songs: raise DataError(f'{path}: no songs (expected a non-empty JSON list)')
-    bad = [i for i, s in enumerate(songs) if not isinstance(s, dict) or not {'author', 'rhythmic', 'paragraphs'} <= set(s)]
-    if bad: raise DataError(f'{path}: song(s) {bad[:5]} lack author, rhythmic (tune name) or paragraphs')
+
+def _labels_list(s) -> list:
+    if isinstance(s, (list, tuple)):
+        return list(s)
+    return (
+        []
+        if s is None or (isinstance(s, float) and math.isnan(s)) or not str(s).strip()
+        else [l.strip() for l in str(s).split(';') if l.strip()]
+    )
+
+
+def read_songci_json(
+    # the chinese-poetry json; default: the shipped data/songs/songci300.json
+    path: str | Path | None = None,
+    encoding: str = 'utf-8',  # the file's encoding
+) -> list[dict]:
+    """The songs of a chinese-poetry style json (author, rhythmic, paragraphs, tags), with clear
+    errors."""
+    path = Path(path) if path else sample_dir() / SONGS_DIR / SONGS_JSON
+    try:
+        songs = json.loads(Path(path).read_text(encoding=encoding))
+    except UnicodeDecodeError as e:
+        raise encoding_error(path, encoding, e) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f'{path}: not valid JSON ({e})') from None
+    if not isinstance(songs, list) or not songs:
+        raise DataError(f'{path}: no songs (expected a non-empty JSON list)')
+    bad = [
+        i
+        for i, s in enumerate(songs)
+        if not isinstance(s, dict) or not {'author', 'rhythmic', 'paragraphs'} <= set(s)
+    ]
+    if bad:
+        raise DataError(
+            f'{path}: song(s) {bad[:5]} lack author, rhythmic (tune name) or paragraphs'
+        )
     return songs
 
-def build_song_library(source:str|Path|None=None, # a chinese-poetry json; default: the shipped songci300.json
-                       model=None, # a fitted lyric model; default: `fermusic.lyrics.load_lyric_model()`
-                      ) -> pd.DataFrame:
-    "The song library: id, title (tune), author, text, labels, emotion library and the lyric model's scores."
+
+def build_song_library(
+    source: str | Path | None = None,  # a chinese-poetry json; default: the shipped songci300.json
+    # a fitted lyric model; default: `fermusic.lyrics.load_lyric_model()`
+    model=None,
+) -> pd.DataFrame:
+    """The song library: id, title (tune), author, text, labels, emotion library and the lyric
+    model's scores."""
     songs = read_songci_json(source)
     texts = [''.join(s['paragraphs']) for s in songs]
     pred = predict_emotions(texts, model)
-    lib = pd.DataFrame(dict(id=range(len(songs)), title=[s['rhythmic'] for s in songs], author=[s['author'] for s in songs],
-                            text=texts, chars=[len(_HAN.findall(t)) for t in texts],
-                            labels=[song_labels(t, s.get('tags') or ()) for t, s in zip(texts, songs)]))
+    lib = pd.DataFrame(
+        dict(
+            id=range(len(songs)),
+            title=[s['rhythmic'] for s in songs],
+            author=[s['author'] for s in songs],
+            text=texts,
+            chars=[len(_HAN.findall(t)) for t in texts],
+            labels=[song_labels(t, s.get('tags') or ()) for t, s in zip(texts, songs)],
+        )
+    )
     lib['emotion'] = pred.emotion.to_numpy()
     lib['lexicon_hits'] = pred.hits.to_numpy()
-    for e in EMOTIONS: lib[f'score_{e}'] = pred[f'score_{e}'].round(4).to_numpy()
+    for e in EMOTIONS:
+        lib[f'score_{e}'] = pred[f'score_{e}'].round(4).to_numpy()
     return lib
 
 # %% ../nbs/12_recommend.ipynb #b528f7cb
-ABOUT = ("280 Song-dynasty ci from 宋词三百首 (public-domain texts), from the chinese-poetry collection "
-         "(github.com/chinese-poetry/chinese-poetry, MIT licence). Labels and emotion libraries are derived by "
-         "fermusic (nbs/12_recommend.ipynb, nbs/11_lyrics.ipynb); see data/songs/README.md.")
+ABOUT = (
+    "280 Song-dynasty ci from 宋词三百首 (public-domain texts), from the chinese-poetry collection "
+    "(github.com/chinese-poetry/chinese-poetry, MIT licence). Labels and emotion libraries are "
+    "derived by "
+    "fermusic (nbs/12_recommend.ipynb, nbs/11_lyrics.ipynb); see data/songs/README.md."
+)
 REQUIRED = ('title', 'author', 'labels', 'emotion')
 
-def save_song_library(lib:pd.DataFrame, # from `build_song_library`
-                      folder:str|Path|None=None, # default: the shipped data/songs/
-                     ) -> tuple:
-    "Write the library as songci300.csv and songci300.xlsx (all songs, one sheet per emotion, about)."
-    folder = Path(folder) if folder else sample_dir()/SONGS_DIR; folder.mkdir(parents=True, exist_ok=True)
-    out = lib.assign(labels=lib.labels.map(_labels_str))
-    out.to_csv(folder/SONGS_CSV, index=False, encoding='utf-8', lineterminator='\n')
-    with pd.ExcelWriter(folder/SONGS_XLSX, engine='openpyxl') as xw:
-        out.to_excel(xw, sheet_name='library', index=False)
-        for e in EMOTIONS: out[out.emotion == e].to_excel(xw, sheet_name=e, index=False)
-        pd.DataFrame(dict(about=[ABOUT])).to_excel(xw, sheet_name='about', index=False)
-    return folder/SONGS_CSV, folder/SONGS_XLSX
 
-def load_song_library(path:str|Path|None=None, # .csv, .xlsx or a chinese-poetry .json; default: the shipped songci300.csv
-                      encoding:str='utf-8', # encoding of a .csv or .json
-                     ) -> pd.DataFrame:
-    "The song library as a table with `labels` as lists, checked: not empty, the needed columns, known emotions."
-    path = Path(path) if path else sample_dir()/SONGS_DIR/SONGS_CSV
-    if not path.is_file(): raise FileNotFoundError(f'no song library at {path}')
-    if path.suffix == '.json': lib = build_song_library(path)
+def save_song_library(
+    lib: pd.DataFrame,  # from `build_song_library`
+    folder: str | Path | None = None,  # default: the shipped data/songs/
+) -> tuple:
+    """Write the library as songci300.csv and songci300.xlsx (all songs, one sheet per emotion,
+    about)."""
+    folder = Path(folder) if folder else sample_dir() / SONGS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    out = lib.assign(labels=lib.labels.map(_labels_str))
+    out.to_csv(folder / SONGS_CSV, index=False, encoding='utf-8', lineterminator='\n')
+    with pd.ExcelWriter(folder / SONGS_XLSX, engine='openpyxl') as xw:
+        out.to_excel(xw, sheet_name='library', index=False)
+        for e in EMOTIONS:
+            out[out.emotion == e].to_excel(xw, sheet_name=e, index=False)
+        pd.DataFrame(dict(about=[ABOUT])).to_excel(xw, sheet_name='about', index=False)
+    return folder / SONGS_CSV, folder / SONGS_XLSX
+
+
+def load_song_library(
+    # .csv, .xlsx or a chinese-poetry .json; default: the shipped songci300.csv
+    path: str | Path | None = None,
+    encoding: str = 'utf-8',  # encoding of a .csv or .json
+) -> pd.DataFrame:
+    """The song library as a table with `labels` as lists, checked: not empty, the needed columns,
+    known emotions."""
+    path = Path(path) if path else sample_dir() / SONGS_DIR / SONGS_CSV
+    if not path.is_file():
+        raise FileNotFoundError(f'no song library at {path}')
+    if path.suffix == '.json':
+        lib = build_song_library(path)
     else:
-        try: lib = pd.read_excel(path, sheet_name='library') if path.suffix in ('.xlsx', '.xls') else pd.read_csv(path, encoding=encoding)
-        except UnicodeDecodeError as e: raise encoding_error(path, encoding, e) from None
-        except pd.errors.EmptyDataError: lib = pd.DataFrame()
-    if lib.empty: raise DataError(f'{path}: the song library is empty; it needs at least one song with {", ".join(REQUIRED)}')
+        try:
+            lib = (
+                pd.read_excel(path, sheet_name='library')
+                if path.suffix in ('.xlsx', '.xls')
+                else pd.read_csv(path, encoding=encoding)
+            )
+        except UnicodeDecodeError as e:
+            raise encoding_error(path, encoding, e) from None
+        except pd.errors.EmptyDataError:
+            lib = pd.DataFrame()
+    if lib.empty:
+        raise DataError(
+            f'{path}: the song library is empty; it needs at least one song with '
+            f'{", ".join(REQUIRED)}'
+        )
     missing = [c for c in REQUIRED if c not in lib.columns]
-    if missing: raise DataError(f'{path}: missing column(s) {missing}; a song library has {", ".join(REQUIRED)}')
+    if missing:
+        raise DataError(
+            f'{path}: missing column(s) {missing}; a song library has {", ".join(REQUIRED)}'
+        )
     lib['labels'] = lib['labels'].map(_labels_list)
     bad = sorted(set(lib.emotion.astype(str)) - set(EMOTIONS))
-    if bad: raise DataError(f'{path}: unknown emotion(s) {bad} in column emotion; valid: {", ".join(EMOTIONS)}')
-    if 'id' not in lib.columns: lib.insert(0, 'id', range(len(lib)))
+    if bad:
+        raise DataError(
+            f'{path}: unknown emotion(s) {bad} in column emotion; valid: {", ".join(EMOTIONS)}'
+        )
+    if 'id' not in lib.columns:
+        lib.insert(0, 'id', range(len(lib)))
     return lib
 
 # %% ../nbs/12_recommend.ipynb #01d9217e
-def emotion_library(lib:pd.DataFrame, # the song library
-                    emotion:str, # an emotion name (see `fermusic.lyrics.check_emotion`)
-                    min_size:int=10, # top a smaller library up with the songs scored highest for `emotion`
-                   ) -> pd.DataFrame:
-    "The songs of one emotion library, most typical first; `in_library` is False for the top-up songs."
-    e = check_emotion(emotion); score = f'score_{e}'
+def emotion_library(
+    lib: pd.DataFrame,  # the song library
+    emotion: str,  # an emotion name (see `fermusic.lyrics.check_emotion`)
+    # top a smaller library up with the songs scored highest for `emotion`
+    min_size: int = 10,
+) -> pd.DataFrame:
+    """The songs of one emotion library, most typical first; `in_library` is False for the top-up
+    songs."""
+    e = check_emotion(emotion)
+    score = f'score_{e}'
     inside = lib[lib.emotion == e].assign(in_library=True)
     if score in lib.columns:
         inside = inside.sort_values([score, 'id'], ascending=[False, True], kind='stable')
         if len(inside) < min_size:
-            extra = lib[lib.emotion != e].sort_values([score, 'id'], ascending=[False, True], kind='stable').head(min_size - len(inside))
+            extra = (
+                lib[lib.emotion != e]
+                .sort_values([score, 'id'], ascending=[False, True], kind='stable')
+                .head(min_size - len(inside))
+            )
             inside = pd.concat([inside, extra.assign(in_library=False)])
-    if inside.empty: raise ValueError(f"the '{e}' library is empty and the library has no {score} column to fill it from")
+    if inside.empty:
+        raise ValueError(
+            f"the '{e}' library is empty and the library has no {score} column to fill it from"
+        )
     return inside
 
-def typical_songs(lib:pd.DataFrame, # the song library
-                  emotion:str, # the emotion library to take them from
-                  n:int=3, # how many (the paper: three)
-                  min_size:int=10, # see `emotion_library`
-                 ) -> pd.DataFrame:
-    "The `n` most typical songs of an emotion library: the ones the lyric model scores highest for it."
+
+def typical_songs(
+    lib: pd.DataFrame,  # the song library
+    emotion: str,  # the emotion library to take them from
+    n: int = 3,  # how many (the paper: three)
+    min_size: int = 10,  # see `emotion_library`
+) -> pd.DataFrame:
+    """The `n` most typical songs of an emotion library: the ones the lyric model scores highest for
+    it."""
     return emotion_library(lib, emotion, min_size).head(n)
 
 # %% ../nbs/12_recommend.ipynb #e7c8adfc
 POLICIES = ('match', 'lift')
-LIFT = {'sad': 'happy', 'fear': 'happy', 'disgust': 'happy', 'angry': 'neutral'}  # negative emotion -> library to lift to
+# negative emotion -> library to lift to
+LIFT = {'sad': 'happy', 'fear': 'happy', 'disgust': 'happy', 'angry': 'neutral'}
 
-def target_library(emotion:str, # the recognised emotion
-                   policy:str='match', # 'match' or 'lift'
-                  ) -> str:
+
+def target_library(
+    emotion: str,  # the recognised emotion
+    policy: str = 'match',  # 'match' or 'lift'
+) -> str:
     "The emotion library to recommend from under `policy`."
     e = check_emotion(emotion)
-    if policy not in POLICIES: raise ValueError(f'Unknown policy {policy!r}; choose one of {POLICIES}')
+    if policy not in POLICIES:
+        raise ValueError(f'Unknown policy {policy!r}; choose one of {POLICIES}')
     return LIFT.get(e, e) if policy == 'lift' else e
 
 # %% ../nbs/12_recommend.ipynb #e32506e3
-def _resolve_typical(lib:pd.DataFrame, typical) -> pd.DataFrame:
-    "Rows of `lib` named by `typical`: song ids or titles (a title names every song sung to that tune)."
+def _resolve_typical(lib: pd.DataFrame, typical) -> pd.DataFrame:
+    """Rows of `lib` named by `typical`: song ids or titles (a title names every song sung to that
+    tune)."""
     rows = []
     for t in typical:
         hit = lib[lib.id == t] if isinstance(t, (int, np.integer)) else lib[lib.title == str(t)]
-        if hit.empty: raise ValueError(f'typical song {t!r} is not in the library (give ids from its `id` column or titles from `title`)')
+        if hit.empty:
+            raise ValueError(
+                f'typical song {t!r} is not in the library (give ids from its `id` column or '
+                'titles from `title`)'
+            )
         rows.append(hit)
     return pd.concat(rows).drop_duplicates('id')
 
-def recommend(emotion:str, # the recognised emotion, e.g. 'happy' (synonyms such as 'happiness' work too)
-              library:pd.DataFrame|None=None, # the song library; default: `load_song_library()`
-              top_k:int=5, # how many songs to return
-              policy:str='match', # 'match' (the paper) or 'lift' (see `LIFT`)
-              typical=None, # the user's typical songs (ids or titles); default: the 3 most typical of the mood's library
-              space:str='profile', # see `label_similarity`
-              min_size:int=10, # see `emotion_library`
-             ) -> pd.DataFrame:
-    "Songs for a listener in `emotion`: rank, id, title, author, library, similarity, matched labels."
-    e = check_emotion(emotion); target = target_library(e, policy)
-    if not isinstance(top_k, (int, np.integer)) or top_k < 1: raise ValueError(f'top_k must be a positive integer, got {top_k!r}')
+
+def recommend(
+    emotion: str,  # the recognised emotion, e.g. 'happy' (synonyms such as 'happiness' work too)
+    library: pd.DataFrame | None = None,  # the song library; default: `load_song_library()`
+    top_k: int = 5,  # how many songs to return
+    policy: str = 'match',  # 'match' (the paper) or 'lift' (see `LIFT`)
+    # the user's typical songs (ids or titles); default: the 3 most typical of the mood's library
+    typical=None,
+    space: str = 'profile',  # see `label_similarity`
+    min_size: int = 10,  # see `emotion_library`
+) -> pd.DataFrame:
+    """Songs for a listener in `emotion`: rank, id, title, author, library, similarity, matched
+    labels."""
+    e = check_emotion(emotion)
+    target = target_library(e, policy)
+    if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f'top_k must be a positive integer, got {top_k!r}')
     lib = load_song_library() if library is None else library
-    if lib is None or len(lib) == 0: raise ValueError('the song library is empty: nothing to recommend from')
+    if lib is None or len(lib) == 0:
+        raise ValueError('the song library is empty: nothing to recommend from')
     missing = [c for c in REQUIRED if c not in lib.columns]
-    if missing: raise ValueError(f'the song library lacks column(s) {missing}; load it with `load_song_library`')
+    if missing:
+        raise ValueError(
+            f'the song library lacks column(s) {missing}; load it with `load_song_library`'
+        )
     lib = lib.assign(labels=lib['labels'].map(_labels_list))
-    if 'id' not in lib.columns: lib = lib.assign(id=range(len(lib)))
+    if 'id' not in lib.columns:
+        lib = lib.assign(id=range(len(lib)))
     typ = typical_songs(lib, e, 3, min_size) if typical is None else _resolve_typical(lib, typical)
     prof = user_profile(typ.labels)
     cand = emotion_library(lib, target, min_size)
@@ -229,11 +381,26 @@ def recommend(emotion:str, # the recognised emotion, e.g. 'happy' (synonyms such
     cand['similarity'] = label_similarity(prof, cand.labels, space) if len(cand) else []
     score = f'score_{target}'
     keys = ['similarity', *([score] if score in cand.columns else []), 'id']
-    cand = cand.sort_values(keys, ascending=[False] * (len(keys) - 1) + [True], kind='stable').head(top_k)
-    out = pd.DataFrame(dict(rank=range(1, len(cand) + 1), id=cand.id.to_numpy(), title=cand.title.to_numpy(),
-                            author=cand.author.to_numpy(), library=target, similarity=cand.similarity.round(3).to_numpy(),
-                            matched_labels=[[l for l in ls if l in prof.index] for ls in cand.labels],
-                            in_library=cand.in_library.to_numpy()))
-    out.attrs.update(emotion=e, policy=policy, library=target, profile=prof.to_dict(),
-                     typical=typ[['id', 'title', 'author']].to_dict('records'))
+    cand = cand.sort_values(keys, ascending=[False] * (len(keys) - 1) + [True], kind='stable').head(
+        top_k
+    )
+    out = pd.DataFrame(
+        dict(
+            rank=range(1, len(cand) + 1),
+            id=cand.id.to_numpy(),
+            title=cand.title.to_numpy(),
+            author=cand.author.to_numpy(),
+            library=target,
+            similarity=cand.similarity.round(3).to_numpy(),
+            matched_labels=[[l for l in ls if l in prof.index] for ls in cand.labels],
+            in_library=cand.in_library.to_numpy(),
+        )
+    )
+    out.attrs.update(
+        emotion=e,
+        policy=policy,
+        library=target,
+        profile=prof.to_dict(),
+        typical=typ[['id', 'title', 'author']].to_dict('records'),
+    )
     return out

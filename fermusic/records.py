@@ -9,8 +9,19 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 import numpy as np
-from .config import (get_profile, repo_root, results_dir, thread_count, keras_backend, kit_env,
-                             PROFILE_ENV, OVERRIDES_ENV, DATA_ENV, THREADS_ENV, INTEROP_ENV)
+from fermusic.config import (
+    get_profile,
+    repo_root,
+    results_dir,
+    thread_count,
+    keras_backend,
+    kit_env,
+    PROFILE_ENV,
+    OVERRIDES_ENV,
+    DATA_ENV,
+    THREADS_ENV,
+    INTEROP_ENV,
+)
 
 # %% auto #0
 __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
@@ -18,35 +29,65 @@ __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerator
            'full_records', 'compare', 'Claim', 'record_value']
 
 # %% ../nbs/02_records.ipynb #ce001fff
-def git_state(root:Path|None=None, # checkout to ask; default: `repo_root()`
-             ) -> dict:
-    "The git commit of the checkout and whether it had uncommitted changes (None where git is unavailable)."
+def git_state(
+    root: Path | None = None,  # checkout to ask; default: `repo_root()`
+) -> dict:
+    """The git commit of the checkout and whether it had uncommitted changes (None where git is
+    unavailable)."""
     root = root or repo_root()
+
     def _git(*args):
-        return subprocess.run(['git', *args], cwd=root, capture_output=True, text=True, timeout=20, check=True).stdout.strip()
-    try: commit, dirty = _git('rev-parse', 'HEAD') or None, bool(_git('status', '--porcelain', '--untracked-files=no'))
-    except Exception: commit, dirty = None, None
+        return subprocess.run(
+            ['git', *args], cwd=root, capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
+
+    try:
+        commit, dirty = (
+            _git('rev-parse', 'HEAD') or None,
+            bool(_git('status', '--porcelain', '--untracked-files=no')),
+        )
+    except Exception:
+        commit, dirty = None, None
     return dict(commit=commit, dirty=dirty if commit else None)
 
 # %% ../nbs/02_records.ipynb #d2b472bf
-PACKAGES = ('fermusic', 'keras', 'tensorflow', 'jax', 'jaxlib', 'numpy', 'scikit-learn', 'scikit-image', 'dlib-bin', 'dlib', 'jieba')
+PACKAGES = (
+    'fermusic',
+    'keras',
+    'tensorflow',
+    'jax',
+    'jaxlib',
+    'numpy',
+    'scikit-learn',
+    'scikit-image',
+    'dlib-bin',
+    'dlib',
+    'jieba',
+)
 
-def package_versions(names=PACKAGES, # distribution names to report
-                    ) -> dict:
+
+def package_versions(
+    names=PACKAGES,  # distribution names to report
+) -> dict:
     "Installed versions of `names` (absent ones are left out), plus Python's."
     res = {'python': platform.python_version()}
     for n in names:
-        try: res[n] = metadata.version(n)
-        except metadata.PackageNotFoundError: pass
+        try:
+            res[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
     return res
 
 # %% ../nbs/02_records.ipynb #a586d98f
 def _cpu_model():
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
+
 
 def accelerators() -> list:
     "The accelerators visible to the active Keras backend (empty on CPU)."
@@ -54,205 +95,341 @@ def accelerators() -> list:
     try:
         if backend == 'jax':
             import jax
+
             return [str(d) for d in jax.devices() if d.platform != 'cpu']
         if backend == 'tensorflow':
             import tensorflow as tf
+
             return [d.name for d in tf.config.list_physical_devices('GPU')]
         if backend == 'torch':
             import torch
+
             return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception: pass
+    except Exception:
+        pass
     return []
 
+
 def hardware() -> dict:
-    "The machine a run ran on: OS, CPU model and count, memory, Keras backend, accelerators and threads."
-    try: mem = round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30, 1)
-    except (ValueError, OSError, AttributeError): mem = None
-    return dict(platform=platform.platform(), cpu=_cpu_model(), cpu_count=os.cpu_count(), memory_gib=mem,
-                keras_backend=keras_backend(), accelerators=accelerators(),
-                threads=thread_count())
+    """The machine a run ran on: OS, CPU model and count, memory, Keras backend, accelerators and
+    threads."""
+    try:
+        mem = round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        mem = None
+    return dict(
+        platform=platform.platform(),
+        cpu=_cpu_model(),
+        cpu_count=os.cpu_count(),
+        memory_gib=mem,
+        keras_backend=keras_backend(),
+        accelerators=accelerators(),
+        threads=thread_count(),
+    )
 
 # %% ../nbs/02_records.ipynb #5fce958b
 def current_command() -> str:
     "How this process was started, in a form a person can re-run."
     e = kit_env()
-    if e.command: return e.command
-    if 'ipykernel' in sys.modules: return f'interactive notebook session (profile {e.profile})'
+    if e.command:
+        return e.command
+    if 'ipykernel' in sys.modules:
+        return f'interactive notebook session (profile {e.profile})'
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv[0] != '-c' else sys.orig_argv
-    env = [f'{k}={shlex.quote(e.raw[k])}' for k in (PROFILE_ENV, DATA_ENV, OVERRIDES_ENV, THREADS_ENV, INTEROP_ENV)
-           if k in e.raw]
-    return ' '.join(env + [shlex.quote(a) for a in argv])   # `python -c CODE` keeps its code (sys.orig_argv)
+    env = [
+        f'{k}={shlex.quote(e.raw[k])}'
+        for k in (PROFILE_ENV, DATA_ENV, OVERRIDES_ENV, THREADS_ENV, INTEROP_ENV)
+        if k in e.raw
+    ]
+    # `python -c CODE` keeps its code (sys.orig_argv)
+    return ' '.join(env + [shlex.quote(a) for a in argv])
 
 # %% ../nbs/02_records.ipynb #e50032ff
 def to_jsonable(o):
-    "Convert numpy scalars/arrays, paths, tuples and sets (recursively) into JSON-serialisable values."
-    if isinstance(o, dict): return {str(k): to_jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple, set)): return [to_jsonable(v) for v in o]
-    if isinstance(o, np.ndarray): return to_jsonable(o.tolist())
-    if isinstance(o, np.generic): return to_jsonable(o.item())
-    if isinstance(o, float) and not math.isfinite(o): return None
-    if isinstance(o, Path): return str(o)
-    if isinstance(o, (str, int, float, bool)) or o is None: return o
+    """Convert numpy scalars/arrays, paths, tuples and sets (recursively) into JSON-serialisable
+    values."""
+    if isinstance(o, dict):
+        return {str(k): to_jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, set)):
+        return [to_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return to_jsonable(o.tolist())
+    if isinstance(o, np.generic):
+        return to_jsonable(o.item())
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (str, int, float, bool)) or o is None:
+        return o
     return str(o)
 
-def write_json_atomic(path:Path|str, # the file to (over)write
-                      obj, # anything `to_jsonable` accepts
-                     ) -> Path:
-    "Write `obj` as JSON to `path` through a temporary file and a rename: readers see the old file or the new, never half."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+
+def write_json_atomic(
+    path: Path | str,  # the file to (over)write
+    obj,  # anything `to_jsonable` accepts
+) -> Path:
+    """Write `obj` as JSON to `path` through a temporary file and a rename: readers see the old file
+    or the new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f: json.dump(to_jsonable(obj), f, indent=1, ensure_ascii=False)
-        umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the record ordinary permissions
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump(to_jsonable(obj), f, indent=1, ensure_ascii=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp makes 0600 files; give the record ordinary permissions
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 # %% ../nbs/02_records.ipynb #aeca3f40
 class RunRecord(dict):
-    "One run's record: a dict with attribute access (a field it lacks raises), saved as JSON by `recording`."
+    """One run's record: a dict with attribute access (a field it lacks raises), saved as JSON by
+    `recording`."""
+
     def __getattr__(self, k):
-        try: return self[k]
-        except KeyError: raise AttributeError(
-            f"run record {self.get('name')!r} has no field {k!r} (fields: {', '.join(sorted(self))}); "
-            f"use rec.get({k!r}) for a field that may be absent") from None
-    def __setattr__(self, k, v): self[k] = v
-    def add_evaluation(self, ev:dict, # the result of `fermusic.train.classification_metrics` or `evaluate`
-                       split:str='test', # the name of the split it was measured on
-                      ):
+        try:
+            return self[k]
+        except KeyError:
+            raise AttributeError(
+                f"run record {self.get('name')!r} has no field {k!r} (fields: "
+                f"{', '.join(sorted(self))}); "
+                f"use rec.get({k!r}) for a field that may be absent"
+            ) from None
+
+    def __setattr__(self, k, v):
+        self[k] = v
+
+    def add_evaluation(
+        self,
+        ev: dict,  # the result of `fermusic.train.classification_metrics` or `evaluate`
+        split: str = 'test',  # the name of the split it was measured on
+    ):
         "Store an evaluation under `evaluations[split]`; the first one added also fills `metrics`."
-        self.setdefault('evaluations', {})[split] = {k: v for k, v in ev.items() if k not in ('y_true', 'y_pred', 'proba')}
-        if not self.get('metrics'): self['metrics'] = {k: ev[k] for k in ('accuracy', 'precision', 'recall', 'f1', 'error_rate') if k in ev}
+        self.setdefault('evaluations', {})[split] = {
+            k: v for k, v in ev.items() if k not in ('y_true', 'y_pred', 'proba')
+        }
+        if not self.get('metrics'):
+            self['metrics'] = {
+                k: ev[k] for k in ('accuracy', 'precision', 'recall', 'f1', 'error_rate') if k in ev
+            }
         return self
 
-def record_path(rec:dict, root:Path|str|None=None) -> Path:
+
+def record_path(rec: dict, root: Path | str | None = None) -> Path:
     "Where `rec` is written: <root>/<profile>/<paper>/<name>__seed<seed>__<timestamp>.json."
     stamp = rec['started'].replace(':', '').replace('-', '').split('.')[0].replace('+0000', 'Z')
-    return Path(root or results_dir())/rec['profile']/rec['paper']/f"{rec['name']}__seed{rec['seed']}__{stamp}.json"
+    return (
+        Path(root or results_dir())
+        / rec['profile']
+        / rec['paper']
+        / f"{rec['name']}__seed{rec['seed']}__{stamp}.json"
+    )
 
-def _reads_sample(dataset:dict|None) -> bool:
+
+def _reads_sample(dataset: dict | None) -> bool:
     "Does the run's data path lie in the shipped samples (data/ of the checkout)?"
     p, root = (dataset or {}).get('path'), repo_root()
-    if not p or root is None: return False
-    p = Path(p) if Path(p).is_absolute() else root/p
-    try: p.resolve().relative_to((root/'data').resolve()); return True
-    except ValueError: return False
+    if not p or root is None:
+        return False
+    p = Path(p) if Path(p).is_absolute() else root / p
+    try:
+        p.resolve().relative_to((root / 'data').resolve())
+        return True
+    except ValueError:
+        return False
+
 
 @contextmanager
-def recording(name:str, # what was run, e.g. 'cnn8-7x7'
-              paper:str, # which paper it reproduces: 'yu2020', 'han', 'ugochukwu', 'shinde', or 'kit'
-              seed:int|None=None, # the seed the run used
-              profile:str|None=None, # default: the active profile
-              params:dict|None=None, # every setting that shaped the run
-              dataset:dict|None=None, # what data: name, path (relative where possible), split sizes
-              command:str|None=None, # how to re-run it; default: this process's command line
-              root:Path|str|None=None, # results folder; default: `results_dir()`
-              save:bool=True, # write the file on success
-             ):
-    "Context manager: time one run, collect its results in a `RunRecord`, and write it atomically on success."
-    rec = RunRecord(name=name, paper=paper, seed=seed, profile=get_profile(profile), params=params or {},
-                    dataset=dataset or {}, command=command or current_command(),
-                    overrides=kit_env().overrides,
-                    started=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'),
-                    metrics={}, history={}, notes=[])
+def recording(
+    name: str,  # what was run, e.g. 'cnn8-7x7'
+    # which paper it reproduces: 'yu2020', 'han', 'ugochukwu', 'shinde', or 'kit'
+    paper: str,
+    seed: int | None = None,  # the seed the run used
+    profile: str | None = None,  # default: the active profile
+    params: dict | None = None,  # every setting that shaped the run
+    dataset: dict | None = None,  # what data: name, path (relative where possible), split sizes
+    command: str | None = None,  # how to re-run it; default: this process's command line
+    root: Path | str | None = None,  # results folder; default: `results_dir()`
+    save: bool = True,  # write the file on success
+):
+    """Context manager: time one run, collect its results in a `RunRecord`, and write it atomically
+    on success."""
+    rec = RunRecord(
+        name=name,
+        paper=paper,
+        seed=seed,
+        profile=get_profile(profile),
+        params=params or {},
+        dataset=dataset or {},
+        command=command or current_command(),
+        overrides=kit_env().overrides,
+        started=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'),
+        metrics={},
+        history={},
+        notes=[],
+    )
     if rec['profile'] == 'full' and _reads_sample(dataset):
-        raise ValueError(f"a full-profile record of a run on the shipped sample ({dataset['path']}): the data were "
-                         "found in the quick profile. Set {PROFILE_ENV}=full (or `fermusic --profile full`) and "
-                         f"{DATA_ENV} before the run, or record it as quick.")
-    rec.update(git=git_state(), versions=package_versions(), hardware=hardware())  # the code and machine the run starts with
+        raise ValueError(
+            f"a full-profile record of a run on the shipped sample ({dataset['path']}): the data "
+            "were "
+            "found in the quick profile. Set {PROFILE_ENV}=full (or `fermusic --profile full`) and "
+            f"{DATA_ENV} before the run, or record it as quick."
+        )
+    # the code and machine the run starts with
+    rec.update(git=git_state(), versions=package_versions(), hardware=hardware())
     t0 = time.perf_counter()
     yield rec
     rec['duration_s'] = round(time.perf_counter() - t0, 2)
     rec['finished'] = dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
-    if save: rec['path'] = str(write_json_atomic(record_path(rec, root), rec))
+    if save:
+        rec['path'] = str(write_json_atomic(record_path(rec, root), rec))
 
 # %% ../nbs/02_records.ipynb #98a1d63b
-def load_records(root:Path|str|None=None, # results folder; default: `results_dir()`
-                 on_error:str='warn', # 'warn', 'raise' or 'ignore' for unreadable files
-                 **filters, # keep records whose field equals the value, e.g. paper='yu2020', profile='full'
-                ) -> list[dict]:
+def load_records(
+    root: Path | str | None = None,  # results folder; default: `results_dir()`
+    on_error: str = 'warn',  # 'warn', 'raise' or 'ignore' for unreadable files
+    # keep records whose field equals the value, e.g. paper='yu2020', profile='full'
+    **filters,
+) -> list[dict]:
     "All run records under `root` that match `filters`, newest first."
     import warnings
-    root = Path(root or results_dir()); recs = []
+
+    root = Path(root or results_dir())
+    recs = []
     for p in sorted(root.rglob('*.json')):
-        if p.name.startswith('.'): continue
+        if p.name.startswith('.'):
+            continue
         try:
             r = json.loads(p.read_text(encoding='utf-8'))
-            if not isinstance(r, dict) or not {'name', 'paper', 'profile'} <= set(r): raise ValueError('not a run record')
+            if not isinstance(r, dict) or not {'name', 'paper', 'profile'} <= set(r):
+                raise ValueError('not a run record')
         except (ValueError, OSError) as e:
-            if on_error == 'raise': raise ValueError(f'{p}: {e}') from None
-            if on_error == 'warn': warnings.warn(f'skipping {p}: {e}')
+            if on_error == 'raise':
+                raise ValueError(f'{p}: {e}') from None
+            if on_error == 'warn':
+                warnings.warn(f'skipping {p}: {e}')
             continue
         r['path'] = str(p)
-        if all(r.get(k) == v for k, v in filters.items()): recs.append(r)
+        if all(r.get(k) == v for k, v in filters.items()):
+            recs.append(r)
     return sorted(recs, key=lambda r: r.get('started', ''), reverse=True)
 
-def records_frame(recs:list[dict], # records from `load_records`
-                  metrics=('accuracy',), # metric names to show as columns
-                 ):
+
+def records_frame(
+    recs: list[dict],  # records from `load_records`
+    metrics=('accuracy',),  # metric names to show as columns
+):
     "A pandas table of `recs`: name, profile, seed, chosen metrics, hardware, date, duration."
     import pandas as pd
-    rows = [dict(name=r['name'], paper=r['paper'], profile=r['profile'], seed=r.get('seed'),
-                 **{m: (r.get('metrics') or {}).get(m) for m in metrics},
-                 backend=(r.get('hardware') or {}).get('keras_backend'),
-                 accelerator=', '.join((r.get('hardware') or {}).get('accelerators') or []) or 'CPU',
-                 date=(r.get('started') or '')[:10], duration_s=r.get('duration_s')) for r in recs]
+
+    rows = [
+        dict(
+            name=r['name'],
+            paper=r['paper'],
+            profile=r['profile'],
+            seed=r.get('seed'),
+            **{m: (r.get('metrics') or {}).get(m) for m in metrics},
+            backend=(r.get('hardware') or {}).get('keras_backend'),
+            accelerator=', '.join((r.get('hardware') or {}).get('accelerators') or []) or 'CPU',
+            date=(r.get('started') or '')[:10],
+            duration_s=r.get('duration_s'),
+        )
+        for r in recs
+    ]
     return pd.DataFrame(rows)
 
 # %% ../nbs/02_records.ipynb #55e6e955
-def full_records(paper:str, # 'yu2020', 'han', 'ugochukwu', 'shinde'
-                 root:Path|str|None=None, # results folder; default: `results_dir()`
-                ) -> dict:
-    "The committed full-profile records of `paper`, grouped by run name, newest first: {name: [records]}."
+def full_records(
+    paper: str,  # 'yu2020', 'han', 'ugochukwu', 'shinde'
+    root: Path | str | None = None,  # results folder; default: `results_dir()`
+) -> dict:
+    """The committed full-profile records of `paper`, grouped by run name, newest first: {name:
+    [records]}."""
     out = {}
-    for r in load_records(root, paper=paper, profile='full'): out.setdefault(r['name'], []).append(r)
+    for r in load_records(root, paper=paper, profile='full'):
+        out.setdefault(r['name'], []).append(r)
     return out
 
 # %% ../nbs/02_records.ipynb #09bced07
-def compare(paper:float, # the paper's number
-            ours:float|None, # ours (None: not measured)
-            tol:float, # the largest |ours - paper| still called reproduced, in the same units
-           ) -> dict:
-    "Paper vs ours with the difference and a verdict: 'reproduced', 'not reproduced' or 'not measured'."
+def compare(
+    paper: float,  # the paper's number
+    ours: float | None,  # ours (None: not measured)
+    tol: float,  # the largest |ours - paper| still called reproduced, in the same units
+) -> dict:
+    """Paper vs ours with the difference and a verdict: 'reproduced', 'not reproduced' or 'not
+    measured'."""
     if ours is None or (isinstance(ours, float) and math.isnan(ours)):
         return dict(paper=paper, ours=None, diff=None, tol=tol, verdict='not measured')
     diff = ours - paper
-    return dict(paper=paper, ours=ours, diff=diff, tol=tol, verdict='reproduced' if abs(diff) <= tol else 'not reproduced')
+    return dict(
+        paper=paper,
+        ours=ours,
+        diff=diff,
+        tol=tol,
+        verdict='reproduced' if abs(diff) <= tol else 'not reproduced',
+    )
 
 # %% ../nbs/02_records.ipynb #cea25254
 from dataclasses import dataclass
 
-EVIDENCE = ('run', 'substitute', 'derived', 'inconsistent')  # what a claim's number rests on (see `Claim.evidence`)
+# What a claim's number rests on (`Claim.evidence`): 'run' (the paper's experiment), 'substitute'
+# (other data or setting), 'derived' (arithmetic on the paper's numbers or data), 'inconsistent'
+# (the paper's own numbers contradict each other).
+EVIDENCE = ('run', 'substitute', 'derived', 'inconsistent')
+
 
 @dataclass
 class Claim:
     "One number of a paper, the record that measures it, and how close counts as reproduced."
-    paper:str # paper key: 'yu2020', 'han', 'ugochukwu', 'shinde'
-    claim:str # what and where, e.g. 'Table 1: fusion, average accuracy, FER2013'
-    paper_value:float|None # the paper's number (a fraction for accuracies), None if it gives none
-    record:str|None # the `name` of the record that measures it; None: not measurable here
-    metric:str='metrics.accuracy' # dotted path into the record, e.g. 'evaluations.test.per_class.happy.recall'
-    tolerance:float|None=None # |ours - paper| still called reproduced; None: the scoreboard's one rule (a 95% interval)
-    quick:tuple|None=None # (expected, tolerance) for the quick-profile record of the same name
-    reason:str='' # one line: why it differs, or why it cannot be measured here (and why a stated tolerance)
-    quick_record:str|None=None # the quick-profile record's name where it differs from `record`
-    evidence:str='run' # 'run' (the paper's experiment), 'substitute' (other data or setting), 'derived' (arithmetic
-                       # on the paper's numbers or data), 'inconsistent' (the paper's own numbers contradict each other)
-    schedule_record:str|None=None # the record of the training behind `record`, where `record` only scores its model
-    def __post_init__(self):
-        if self.evidence not in EVIDENCE: raise ValueError(f'{self.claim}: evidence={self.evidence!r}; choose one of {EVIDENCE}')
 
-def record_value(rec:dict|None, # a run record
-                 metric, # dotted path, e.g. 'evaluations.test.accuracy' ('history.loss.-1': a list item), or a function of the record
-                ):
-    "The value at `metric` in `rec`, or None where the record or the path is missing."
-    if rec is None: return None
-    if callable(metric): return metric(rec)
+    paper: str  # paper key: 'yu2020', 'han', 'ugochukwu', 'shinde'
+    claim: str  # what and where, e.g. 'Table 1: fusion, average accuracy, FER2013'
+    # the paper's number (a fraction for accuracies), None if it gives none
+    paper_value: float | None
+    record: str | None  # the `name` of the record that measures it; None: not measurable here
+    # dotted path into the record, e.g. 'evaluations.test.per_class.happy.recall'
+    metric: str = 'metrics.accuracy'
+    # |ours - paper| still called reproduced; None: the scoreboard's one rule (a 95% interval)
+    tolerance: float | None = None
+    # (expected, tolerance) for the quick-profile record of the same name
+    quick: tuple | None = None
+    # one line: why it differs, or why it cannot be measured here (and why a stated tolerance)
+    reason: str = ''
+    # the quick-profile record's name where it differs from `record`
+    quick_record: str | None = None
+    # what the number rests on: one of `EVIDENCE` ('run', 'substitute', 'derived', 'inconsistent')
+    evidence: str = 'run'
+    # the record of the training behind `record`, where `record` only scores its model
+    schedule_record: str | None = None
+
+    def __post_init__(self):
+        if self.evidence not in EVIDENCE:
+            raise ValueError(f'{self.claim}: evidence={self.evidence!r}; choose one of {EVIDENCE}')
+
+
+def record_value(
+    rec: dict | None,  # a run record
+    # dotted path, e.g. 'evaluations.test.accuracy', or a function of the record
+    metric,
+):
+    """The value at `metric` in `rec` (a step may index a list: 'history.loss.-1'), or None where
+    the record or the path is missing."""
+    if rec is None:
+        return None
+    if callable(metric):
+        return metric(rec)
     o = rec
     for k in metric.split('.'):
-        if isinstance(o, list) and k.lstrip('-').isdigit() and -len(o) <= int(k) < len(o): o = o[int(k)]
-        elif isinstance(o, dict) and k in o: o = o[k]
-        else: return None
+        if isinstance(o, list) and k.lstrip('-').isdigit() and -len(o) <= int(k) < len(o):
+            o = o[int(k)]
+        elif isinstance(o, dict) and k in o:
+            o = o[k]
+        else:
+            return None
     return o

@@ -29,74 +29,160 @@ from .train import fit_run, evaluate, save_for_inference, public_settings
 # %% ../nbs/40_cnn_vs_resnet.ipynb #a555d949
 MODELS = ('cnn', 'resnet50')
 METRICS = ('accuracy', 'precision', 'recall', 'f1', 'error_rate')  # Table 2's rows
-SHINDE_QUICK = dict(models=list(MODELS), epochs=2, batch_size=32, lr=1e-3, fine_tune_lr=1e-4, val_fraction=0.2,
-                    train_subset=280, patience=5, lr_patience=2, lr_factor=0.5, min_lr=1e-6,
-                    augment=dict(rotation=10, zoom=0.1, translation=0.1), cnn_size=48, resnet_size=32,
-                    weights=None, fine_tune_from='conv5', time_budget_min=None, seeds=[0],
-                    cost_sizes=[32, 128], cost_batch=8, cost_batches=3, resumable=False)
-SHINDE_FULL = dict(models=list(MODELS), epochs=30, batch_size=64, lr=1e-3, fine_tune_lr=1e-4, val_fraction=0.2,
-                   train_subset=None, patience=5, lr_patience=2, lr_factor=0.5, min_lr=1e-6,
-                   augment=dict(rotation=10, zoom=0.1, translation=0.1), cnn_size=48, resnet_size=224,
-                   weights='imagenet', fine_tune_from='conv5', time_budget_min=None, seeds=[0],
-                   cost_sizes=[48, 224], cost_batch=16, cost_batches=3, resumable=True)
-# The declared 2-core CPU runs (`fermusic runs start shinde-cnn` / `shinde-resnet50`): one model each, the paper's
-# schedule (30 epochs, early stopping, LR reduction); the ResNet50 from scratch at 48 px (no ImageNet weights here)
+SHINDE_QUICK = dict(
+    models=list(MODELS),
+    epochs=2,
+    batch_size=32,
+    lr=1e-3,
+    fine_tune_lr=1e-4,
+    val_fraction=0.2,
+    train_subset=280,
+    patience=5,
+    lr_patience=2,
+    lr_factor=0.5,
+    min_lr=1e-6,
+    augment=dict(rotation=10, zoom=0.1, translation=0.1),
+    cnn_size=48,
+    resnet_size=32,
+    weights=None,
+    fine_tune_from='conv5',
+    time_budget_min=None,
+    seeds=[0],
+    cost_sizes=[32, 128],
+    cost_batch=8,
+    cost_batches=3,
+    resumable=False,
+)
+SHINDE_FULL = dict(
+    models=list(MODELS),
+    epochs=30,
+    batch_size=64,
+    lr=1e-3,
+    fine_tune_lr=1e-4,
+    val_fraction=0.2,
+    train_subset=None,
+    patience=5,
+    lr_patience=2,
+    lr_factor=0.5,
+    min_lr=1e-6,
+    augment=dict(rotation=10, zoom=0.1, translation=0.1),
+    cnn_size=48,
+    resnet_size=224,
+    weights='imagenet',
+    fine_tune_from='conv5',
+    time_budget_min=None,
+    seeds=[0],
+    cost_sizes=[48, 224],
+    cost_batch=16,
+    cost_batches=3,
+    resumable=True,
+)
+# The declared 2-core CPU runs (`fermusic runs start shinde-cnn` / `shinde-resnet50`): one model
+# each, the paper's
+# schedule (30 epochs, early stopping, LR reduction); the ResNet50 from scratch at 48 px (no
+# ImageNet weights here)
 SHINDE_CNN_CPU = dict(models=['cnn'])
 SHINDE_RESNET_CPU = dict(models=['resnet50'], weights=None, resnet_size=48)
 
-def shinde_settings(profile:str|None=None, # 'quick' or 'full'; default: the active profile
-                   ) -> dict:
+
+def shinde_settings(
+    profile: str | None = None,  # 'quick' or 'full'; default: the active profile
+) -> dict:
     "The settings of this lesson for the active profile, with `FERMUSIC_OVERRIDES` applied."
     return profile_settings(quick=SHINDE_QUICK, full=SHINDE_FULL, profile=profile)
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #8af8d408
-PAPER_TABLE1 = {'train': dict(happy=7215, fear=4097, sad=4830, neutral=4965, angry=3995, surprise=3171, disgust=436),
-                'test': dict(happy=1774, fear=1024, sad=1247, neutral=1233, angry=958, surprise=831, disgust=111)}
-PAPER_TABLE2 = {'cnn': dict(accuracy=0.6650155675063685, precision=0.6640840468657843, recall=0.6335062476927534,
-                            f1=0.6440903976383091, error_rate=0.3349844324936315),
-                'resnet50': dict(accuracy=0.5424568355505236, precision=0.5469521741149242, recall=0.48058634730594807,
-                                 f1=0.4865741830674475, error_rate=0.4575431644494764)}
+PAPER_TABLE1 = {
+    'train': dict(
+        happy=7215, fear=4097, sad=4830, neutral=4965, angry=3995, surprise=3171, disgust=436
+    ),
+    'test': dict(
+        happy=1774, fear=1024, sad=1247, neutral=1233, angry=958, surprise=831, disgust=111
+    ),
+}
+PAPER_TABLE2 = {
+    'cnn': dict(
+        accuracy=0.6650155675063685,
+        precision=0.6640840468657843,
+        recall=0.6335062476927534,
+        f1=0.6440903976383091,
+        error_rate=0.3349844324936315,
+    ),
+    'resnet50': dict(
+        accuracy=0.5424568355505236,
+        precision=0.5469521741149242,
+        recall=0.48058634730594807,
+        f1=0.4865741830674475,
+        error_rate=0.4575431644494764,
+    ),
+}
 
-def load_train_test(data_path:str|Path|None=None, # FER2013 csv or folders; default: `find_dataset('fer2013')`
-                   ) -> dict:
-    "FER2013 as {'train': Faces, 'test': Faces} (test = PublicTest + PrivateTest), N x 48 x 48 x 1 uint8."
+
+def load_train_test(
+    # FER2013 csv or folders; default: `find_dataset('fer2013')`
+    data_path: str | Path | None = None,
+) -> dict:
+    """FER2013 as {'train': Faces, 'test': Faces} (test = PublicTest + PrivateTest), N x 48 x 48 x 1
+    uint8."""
     f = load_fer2013(data_path, add_channel=True)
     is_train = np.isin(f.split, ['Training', 'train'])
     return {'train': f[is_train], 'test': f[~is_train]}
+
 
 def class_counts(faces) -> dict:
     "Images per emotion name."
     return dict(zip(EMOTIONS, np.bincount(faces.y, minlength=len(EMOTIONS)).tolist()))
 
-def table1(counts:dict, # {'train': {emotion: n}, 'test': {...}}, e.g. from `class_counts`
-           label:str='ours', # column prefix for `counts`
-          ):
+
+def table1(
+    counts: dict,  # {'train': {emotion: n}, 'test': {...}}, e.g. from `class_counts`
+    label: str = 'ours',  # column prefix for `counts`
+):
     "Table 1 of the paper beside `counts`, in the paper's row order, with totals."
     import pandas as pd
+
     rows = list(PAPER_TABLE1['train'])
-    df = pd.DataFrame({f'{who} {s}': [src[s][e] for e in rows] for s in ('train', 'test')
-                       for who, src in (('paper', PAPER_TABLE1), (label, counts))}, index=pd.Index(rows, name='class'))
+    df = pd.DataFrame(
+        {
+            f'{who} {s}': [src[s][e] for e in rows]
+            for s in ('train', 'test')
+            for who, src in (('paper', PAPER_TABLE1), (label, counts))
+        },
+        index=pd.Index(rows, name='class'),
+    )
     df.loc['total'] = df.sum()
     return df
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #836ef334
-def _input_stack(input_size:int, name:str='upsample'):
-    "The model input (48 x 48 x 1 raw pixels) and, for another `input_size`, a bilinear resize to it."
+def _input_stack(input_size: int, name: str = 'upsample'):
+    """The model input (48 x 48 x 1 raw pixels) and, for another `input_size`, a bilinear resize to
+    it."""
     inp = keras.Input((48, 48, 1), name='pixels')
-    x = inp if input_size == 48 else layers.Resizing(input_size, input_size, interpolation='bilinear', name=name)(inp)
+    x = (
+        inp
+        if input_size == 48
+        else layers.Resizing(input_size, input_size, interpolation='bilinear', name=name)(inp)
+    )
     return inp, x
 
-def custom_cnn(input_size:int=48, # side the images are resized to inside the model (48: FER2013's own)
-               lr:float=1e-3, # Adam learning rate
-               filters=(128, 256, 512, 512), # filters of the convolution blocks
-               dense=(512, 256), # units of the dense ReLU layers
-               dropout:float=0.25, # dropout after each block and dense layer
-               n_classes:int=7, # number of classes
-              ) -> keras.Model:
-    "The paper's custom CNN, compiled with Adam and cross-entropy on integer labels; takes raw 48x48 pixels."
-    if input_size < 2 ** len(filters): raise ValueError(f'input_size {input_size} is too small for {len(filters)} poolings; use >= {2 ** len(filters)}')
+
+def custom_cnn(
+    input_size: int = 48,  # side the images are resized to inside the model (48: FER2013's own)
+    lr: float = 1e-3,  # Adam learning rate
+    filters=(128, 256, 512, 512),  # filters of the convolution blocks
+    dense=(512, 256),  # units of the dense ReLU layers
+    dropout: float = 0.25,  # dropout after each block and dense layer
+    n_classes: int = 7,  # number of classes
+) -> keras.Model:
+    """The paper's custom CNN, compiled with Adam and cross-entropy on integer labels; takes raw
+    48x48 pixels."""
+    if input_size < 2 ** len(filters):
+        raise ValueError(
+            f'input_size {input_size} is too small for {len(filters)} poolings; use >= '
+            f'{2 ** len(filters)}'
+        )
     inp, x = _input_stack(input_size)
-    x = layers.Rescaling(1/255., name='rescale')(x)
+    x = layers.Rescaling(1 / 255.0, name='rescale')(x)
     for i, f in enumerate(filters, 1):
         x = layers.Conv2D(f, 3, padding='same', use_bias=False, name=f'conv{i}')(x)
         x = layers.BatchNormalization(name=f'bn{i}')(x)
@@ -109,285 +195,537 @@ def custom_cnn(input_size:int=48, # side the images are resized to inside the mo
         x = layers.Dropout(dropout, name=f'fc_drop{i}')(x)
     out = layers.Dense(n_classes, activation='softmax', name='softmax')(x)
     m = keras.Model(inp, out, name=f'custom_cnn_{input_size}')
-    m.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    m.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss='sparse_categorical_crossentropy',
+        metrics=['accuracy'],
+    )
     return m
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #611f6ba4
 @keras.saving.register_keras_serializable(package='fermusic')
 class ResNetPreprocess(layers.Layer):
-    "Grey to RGB (when one channel), then ResNet50's own ImageNet preprocessing (`preprocess_input`)."
+    """Grey to RGB (when one channel), then ResNet50's own ImageNet preprocessing
+    (`preprocess_input`)."""
+
     def call(self, x):
-        if x.shape[-1] == 1: x = keras.ops.concatenate([x, x, x], axis=-1)
+        if x.shape[-1] == 1:
+            x = keras.ops.concatenate([x, x, x], axis=-1)
         return keras.applications.resnet50.preprocess_input(x)
-    def compute_output_shape(self, input_shape): return (*input_shape[:-1], 3)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #2e028540
 IMAGENET_NOTOP = 'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5'
-IMAGENET_URL = 'https://storage.googleapis.com/tensorflow/keras-applications/resnet/' + IMAGENET_NOTOP
+IMAGENET_URL = (
+    'https://storage.googleapis.com/tensorflow/keras-applications/resnet/' + IMAGENET_NOTOP
+)
+
 
 class PretrainedWeightsError(RuntimeError):
-    "Pretrained weights were asked for but cannot be had here; the message says how to provide them."
+    """Pretrained weights were asked for but cannot be had here; the message says how to provide
+    them."""
 
-def keras_cache_file(name:str=IMAGENET_NOTOP) -> Path:
+
+def keras_cache_file(name: str = IMAGENET_NOTOP) -> Path:
     "Where Keras keeps a downloaded model file (`$KERAS_HOME/models`, default `~/.keras/models`)."
-    return Path(os.environ.get('KERAS_HOME', Path.home()/'.keras'))/'models'/name
+    return Path(os.environ.get('KERAS_HOME', Path.home() / '.keras')) / 'models' / name
 
-def download_available(url:str=IMAGENET_URL, # the file Keras would download
-                       timeout:float=3., # seconds before giving up, name lookup included
-                      ) -> bool:
+
+def download_available(
+    url: str = IMAGENET_URL,  # the file Keras would download
+    timeout: float = 3.0,  # seconds before giving up, name lookup included
+) -> bool:
     "Does a HEAD request for `url` succeed (status 200) within `timeout` seconds?"
     import urllib.request
+
     res = []
+
     def _try():
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=timeout) as r: res.append(r.status == 200)
-        except Exception: res.append(False)
-    t = threading.Thread(target=_try, daemon=True); t.start(); t.join(timeout + 0.5)
+            with urllib.request.urlopen(
+                urllib.request.Request(url, method='HEAD'), timeout=timeout
+            ) as r:
+                res.append(r.status == 200)
+        except Exception:
+            res.append(False)
+
+    t = threading.Thread(target=_try, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
     return bool(res and res[0])
 
-_FIX = ("On a machine with network access, run `keras.applications.ResNet50(include_top=False, weights='imagenet')` "
-        f"once and copy ~/.keras/models/{IMAGENET_NOTOP} here (to the same folder, or anywhere and pass its path "
-        "as weights=...); or train from scratch with weights=None.")
 
-def resolve_weights(weights:str|Path|None, # None, 'imagenet', or a local weights file
-                    timeout:float=3., # seconds to wait for the download host
-                   ) -> str|None:
-    "What to hand to `keras.applications.ResNet50(weights=...)`, or a `PretrainedWeightsError` that says how to get them."
-    if weights is None: return None
+_FIX = (
+    "On a machine with network access, run `keras.applications.ResNet50(include_top=False, "
+    "weights='imagenet')` "
+    f"once and copy ~/.keras/models/{IMAGENET_NOTOP} here (to the same folder, or anywhere and "
+    "pass its path "
+    "as weights=...); or train from scratch with weights=None."
+)
+
+
+def resolve_weights(
+    weights: str | Path | None,  # None, 'imagenet', or a local weights file
+    timeout: float = 3.0,  # seconds to wait for the download host
+) -> str | None:
+    """What to hand to `keras.applications.ResNet50(weights=...)`, or a `PretrainedWeightsError`
+    that says how to get them."""
+    if weights is None:
+        return None
     if str(weights) == 'imagenet':
-        if keras_cache_file().exists() or download_available(IMAGENET_URL, timeout): return 'imagenet'
+        if keras_cache_file().exists() or download_available(IMAGENET_URL, timeout):
+            return 'imagenet'
         cache = str(keras_cache_file()).replace(str(Path.home()), '~', 1)
-        raise PretrainedWeightsError(f"ImageNet weights for ResNet50 are not in Keras' cache ({cache}) and "
-                                     f"{IMAGENET_URL} cannot be downloaded (no network?). {_FIX}")
+        raise PretrainedWeightsError(
+            f"ImageNet weights for ResNet50 are not in Keras' cache ({cache}) and "
+            f"{IMAGENET_URL} cannot be downloaded (no network?). {_FIX}"
+        )
     p = Path(weights).expanduser()
     if not p.is_file():
-        raise PretrainedWeightsError(f"weights={str(weights)!r}: no such weights file. Pass None, 'imagenet', or the path "
-                                     f"of a ResNet50 no-top weights file (.h5). {_FIX}")
+        raise PretrainedWeightsError(
+            f"weights={str(weights)!r}: no such weights file. Pass None, 'imagenet', or the path "
+            f"of a ResNet50 no-top weights file (.h5). {_FIX}"
+        )
     return str(p)
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #35fd4fa0
-def freeze_before(backbone:keras.Model, # e.g. a `keras.applications.ResNet50`
-                  fine_tune_from:str|None, # name prefix of the first layer to train, e.g. 'conv5'; None: train all
-                 ) -> int:
-    "Freeze the backbone's layers before the first whose name starts with `fine_tune_from`; returns how many were frozen."
+def freeze_before(
+    backbone: keras.Model,  # e.g. a `keras.applications.ResNet50`
+    # name prefix of the first layer to train, e.g. 'conv5'; None: train all
+    fine_tune_from: str | None,
+) -> int:
+    """Freeze the backbone's layers before the first whose name starts with `fine_tune_from`;
+    returns how many were frozen."""
     names = [l.name for l in backbone.layers]
     if fine_tune_from is None:
-        for l in backbone.layers: l.trainable = True
+        for l in backbone.layers:
+            l.trainable = True
         return 0
     first = next((i for i, n in enumerate(names) if n.startswith(fine_tune_from)), None)
     if first is None:
         stages = sorted({n.split('_')[0] for n in names if n.startswith('conv')})
-        raise ValueError(f'no layer of {backbone.name} starts with {fine_tune_from!r}; use one of {stages} or None')
-    for i, l in enumerate(backbone.layers): l.trainable = i >= first
+        raise ValueError(
+            f'no layer of {backbone.name} starts with {fine_tune_from!r}; use one of {stages} or '
+            'None'
+        )
+    for i, l in enumerate(backbone.layers):
+        l.trainable = i >= first
     return first
 
-def resnet50(input_size:int=224, # side the 48x48 images are resized to inside the model (>= 32)
-             weights:str|Path|None=None, # None (from scratch), 'imagenet', or a local no-top weights file
-             fine_tune_from:str|None='conv5', # with weights: train from this stage on (None: everything)
-             lr:float=1e-3, # Adam learning rate
-             n_classes:int=7, # number of classes
-             timeout:float=3., # seconds to wait for the weights' download host
-            ) -> keras.Model:
+
+def resnet50(
+    input_size: int = 224,  # side the 48x48 images are resized to inside the model (>= 32)
+    # None (from scratch), 'imagenet', or a local no-top weights file
+    weights: str | Path | None = None,
+    # with weights: train from this stage on (None: everything)
+    fine_tune_from: str | None = 'conv5',
+    lr: float = 1e-3,  # Adam learning rate
+    n_classes: int = 7,  # number of classes
+    timeout: float = 3.0,  # seconds to wait for the weights' download host
+) -> keras.Model:
     "ResNet50 + global average pooling + softmax, compiled; takes raw 48x48 greyscale pixels."
-    if input_size < 32: raise ValueError(f'ResNet50 needs an input_size of at least 32, got {input_size}')
+    if input_size < 32:
+        raise ValueError(f'ResNet50 needs an input_size of at least 32, got {input_size}')
     w = resolve_weights(weights, timeout)
     inp, x = _input_stack(input_size)
     x = ResNetPreprocess(name='resnet_preprocess')(x)
-    try: backbone = keras.applications.ResNet50(include_top=False, weights=w, input_shape=(input_size, input_size, 3))
+    try:
+        backbone = keras.applications.ResNet50(
+            include_top=False, weights=w, input_shape=(input_size, input_size, 3)
+        )
     except Exception as e:
-        if w is None: raise
-        raise PretrainedWeightsError(f'could not load ResNet50 weights from {w!r} ({type(e).__name__}: {e}). {_FIX}') from e
-    if w is not None: freeze_before(backbone, fine_tune_from)
+        if w is None:
+            raise
+        raise PretrainedWeightsError(
+            f'could not load ResNet50 weights from {w!r} ({type(e).__name__}: {e}). {_FIX}'
+        ) from e
+    if w is not None:
+        freeze_before(backbone, fine_tune_from)
     x = layers.GlobalAveragePooling2D(name='gap')(backbone(x))
     out = layers.Dense(n_classes, activation='softmax', name='softmax')(x)
-    m = keras.Model(inp, out, name=f"resnet50_{'scratch' if w is None else 'pretrained'}_{input_size}")
-    m.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    m = keras.Model(
+        inp, out, name=f"resnet50_{'scratch' if w is None else 'pretrained'}_{input_size}"
+    )
+    m.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss='sparse_categorical_crossentropy',
+        metrics=['accuracy'],
+    )
     return m
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #a8c8fcee
-def feature_map_sizes(sizes=(32, 48, 224), # input sides to build each model at
-                     ) -> 'pd.DataFrame':
-    "Side of the last feature map of the custom CNN and of ResNet50 (built untrained) at each input size."
+def feature_map_sizes(
+    sizes=(32, 48, 224),  # input sides to build each model at
+) -> 'pd.DataFrame':
+    """Side of the last feature map of the custom CNN and of ResNet50 (built untrained) at each
+    input size."""
     import pandas as pd
+
     rows = []
     for s in sizes:
         c = custom_cnn(s) if s >= 16 else None
         r = resnet50(s) if s >= 32 else None
-        rows.append({'input': f'{s}x{s}', 'custom CNN last map': 'x'.join(map(str, c.get_layer('pool4').output.shape[1:])) if c else '-',
-                     'ResNet50 last map': 'x'.join(map(str, r.get_layer('resnet50').output.shape[1:])) if r else '-',
-                     'pixels vs 48x48': round((s / 48) ** 2, 2)})
+        rows.append(
+            {
+                'input': f'{s}x{s}',
+                'custom CNN last map': 'x'.join(map(str, c.get_layer('pool4').output.shape[1:]))
+                if c
+                else '-',
+                'ResNet50 last map': 'x'.join(map(str, r.get_layer('resnet50').output.shape[1:]))
+                if r
+                else '-',
+                'pixels vs 48x48': round((s / 48) ** 2, 2),
+            }
+        )
     return pd.DataFrame(rows).set_index('input')
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #0d385bc4
-def build_model(name:str, # one of `MODELS`: 'cnn' or 'resnet50'
-                settings:dict, # from `shinde_settings()`
-                input_size:int|None=None, # default: the settings' `cnn_size` / `resnet_size`
-               ) -> keras.Model:
+def build_model(
+    name: str,  # one of `MODELS`: 'cnn' or 'resnet50'
+    settings: dict,  # from `shinde_settings()`
+    input_size: int | None = None,  # default: the settings' `cnn_size` / `resnet_size`
+) -> keras.Model:
     "The paper's model `name` as the settings ask (size, weights, fine-tuning, learning rate)."
     s = settings
-    if name == 'cnn': return custom_cnn(input_size or s['cnn_size'], lr=s['lr'])
+    if name == 'cnn':
+        return custom_cnn(input_size or s['cnn_size'], lr=s['lr'])
     if name == 'resnet50':
-        return resnet50(input_size or s['resnet_size'], weights=s['weights'], fine_tune_from=s['fine_tune_from'],
-                        lr=s['fine_tune_lr'] if s['weights'] else s['lr'])
+        return resnet50(
+            input_size or s['resnet_size'],
+            weights=s['weights'],
+            fine_tune_from=s['fine_tune_from'],
+            lr=s['fine_tune_lr'] if s['weights'] else s['lr'],
+        )
     raise ValueError(f'unknown model {name!r}; choose one of {MODELS}')
 
-def input_cost(name:str, # 'cnn' or 'resnet50'
-               settings:dict, # from `shinde_settings()` (weights are not needed: built from scratch)
-               sizes=(48, 224), # input sides to compare
-               batch_size:int=16, # images per step
-               batches:int=3, # timed training steps (after one untimed compile step)
-               seed:int=0, # seed of the random images
-              ) -> list:
-    "Seconds per image for training (median step) and prediction at each input size, with the ratio to the first size."
-    rng = np.random.default_rng(seed); rows = []
-    x = rng.integers(0, 256, (batch_size, 48, 48, 1)).astype('float32'); y = rng.integers(0, 7, batch_size)
+
+def input_cost(
+    name: str,  # 'cnn' or 'resnet50'
+    # from `shinde_settings()` (weights are not needed: built from scratch)
+    settings: dict,
+    sizes=(48, 224),  # input sides to compare
+    batch_size: int = 16,  # images per step
+    batches: int = 3,  # timed training steps (after one untimed compile step)
+    seed: int = 0,  # seed of the random images
+) -> list:
+    """Seconds per image for training (median step) and prediction at each input size, with the
+    ratio to the first size."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    x = rng.integers(0, 256, (batch_size, 48, 48, 1)).astype('float32')
+    y = rng.integers(0, 7, batch_size)
     for s in sizes:
-        set_seed(seed); m = build_model(name, dict(settings, weights=None), input_size=s)
-        t0 = time.perf_counter(); m.train_on_batch(x, y); compile_s = time.perf_counter() - t0
+        set_seed(seed)
+        m = build_model(name, dict(settings, weights=None), input_size=s)
+        t0 = time.perf_counter()
+        m.train_on_batch(x, y)
+        compile_s = time.perf_counter() - t0
         steps = []
         for _ in range(batches):
-            t0 = time.perf_counter(); m.train_on_batch(x, y); steps.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            m.train_on_batch(x, y)
+            steps.append(time.perf_counter() - t0)
         train = float(np.median(steps)) / batch_size
-        xp = np.repeat(x, batches, axis=0); m.predict(xp, batch_size=batch_size, verbose=0)
-        t0 = time.perf_counter(); m.predict(xp, batch_size=batch_size, verbose=0); pred = (time.perf_counter() - t0) / len(xp)
-        rows.append(dict(model=name, input_size=s, params=m.count_params(), train_s_per_image=train,
-                         predict_s_per_image=pred, first_step_s=compile_s))
-    for r in rows: r['train_cost_vs_first'] = r['train_s_per_image'] / rows[0]['train_s_per_image']
+        xp = np.repeat(x, batches, axis=0)
+        m.predict(xp, batch_size=batch_size, verbose=0)
+        t0 = time.perf_counter()
+        m.predict(xp, batch_size=batch_size, verbose=0)
+        pred = (time.perf_counter() - t0) / len(xp)
+        rows.append(
+            dict(
+                model=name,
+                input_size=s,
+                params=m.count_params(),
+                train_s_per_image=train,
+                predict_s_per_image=pred,
+                first_step_s=compile_s,
+            )
+        )
+    for r in rows:
+        r['train_cost_vs_first'] = r['train_s_per_image'] / rows[0]['train_s_per_image']
     return rows
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #986a0433
-def run_input_cost(settings:dict, # from `shinde_settings()`: uses cost_sizes, cost_batch, cost_batches
-                   models=MODELS, # which models to measure
-                   save_record:bool=True, # write the record under results/
-                  ) -> list:
+def run_input_cost(
+    settings: dict,  # from `shinde_settings()`: uses cost_sizes, cost_batch, cost_batches
+    models=MODELS,  # which models to measure
+    save_record: bool = True,  # write the record under results/
+) -> list:
     "`input_cost` of each model at `cost_sizes`, kept as an 'input-cost' record; returns the rows."
     s = settings
-    params = dict(sizes=s['cost_sizes'], batch_size=s['cost_batch'], batches=s['cost_batches'], models=list(models))
-    with recording('input-cost', paper='shinde', seed=0, profile=s['_profile'], params=params,
-                   dataset=dict(name='random 48x48 uint8 images'), save=save_record) as rec:
-        rec.timing = [r for m in models for r in input_cost(m, s, s['cost_sizes'], s['cost_batch'], s['cost_batches'])]
+    params = dict(
+        sizes=s['cost_sizes'],
+        batch_size=s['cost_batch'],
+        batches=s['cost_batches'],
+        models=list(models),
+    )
+    with recording(
+        'input-cost',
+        paper='shinde',
+        seed=0,
+        profile=s['_profile'],
+        params=params,
+        dataset=dict(name='random 48x48 uint8 images'),
+        save=save_record,
+    ) as rec:
+        rec.timing = [
+            r
+            for m in models
+            for r in input_cost(m, s, s['cost_sizes'], s['cost_batch'], s['cost_batches'])
+        ]
     return rec.timing
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #410a9f5c
-def run_name(name:str, settings:dict) -> str:
+def run_name(name: str, settings: dict) -> str:
     "The record name of model `name` under `settings`, e.g. 'cnn-48px' or 'resnet50-scratch-48px'."
-    if name == 'cnn': return f"cnn-{settings['cnn_size']}px"
-    if name == 'resnet50': return f"resnet50-{'imagenet' if settings['weights'] == 'imagenet' else 'pretrained' if settings['weights'] else 'scratch'}-{settings['resnet_size']}px"
+    if name == 'cnn':
+        return f"cnn-{settings['cnn_size']}px"
+    if name == 'resnet50':
+        w = settings['weights']
+        start = 'imagenet' if w == 'imagenet' else 'pretrained' if w else 'scratch'
+        return f"resnet50-{start}-{settings['resnet_size']}px"
     raise ValueError(f'unknown model {name!r}; choose one of {MODELS}')
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #85705fc1
-def run_shinde(model_name:str, # 'cnn' or 'resnet50'
-               settings:dict, # from `shinde_settings()`
-               seed:int=0, # seed of the split, the initialisation, the augmentation and the shuffling
-               data:dict|None=None, # already loaded `load_train_test` output (skips loading)
-               data_path:str|Path|None=None, # FER2013 location; default: `find_dataset('fer2013')`
-               model_path:str|Path|None=None, # where to save the best model (`.keras`); None: don't save
-               save_record:bool=True, # write the run record under results/
-               verbose:int=0, # Keras progress (2: one line per epoch, for logs)
-              ):
-    "Train one model of the paper through the run frame, evaluate it on the test set; returns (record, model, evaluation)."
-    s = settings; name = run_name(model_name, s)
-    if verbose: print(f'{name} seed {seed}: loading data', flush=True)
+def run_shinde(
+    model_name: str,  # 'cnn' or 'resnet50'
+    settings: dict,  # from `shinde_settings()`
+    # seed of the split, the initialisation, the augmentation and the shuffling
+    seed: int = 0,
+    data: dict | None = None,  # already loaded `load_train_test` output (skips loading)
+    data_path: str | Path | None = None,  # FER2013 location; default: `find_dataset('fer2013')`
+    # where to save the best model (`.keras`); None: don't save
+    model_path: str | Path | None = None,
+    save_record: bool = True,  # write the run record under results/
+    verbose: int = 0,  # Keras progress (2: one line per epoch, for logs)
+):
+    """Train one model of the paper through the run frame, evaluate it on the test set; returns
+    (record, model, evaluation)."""
+    s = settings
+    name = run_name(model_name, s)
+    if verbose:
+        print(f'{name} seed {seed}: loading data', flush=True)
     data = data or load_train_test(data_path)
     tr, te = data['train'], data['test']
     sub = stratified_subset(tr.y, s['train_subset'], seed)
     x, xv, y, yv = train_val_split(tr.x[sub], tr.y[sub], s['val_fraction'], seed=seed)
     src = tr.source or data_path
-    dataset = dict(name='fer2013', path=rel_path(src) if src else None, kind=tr.kind, train_available=tr.n, train=len(y),
-                   val=len(yv), test=te.n, class_counts=dict(train=class_counts(tr), test=class_counts(te)))
-    with recording(name, paper='shinde', seed=seed, profile=s['_profile'], params=public_settings(s), dataset=dataset,
-                   save=save_record) as rec:
-        run = fit_run(lambda: build_model(model_name, s), x, y, (xv, yv), s, seed=seed,
-                      state=state_dir()/'shinde'/name/f'seed{seed}', monitor='val_loss', verbose=verbose)
+    dataset = dict(
+        name='fer2013',
+        path=rel_path(src) if src else None,
+        kind=tr.kind,
+        train_available=tr.n,
+        train=len(y),
+        val=len(yv),
+        test=te.n,
+        class_counts=dict(train=class_counts(tr), test=class_counts(te)),
+    )
+    with recording(
+        name,
+        paper='shinde',
+        seed=seed,
+        profile=s['_profile'],
+        params=public_settings(s),
+        dataset=dataset,
+        save=save_record,
+    ) as rec:
+        run = fit_run(
+            lambda: build_model(model_name, s),
+            x,
+            y,
+            (xv, yv),
+            s,
+            seed=seed,
+            state=state_dir() / 'shinde' / name / f'seed{seed}',
+            monitor='val_loss',
+            verbose=verbose,
+        )
         model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
         rec.epochs_run, rec.best_epoch = rec.schedule['epochs_run'], rec.schedule['best_epoch']
         rec.notes.extend(run['notes'])
-        if model_name == 'resnet50' and not s['weights']: rec.notes.append('ResNet50 from random initialisation: every layer trained, none frozen')
+        if model_name == 'resnet50' and not s['weights']:
+            rec.notes.append(
+                'ResNet50 from random initialisation: every layer trained, none frozen'
+            )
         rec.params_count = model.count_params()
         rec.trainable_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-        if verbose: print(f'trained {rec.epochs_run} epochs (best {rec.best_epoch}); evaluating', flush=True)
+        if verbose:
+            print(
+                f'trained {rec.epochs_run} epochs (best {rec.best_epoch}); evaluating', flush=True
+            )
         ev = evaluate(model, te.x, te.y, EMOTIONS)
         rec.add_evaluation(ev, split='test')
         if model_path is not None:
-            model_path = save_for_inference(model, model_path); rec.model, rec.model_bytes = rel_path(model_path), model_path.stat().st_size
+            model_path = save_for_inference(model, model_path)
+            rec.model, rec.model_bytes = rel_path(model_path), model_path.stat().st_size
     return rec, model, ev
 
-def run_all(settings:dict, # from `shinde_settings()`
-            data_path:str|Path|None=None, # FER2013 location; default: `find_dataset('fer2013')`
-            model_dir:str|Path|None=None, # where to save the best models; None: don't save
-            verbose:int=2, # Keras progress (2: one line per epoch)
-           ) -> dict:
-    "The whole experiment: every model of `settings['models']` for every seed, then the input-size cost; returns the records."
+
+def run_all(
+    settings: dict,  # from `shinde_settings()`
+    data_path: str | Path | None = None,  # FER2013 location; default: `find_dataset('fer2013')`
+    model_dir: str | Path | None = None,  # where to save the best models; None: don't save
+    verbose: int = 2,  # Keras progress (2: one line per epoch)
+) -> dict:
+    """The whole experiment: every model of `settings['models']` for every seed, then the input-size
+    cost; returns the records."""
     out, data = {}, load_train_test(data_path)
     for seed in settings['seeds']:
         for m in settings['models']:
-            mp = None if model_dir is None else Path(model_dir)/f"shinde_{run_name(m, settings)}_seed{seed}.keras"
+            mp = (
+                None
+                if model_dir is None
+                else Path(model_dir) / f"shinde_{run_name(m, settings)}_seed{seed}.keras"
+            )
             rec, _, ev = run_shinde(m, settings, seed, data=data, model_path=mp, verbose=verbose)
-            if verbose: print(rec.name, rec.get('path'), {k: round(ev[k], 4) for k in METRICS}, flush=True)
+            if verbose:
+                print(rec.name, rec.get('path'), {k: round(ev[k], 4) for k in METRICS}, flush=True)
             out[(m, seed)] = rec
     out['input-cost'] = run_input_cost(settings)
-    if verbose: print('input cost', out['input-cost'], flush=True)
+    if verbose:
+        print('input cost', out['input-cost'], flush=True)
     return out
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #b452f5bb
-def pick_records(recs:dict, # {name: [records]}, newest first (from `full_records('shinde')`)
-                ) -> dict:
-    "The newest record of the CNN and of the ResNet50 (ImageNet-pretrained preferred to from scratch): {'cnn': r, 'resnet50': r}."
+def pick_records(
+    recs: dict,  # {name: [records]}, newest first (from `full_records('shinde')`)
+) -> dict:
+    """The newest record of the CNN and of the ResNet50 (ImageNet-pretrained preferred to from
+    scratch): {'cnn': r, 'resnet50': r}."""
     out = {}
     for key in MODELS:
-        cands = [rs[0] for n, rs in recs.items() if n.startswith(f'{key}-') and rs and 'test' in (rs[0].get('evaluations') or {})]
-        cands.sort(key=lambda r: ('imagenet' in r['name'] or 'pretrained' in r['name'], r.get('started', '')), reverse=True)
-        if cands: out[key] = cands[0]
+        cands = [
+            rs[0]
+            for n, rs in recs.items()
+            if n.startswith(f'{key}-') and rs and 'test' in (rs[0].get('evaluations') or {})
+        ]
+        cands.sort(
+            key=lambda r: (
+                'imagenet' in r['name'] or 'pretrained' in r['name'],
+                r.get('started', ''),
+            ),
+            reverse=True,
+        )
+        if cands:
+            out[key] = cands[0]
     return out
 
-
 # %% ../nbs/40_cnn_vs_resnet.ipynb #a5f3bfcc
-def diagnostics(picked:dict, # from `pick_records`: {'cnn': record, 'resnet50': record}
-               ) -> 'pd.DataFrame':
-    "How each run trained, from its record: epochs, best-epoch train/val accuracy, test scores, speed, size."
+def diagnostics(
+    picked: dict,  # from `pick_records`: {'cnn': record, 'resnet50': record}
+) -> 'pd.DataFrame':
+    """How each run trained, from its record: epochs, best-epoch train/val accuracy, test scores,
+    speed, size."""
     import pandas as pd
+
     rows = {}
     for k, r in picked.items():
-        h, ev = r['history'], r['evaluations']['test']; b = (r.get('best_epoch') or len(h['loss'])) - 1
-        rows[r['name']] = {'epochs run': len(h['loss']), 'best epoch': b + 1, 'train accuracy (best epoch)': h['accuracy'][b],
-                           'validation accuracy (best epoch)': h['val_accuracy'][b], 'test accuracy': ev['accuracy'],
-                           'macro recall': ev['recall'], 'disgust recall': ev['per_class']['disgust']['recall'],
-                           'fear recall': ev['per_class']['fear']['recall'], 'seconds per epoch': float(np.median(h['epoch_seconds'])),
-                           'training images/s': float(np.median(h['train_images_per_s'])), 'parameters': r.get('params_count')}
+        h, ev = r['history'], r['evaluations']['test']
+        b = (r.get('best_epoch') or len(h['loss'])) - 1
+        rows[r['name']] = {
+            'epochs run': len(h['loss']),
+            'best epoch': b + 1,
+            'train accuracy (best epoch)': h['accuracy'][b],
+            'validation accuracy (best epoch)': h['val_accuracy'][b],
+            'test accuracy': ev['accuracy'],
+            'macro recall': ev['recall'],
+            'disgust recall': ev['per_class']['disgust']['recall'],
+            'fear recall': ev['per_class']['fear']['recall'],
+            'seconds per epoch': float(np.median(h['epoch_seconds'])),
+            'training images/s': float(np.median(h['train_images_per_s'])),
+            'parameters': r.get('params_count'),
+        }
     return pd.DataFrame.from_dict(rows, orient='index')
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #f5a6b6d0
 from .records import Claim
 
-def _table1_cells(r:dict) -> int|None:
+
+def _table1_cells(r: dict) -> int | None:
     "How many of Table 1's 14 class counts (train and test) the record's data reproduce exactly."
     cc = (r.get('dataset') or {}).get('class_counts')
-    if not cc: return None
+    if not cc:
+        return None
     return sum(cc.get(s, {}).get(e) == n for s in PAPER_TABLE1 for e, n in PAPER_TABLE1[s].items())
 
-_NAMES = {'accuracy': 'accuracy', 'precision': 'precision (macro)', 'recall': 'recall (macro)', 'f1': 'F1 (macro)', 'error_rate': 'error rate'}
-_WHY = {'cnn': 'this run: {epochs}, {params.time_budget_min} min budget (paper: up to 30 epochs)',
-        'resnet50': "needs ImageNet weights, which cannot be downloaded here (no network); where they can, the full profile writes 'resnet50-imagenet-224px'"}
+
+_NAMES = {
+    'accuracy': 'accuracy',
+    'precision': 'precision (macro)',
+    'recall': 'recall (macro)',
+    'f1': 'F1 (macro)',
+    'error_rate': 'error rate',
+}
+_WHY = {
+    'cnn': 'this run: {epochs}, {params.time_budget_min} min budget (paper: up to 30 epochs)',
+    'resnet50': "needs ImageNet weights, which cannot be downloaded here (no network); where "
+    "they can, the full profile writes 'resnet50-imagenet-224px'",
+}
 CLAIMS = [
-    Claim('shinde', 'Table 1: the 14 class counts of FER2013 train/test', 14, 'cnn-48px', _table1_cells, 0, evidence='derived',
-          reason='the full csv holds the image-folder release row for row (no quick check: the sample is 100 + 30 faces per class)'),
-    *[Claim('shinde', f"Table 2: {'CNN' if k == 'cnn' else 'ResNet50 (ImageNet)'} {_NAMES[m]}", PAPER_TABLE2[k][m],
-            'cnn-48px' if k == 'cnn' else None, f'evaluations.test.{m}',
-            quick_record=None if k == 'cnn' else 'resnet50-scratch-32px', reason=_WHY[k])
-      for k in MODELS for m in METRICS],
-    Claim('shinde', 'Table 2: ResNet50 accuracy, our from-scratch 48x48 substitute (not the paper\'s setting)', PAPER_TABLE2['resnet50']['accuracy'],
-          'resnet50-scratch-48px', 'evaluations.test.accuracy', evidence='substitute',
-          reason='random initialisation at 48x48 ({epochs}, {params.time_budget_min} min budget): a different '
-          'experiment, shown for reference'),
+    Claim(
+        'shinde',
+        'Table 1: the 14 class counts of FER2013 train/test',
+        14,
+        'cnn-48px',
+        _table1_cells,
+        0,
+        evidence='derived',
+        reason='the full csv holds the image-folder release row for row (no quick check: the '
+        'sample is 100 + 30 faces per class)',
+    ),
+    *[
+        Claim(
+            'shinde',
+            f"Table 2: {'CNN' if k == 'cnn' else 'ResNet50 (ImageNet)'} {_NAMES[m]}",
+            PAPER_TABLE2[k][m],
+            'cnn-48px' if k == 'cnn' else None,
+            f'evaluations.test.{m}',
+            quick_record=None if k == 'cnn' else 'resnet50-scratch-32px',
+            reason=_WHY[k],
+        )
+        for k in MODELS
+        for m in METRICS
+    ],
+    Claim(
+        'shinde',
+        'Table 2: ResNet50 accuracy, our from-scratch 48x48 substitute (not the paper\'s setting)',
+        PAPER_TABLE2['resnet50']['accuracy'],
+        'resnet50-scratch-48px',
+        'evaluations.test.accuracy',
+        evidence='substitute',
+        reason='random initialisation at 48x48 ({epochs}, {params.time_budget_min} min budget): '
+        'a different '
+        'experiment, shown for reference',
+    ),
 ]
 
-def _test_size(_=None) -> int|None:
-    "The one test-set size up to Table 1's 7,178 on which both of Table 2's printed accuracies are exact fractions."
+
+def _test_size(_=None) -> int | None:
+    """The one test-set size up to Table 1's 7,178 on which both of Table 2's printed accuracies are
+    exact fractions."""
     acc = [PAPER_TABLE2[k]['accuracy'] for k in MODELS]
-    fits = [n for n in range(1, sum(PAPER_TABLE1['test'].values()) + 1) if all(round(a * n) / n == a for a in acc)]
+    fits = [
+        n
+        for n in range(1, sum(PAPER_TABLE1['test'].values()) + 1)
+        if all(round(a * n) / n == a for a in acc)
+    ]
     return fits[0] if len(fits) == 1 else None
 
-CLAIMS.append(Claim('shinde', "Table 2's test set: the images its accuracies count (Table 1: 7,178)", sum(PAPER_TABLE1['test'].values()),
-                    None, _test_size, 0, evidence='inconsistent',
-                    reason='tol: 0, a count. 0.6650155675063685 is exactly 4699/7066 and 0.5424568355505236 exactly 3833/7066; '
-                           'no count out of 7,178 gives either, and 7,066 is the only size up to 7,178 that gives both'))
+
+CLAIMS.append(
+    Claim(
+        'shinde',
+        "Table 2's test set: the images its accuracies count (Table 1: 7,178)",
+        sum(PAPER_TABLE1['test'].values()),
+        None,
+        _test_size,
+        0,
+        evidence='inconsistent',
+        reason='tol: 0, a count. 0.6650155675063685 is exactly 4699/7066 and 0.5424568355505236 '
+        'exactly 3833/7066; '
+        'no count out of 7,178 gives either, and 7,066 is the only size up to 7,178 that gives '
+        'both',
+    )
+)

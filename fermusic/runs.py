@@ -6,133 +6,270 @@
 from __future__ import annotations
 import os, sys, json, time, shlex, subprocess, importlib
 from pathlib import Path
-from .config import (state_dir, repo_root, kit_env, child_env, PROFILE_ENV, DATA_ENV, OVERRIDES_ENV,
-                             COMMAND_ENV)
+from fermusic.config import (
+    state_dir,
+    repo_root,
+    kit_env,
+    child_env,
+    PROFILE_ENV,
+    DATA_ENV,
+    OVERRIDES_ENV,
+    COMMAND_ENV,
+)
 
 # %% auto #0
 __all__ = ['FULL_RUNS', 'run_overrides', 'run_pid', 'run_command', 'start_run', 'runs_status']
 
 # %% ../nbs/07_runs.ipynb #7143253a
 def _per_seed(mod, settings, run, path):
-    "Code that runs `run` once per seed of `settings()`, keeping the first seed's model at `path()`."
-    return (f'from {mod} import {settings}, {run}, {path}\nS = {settings}()\nfor s in S["seeds"]:\n'
-            f'    {run}(S, seed=s, model_path={path}() if s == S["seeds"][0] else None, verbose={{verbose}})')
+    """Code that runs `run` once per seed of `settings()`, keeping the first seed's model at
+    `path()`."""
+    return (
+        f'from {mod} import {settings}, {run}, {path}\nS = {settings}()\nfor s in S["seeds"]:\n'
+        f'    {run}(S, seed=s, model_path={path}() if s == S["seeds"][0] else None, '
+        'verbose={verbose})'
+    )
 
-_SHINDE = 'from fermusic.resnet import shinde_settings, run_all\nrun_all(shinde_settings(), verbose={verbose})'
+
+_SHINDE = (
+    'from fermusic.resnet import shinde_settings, run_all\nrun_all(shinde_settings(), '
+    'verbose={verbose})'
+)
 FULL_RUNS = {
     'yu2020-cnn8': dict(
-        paper='yu2020', state='yu2020/cnn8-7x7', overrides='fermusic.cnn8:CNN8_CPU',
+        paper='yu2020',
+        state='yu2020/cnn8-7x7',
+        overrides='fermusic.cnn8:CNN8_CPU',
         code=_per_seed('fermusic.cnn8', 'cnn8_settings', 'run_cnn8', 'default_model_path'),
-        what="Yu et al.'s CNN8 (7x7) on FER2013, the declared CPU schedule, to early stopping"),
+        what="Yu et al.'s CNN8 (7x7) on FER2013, the declared CPU schedule, to early stopping",
+    ),
     'shinde-cnn': dict(
-        paper='shinde', state='shinde/cnn-48px', overrides='fermusic.resnet:SHINDE_CNN_CPU',
+        paper='shinde',
+        state='shinde/cnn-48px',
+        overrides='fermusic.resnet:SHINDE_CNN_CPU',
         code=_SHINDE,
-        what="Shinde et al.'s custom CNN on FER2013 at 48 px, the paper's schedule (30 epochs, early stopping, LR reduction)"),
+        what="Shinde et al.'s custom CNN on FER2013 at 48 px, the paper's schedule (30 epochs, "
+        "early stopping, LR reduction)",
+    ),
     'shinde-resnet50': dict(
-        paper='shinde', state='shinde/resnet50-scratch-48px', overrides='fermusic.resnet:SHINDE_RESNET_CPU',
+        paper='shinde',
+        state='shinde/resnet50-scratch-48px',
+        overrides='fermusic.resnet:SHINDE_RESNET_CPU',
         code=_SHINDE,
-        what="Shinde et al.'s ResNet50 from scratch at 48 px (no ImageNet weights here), the paper's schedule"),
+        what="Shinde et al.'s ResNet50 from scratch at 48 px (no ImageNet weights here), the "
+        "paper's schedule",
+    ),
     'ugochukwu-lr': dict(
-        paper='ugochukwu', state='ugochukwu/ugochukwu-lr', overrides='fermusic.hparams:UGO_LR_CPU',
-        code=('from fermusic.hparams import ugo_settings, load_study_data, stage_runs, train_run\n'
-              'S = ugo_settings(); D = load_study_data(S)\n'
-              'for cfg in stage_runs("lr", dict(S["base"]), S): train_run(cfg, D, S, verbose={verbose})'),
-        what="Ugochukwu's Table 1 (three learning rates) at 128x128 on FER2013 + FER+, 12,271 training faces, 50 epochs, early stopping"),
+        paper='ugochukwu',
+        state='ugochukwu/ugochukwu-lr',
+        overrides='fermusic.hparams:UGO_LR_CPU',
+        code=(
+            'from fermusic.hparams import ugo_settings, load_study_data, stage_runs, train_run\n'
+            'S = ugo_settings(); D = load_study_data(S)\n'
+            'for cfg in stage_runs("lr", dict(S["base"]), S): train_run(cfg, D, S, '
+            'verbose={verbose})'
+        ),
+        what="Ugochukwu's Table 1 (three learning rates) at 128x128 on FER2013 + FER+, 12,271 "
+        "training faces, 50 epochs, early stopping",
+    ),
     'compact': dict(
-        paper='kit', state='kit/compact', overrides='fermusic.compact:COMPACT_CPU',
-        code=_per_seed('fermusic.compact', 'compact_settings', 'run_compact', 'default_compact_path'),
-        what='the compact mini-Xception-style CNN on FER2013 (lesson 15), 3 seeds, the declared CPU schedule, to early stopping'),
+        paper='kit',
+        state='kit/compact',
+        overrides='fermusic.compact:COMPACT_CPU',
+        code=_per_seed(
+            'fermusic.compact', 'compact_settings', 'run_compact', 'default_compact_path'
+        ),
+        what='the compact mini-Xception-style CNN on FER2013 (lesson 15), 3 seeds, the declared '
+        'CPU schedule, to early stopping',
+    ),
 }
 
 # %% ../nbs/07_runs.ipynb #4b6d8e2f
-_HAN_FER = 'from fermusic.multimodal import han_settings, run_fer2013\nrun_fer2013(han_settings(), verbose={verbose})'
-_HAN_CK = 'from fermusic.multimodal import han_settings, run_ckplus\nrun_ckplus(han_settings(), verbose={verbose})'
-FULL_RUNS.update({
-    'han-ckplus': dict(
-        paper='han', state='han/fusion/fusion-ckplus', overrides='fermusic.multimodal:HAN_CKPLUS_CPU', code=_HAN_CK,
-        what="Han et al.'s fusion network on CK+: 5 subject-independent folds x 3 seeds, to early stopping"),
-    'han-fer2013': dict(
-        paper='han', state='han/fusion/fusion-fer2013', overrides='fermusic.multimodal:HAN_FER2013_CPU', code=_HAN_FER,
-        what="Han et al.'s fusion network on FER2013 to early stopping (the paper's 30x expansion left out)"),
-    'han-ablations': dict(
-        paper='han', state='han/ablations', overrides='fermusic.multimodal:HAN_ABLATIONS_CPU', code=_HAN_FER,
-        what='Han et al.: image, image+landmarks and image+hog networks on FER2013, to early stopping'),
-    'han-baselines': dict(
-        paper='han', state='han/baselines', overrides='fermusic.multimodal:HAN_BASELINES_CPU',
-        code=('from fermusic.multimodal import han_settings, run_fer2013, run_ckplus\nS = han_settings()\n'
-              'run_fer2013(S, verbose={verbose})\nrun_ckplus(S, verbose={verbose})'),
-        what='Han et al.: VGG16 and ResNet50 on FER2013 and on 5 subject-independent CK+ folds, to early stopping'),
-})
+_HAN_FER = (
+    'from fermusic.multimodal import han_settings, run_fer2013\nrun_fer2013(han_settings(), '
+    'verbose={verbose})'
+)
+_HAN_CK = (
+    'from fermusic.multimodal import han_settings, run_ckplus\nrun_ckplus(han_settings(), '
+    'verbose={verbose})'
+)
+FULL_RUNS.update(
+    {
+        'han-ckplus': dict(
+            paper='han',
+            state='han/fusion/fusion-ckplus',
+            overrides='fermusic.multimodal:HAN_CKPLUS_CPU',
+            code=_HAN_CK,
+            what="Han et al.'s fusion network on CK+: 5 subject-independent folds x 3 seeds, to "
+            "early stopping",
+        ),
+        'han-fer2013': dict(
+            paper='han',
+            state='han/fusion/fusion-fer2013',
+            overrides='fermusic.multimodal:HAN_FER2013_CPU',
+            code=_HAN_FER,
+            what="Han et al.'s fusion network on FER2013 to early stopping (the paper's 30x "
+            "expansion left out)",
+        ),
+        'han-ablations': dict(
+            paper='han',
+            state='han/ablations',
+            overrides='fermusic.multimodal:HAN_ABLATIONS_CPU',
+            code=_HAN_FER,
+            what='Han et al.: image, image+landmarks and image+hog networks on FER2013, to early '
+            'stopping',
+        ),
+        'han-baselines': dict(
+            paper='han',
+            state='han/baselines',
+            overrides='fermusic.multimodal:HAN_BASELINES_CPU',
+            code=(
+                'from fermusic.multimodal import han_settings, run_fer2013, run_ckplus\nS = '
+                'han_settings()\n'
+                'run_fer2013(S, verbose={verbose})\nrun_ckplus(S, verbose={verbose})'
+            ),
+            what='Han et al.: VGG16 and ResNet50 on FER2013 and on 5 subject-independent CK+ '
+            'folds, to early stopping',
+        ),
+    }
+)
 
 # %% ../nbs/07_runs.ipynb #58bf3537
-def run_overrides(name:str, # a key of `FULL_RUNS`
-                 ) -> dict:
+def run_overrides(
+    name: str,  # a key of `FULL_RUNS`
+) -> dict:
     "The settings a full run overrides, read from the paper module that declares them."
-    if name not in FULL_RUNS: raise ValueError(f'unknown run {name!r}; choose one of {sorted(FULL_RUNS)}')
+    if name not in FULL_RUNS:
+        raise ValueError(f'unknown run {name!r}; choose one of {sorted(FULL_RUNS)}')
     mod, attr = FULL_RUNS[name]['overrides'].split(':')
     return dict(getattr(importlib.import_module(mod), attr))
 
 # %% ../nbs/07_runs.ipynb #22abd87c
-def _logs(root:Path|None=None) -> Path: return Path(root or state_dir())/'logs'
+def _logs(root: Path | None = None) -> Path:
+    return Path(root or state_dir()) / 'logs'
 
-def run_pid(name:str, # a key of `FULL_RUNS`
-            root:Path|str|None=None, # the state folder (default: `state_dir()`)
-           ) -> int|None:
+
+def run_pid(
+    name: str,  # a key of `FULL_RUNS`
+    root: Path | str | None = None,  # the state folder (default: `state_dir()`)
+) -> int | None:
     "The process id of `name`'s background run while it is alive, else None."
-    f = _logs(root)/f'{name}.pid'
-    if not f.exists(): return None
-    try: pid = int(f.read_text().strip()); os.kill(pid, 0)
-    except (ValueError, ProcessLookupError): return None
-    except PermissionError: return pid   # alive, owned by someone else
+    f = _logs(root) / f'{name}.pid'
+    if not f.exists():
+        return None
+    try:
+        pid = int(f.read_text().strip())
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return None
+    except PermissionError:
+        return pid  # alive, owned by someone else
     return pid
 
 # %% ../nbs/07_runs.ipynb #94be959c
-def run_command(name:str, # a key of `FULL_RUNS`
-                data:str|Path|None=None, # the full datasets' folder (default: $FERMUSIC_DATA)
-                verbose:int=2, # Keras output: 2 one line per epoch (logs), 1 progress bars (a terminal)
-               ) -> tuple:
+def run_command(
+    name: str,  # a key of `FULL_RUNS`
+    data: str | Path | None = None,  # the full datasets' folder (default: $FERMUSIC_DATA)
+    # Keras output: 2 one line per epoch (logs), 1 progress bars (a terminal)
+    verbose: int = 2,
+) -> tuple:
     "The environment and argument list that start (or resume) `name`."
     data = data or kit_env().data
-    if not data: raise ValueError(f'full runs need the full datasets: pass --data DIR or set {DATA_ENV}')
-    env = {PROFILE_ENV: 'full', DATA_ENV: str(Path(data).resolve()), OVERRIDES_ENV: json.dumps(run_overrides(name))}
+    if not data:
+        raise ValueError(f'full runs need the full datasets: pass --data DIR or set {DATA_ENV}')
+    env = {
+        PROFILE_ENV: 'full',
+        DATA_ENV: str(Path(data).resolve()),
+        OVERRIDES_ENV: json.dumps(run_overrides(name)),
+    }
     return env, [sys.executable, '-c', FULL_RUNS[name]['code'].format(verbose=verbose)]
 
 # %% ../nbs/07_runs.ipynb #e48325fb
-def start_run(name:str, # a key of `FULL_RUNS`
-              data:str|Path|None=None, # the full datasets' folder (default: $FERMUSIC_DATA)
-              background:bool=True, # False: run here, with progress bars, until it ends
-              nice:int=10, # scheduling priority of a background run (higher: yields to other work)
-             ) -> dict:
+def start_run(
+    name: str,  # a key of `FULL_RUNS`
+    data: str | Path | None = None,  # the full datasets' folder (default: $FERMUSIC_DATA)
+    background: bool = True,  # False: run here, with progress bars, until it ends
+    nice: int = 10,  # scheduling priority of a background run (higher: yields to other work)
+) -> dict:
     "Start or resume a full run: in the background (returns its pid and log) or in the foreground."
-    if (pid := run_pid(name)): raise ValueError(f'{name} is already running (pid {pid}); watch it with `fermusic runs status`')
+    if pid := run_pid(name):
+        raise ValueError(
+            f'{name} is already running (pid {pid}); watch it with `fermusic runs status`'
+        )
     env, argv = run_command(name, data, verbose=2 if background else 1)
     env = child_env(**env, **{COMMAND_ENV: f'fermusic runs start {name}'})
-    if not background: return dict(name=name, returncode=subprocess.run(argv, env=env, cwd=repo_root()).returncode)
+    if not background:
+        return dict(name=name, returncode=subprocess.run(argv, env=env, cwd=repo_root()).returncode)
     _logs().mkdir(parents=True, exist_ok=True)
-    log = _logs()/f'{name}.log'
+    log = _logs() / f'{name}.log'
     with open(log, 'a') as f:
-        f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(map(shlex.quote, argv))}\n"); f.flush()
-        p = subprocess.Popen(argv, env=env, cwd=repo_root(), stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                             preexec_fn=lambda: os.nice(nice))
-    (_logs()/f'{name}.pid').write_text(str(p.pid))
+        f.write(
+            f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start: "
+            f"{' '.join(map(shlex.quote, argv))}\n"
+        )
+        f.flush()
+        p = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=repo_root(),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: os.nice(nice),
+        )
+    (_logs() / f'{name}.pid').write_text(str(p.pid))
     return dict(name=name, pid=p.pid, log=str(log))
 
 # %% ../nbs/07_runs.ipynb #e72a9b47
-def _fmt_s(s): return '-' if s is None else (f'{s/3600:.1f} h' if s >= 3600 else f'{s/60:.0f} min')
+def _fmt_s(s):
+    return '-' if s is None else (f'{s / 3600:.1f} h' if s >= 3600 else f'{s / 60:.0f} min')
 
-def runs_status(root:Path|str|None=None, # the state folder (default: `state_dir()`)
-               ):
-    "A table of every checkpointed run: epoch k of N, best validation score, time per epoch and left, state."
+
+def runs_status(
+    root: Path | str | None = None,  # the state folder (default: `state_dir()`)
+):
+    """A table of every checkpointed run: epoch k of N, best validation score, time per epoch and
+    left, state."""
     import pandas as pd
-    root = Path(root or state_dir()); rows = []
+
+    root = Path(root or state_dir())
+    rows = []
     running = {FULL_RUNS[n]['state'] for n in FULL_RUNS if run_pid(n, root)}
     for f in sorted(root.glob('**/progress.json')):
-        m = json.loads(f.read_text()); h = m.get('history', {}); run = f.parent.relative_to(root).as_posix()
-        secs = h.get('epoch_seconds') or []; per = sum(secs[-3:]) / len(secs[-3:]) if secs else None
-        val = h.get('val_accuracy') or []; left = m['epochs_planned'] - m['epochs_done']
-        state = m['stopped'] if m.get('finished') else ('running' if any(run.startswith(s) for s in running) else 'paused')
-        rows.append(dict(run=run, epoch=f"{m['epochs_done']} of {m['epochs_planned']}",
-                         best_val=round(max(val), 4) if val else None, best_epoch=m.get('best_epoch'),
-                         per_epoch=_fmt_s(per), left_at_most=_fmt_s(per * left if per and not m.get('finished') else 0),
-                         resumes=len(m.get('resumes', [])), state=state))
-    return pd.DataFrame(rows, columns=['run', 'epoch', 'best_val', 'best_epoch', 'per_epoch', 'left_at_most', 'resumes', 'state'])
+        m = json.loads(f.read_text())
+        h = m.get('history', {})
+        run = f.parent.relative_to(root).as_posix()
+        secs = h.get('epoch_seconds') or []
+        per = sum(secs[-3:]) / len(secs[-3:]) if secs else None
+        val = h.get('val_accuracy') or []
+        left = m['epochs_planned'] - m['epochs_done']
+        state = (
+            m['stopped']
+            if m.get('finished')
+            else ('running' if any(run.startswith(s) for s in running) else 'paused')
+        )
+        rows.append(
+            dict(
+                run=run,
+                epoch=f"{m['epochs_done']} of {m['epochs_planned']}",
+                best_val=round(max(val), 4) if val else None,
+                best_epoch=m.get('best_epoch'),
+                per_epoch=_fmt_s(per),
+                left_at_most=_fmt_s(per * left if per and not m.get('finished') else 0),
+                resumes=len(m.get('resumes', [])),
+                state=state,
+            )
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            'run',
+            'epoch',
+            'best_val',
+            'best_epoch',
+            'per_epoch',
+            'left_at_most',
+            'resumes',
+            'state',
+        ],
+    )

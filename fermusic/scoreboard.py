@@ -19,431 +19,849 @@ __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SH
            'coverage_text', 'scoreboard_markdown', 'majority_floor', 'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
-PAPERS = {'yu2020': 'Yu et al. 2020', 'han': 'Han, Wang & Lu', 'ugochukwu': 'Ugochukwu', 'shinde': 'Shinde et al. 2024'}
-PAPER_LESSONS = {  # paper -> [(notebook, module it exports)]; the notebooks `fermusic reproduce PAPER` runs, in order
-    'yu2020': [('10_cnn8_fer2013', 'cnn8'), ('11_lyrics', 'lyrics'), ('12_recommend', 'recommend'), ('13_pipeline', 'pipeline')],
+PAPERS = {
+    'yu2020': 'Yu et al. 2020',
+    'han': 'Han, Wang & Lu',
+    'ugochukwu': 'Ugochukwu',
+    'shinde': 'Shinde et al. 2024',
+}
+# paper -> [(notebook, module it exports)]; the notebooks `fermusic reproduce PAPER` runs, in order
+PAPER_LESSONS = {
+    'yu2020': [
+        ('10_cnn8_fer2013', 'cnn8'),
+        ('11_lyrics', 'lyrics'),
+        ('12_recommend', 'recommend'),
+        ('13_pipeline', 'pipeline'),
+    ],
     'han': [('20_multimodal', 'multimodal')],
     'ugochukwu': [('30_hparams_rafdb', 'hparams')],
-    'shinde': [('40_cnn_vs_resnet', 'resnet')]}
+    'shinde': [('40_cnn_vs_resnet', 'resnet')],
+}
 
-def check_paper(paper:str, # a key of `PAPERS`, or 'all'
-               ) -> list[str]:
+
+def check_paper(
+    paper: str,  # a key of `PAPERS`, or 'all'
+) -> list[str]:
     "The paper keys `paper` stands for, or a ValueError naming the choices."
-    if paper == 'all': return list(PAPERS)
-    if paper not in PAPERS: raise ValueError(f"unknown paper {paper!r}; choose one of {', '.join(PAPERS)} or all")
+    if paper == 'all':
+        return list(PAPERS)
+    if paper not in PAPERS:
+        raise ValueError(f"unknown paper {paper!r}; choose one of {', '.join(PAPERS)} or all")
     return [paper]
 
-def collect_claims(papers=None, # paper keys; default: all four
-                  ) -> tuple[list, dict]:
-    "The `CLAIMS` of every paper module in this checkout, and {paper: [notebooks whose module is missing]}."
+
+def collect_claims(
+    papers=None,  # paper keys; default: all four
+) -> tuple[list, dict]:
+    """The `CLAIMS` of every paper module in this checkout, and {paper: [notebooks whose module is
+    missing]}."""
     claims, missing = [], {}
     for p in papers or PAPERS:
         for nb, mod in PAPER_LESSONS[p]:
             name = f'fermusic.{mod}'
-            if importlib.util.find_spec(name) is None: missing.setdefault(p, []).append(nb); continue
+            if importlib.util.find_spec(name) is None:
+                missing.setdefault(p, []).append(nb)
+                continue
             claims += list(getattr(importlib.import_module(name), 'CLAIMS', []))
     return claims, missing
 
 # %% ../nbs/90_scoreboard.ipynb #eb30ba09
-VERDICTS = ('reproduced', 'not reproduced', 'under-trained', 'failed run', 'substitute', 'paper inconsistent',
-            'derived check', 'not measurable here', 'no number in the paper', 'not run yet', 'lesson not merged yet')
-EVIDENCE_VERDICT = {'substitute': 'substitute', 'derived': 'derived check', 'inconsistent': 'paper inconsistent'}
+VERDICTS = (
+    'reproduced',
+    'not reproduced',
+    'under-trained',
+    'failed run',
+    'substitute',
+    'paper inconsistent',
+    'derived check',
+    'not measurable here',
+    'no number in the paper',
+    'not run yet',
+    'lesson not merged yet',
+)
+EVIDENCE_VERDICT = {
+    'substitute': 'substitute',
+    'derived': 'derived check',
+    'inconsistent': 'paper inconsistent',
+}
 
-def run_label(rec:dict) -> str:
+
+def run_label(rec: dict) -> str:
     "Where and when a record was made: 'name · CPU x2 · 2026-11-21' or with its accelerators."
     hw = rec.get('hardware') or {}
     dev = ', '.join(hw.get('accelerators') or []) or f"CPU x{hw.get('cpu_count', '?')}"
     return f"{rec['name']} · {dev} · {(rec.get('started') or '')[:10]}"
 
-def schedule_of(rec:dict|None, # a run record
-               ) -> dict|None:
-    "The record's `schedule`, or for an older record the same fields derived from what it holds; None: no epochs."
-    if not rec: return None
-    if rec.get('schedule'): return rec['schedule']
+
+def schedule_of(
+    rec: dict | None,  # a run record
+) -> dict | None:
+    """The record's `schedule`, or for an older record the same fields derived from what it holds;
+    None: no epochs."""
+    if not rec:
+        return None
+    if rec.get('schedule'):
+        return rec['schedule']
     p, h, name = rec.get('params') or {}, rec.get('history') or {}, rec['name']
     run = rec.get('epochs_run') or p.get('epochs_run') or len(h.get('loss') or [])
-    if not run: return None                                    # an SVM, a count, a table: nothing trained by epochs
+    # an SVM, a count, a table: nothing trained by epochs
+    if not run:
+        return None
     planned = p.get('epochs_planned') or p.get('epochs') or run
-    base = 'ck_baseline_epochs' if 'ckplus' in name else 'baseline_epochs'   # Han's baselines have their own schedule
-    if name.split('-')[0] in ('vgg16', 'resnet50') and p.get(base): planned = p[base]
+    # Han's baselines have their own schedule
+    base = 'ck_baseline_epochs' if 'ckplus' in name else 'baseline_epochs'
+    if name.split('-')[0] in ('vgg16', 'resnet50') and p.get(base):
+        planned = p[base]
     notes = ' '.join(map(str, rec.get('notes') or []))
-    stopped = ('time_budget' if re.search(r'stopped by the [\d.]+ min time budget', notes) else
-               'epoch_cap' if 'epochs_cap' in notes else 'planned_end' if run >= planned else
-               'converged' if p.get('patience') else 'epoch_cap')
-    hist = dict(loss=[0.] * run)                               # CK+ records keep one history entry per fold, not per epoch
-    if len(h.get('val_accuracy') or []) == run: hist['val_accuracy'] = h['val_accuracy']
-    return dict(run_schedule(hist, planned, stopped), derived_from='the record (it predates `schedule`)')
+    stopped = (
+        'time_budget'
+        if re.search(r'stopped by the [\d.]+ min time budget', notes)
+        else 'epoch_cap'
+        if 'epochs_cap' in notes
+        else 'planned_end'
+        if run >= planned
+        else 'converged'
+        if p.get('patience')
+        else 'epoch_cap'
+    )
+    # CK+ records keep one history entry per fold, not per epoch
+    hist = dict(loss=[0.0] * run)
+    if len(h.get('val_accuracy') or []) == run:
+        hist['val_accuracy'] = h['val_accuracy']
+    return dict(
+        run_schedule(hist, planned, stopped), derived_from='the record (it predates `schedule`)'
+    )
 
-def settled(s:dict|None, # from `schedule_of`
-           ) -> bool:
-    "Whether a schedule can back a verdict: no epochs, converged, or its planned end with validation no longer improving."
-    return s is None or s['stopped'] == 'converged' or (s['stopped'] == 'planned_end' and s.get('still_improving') is False)
 
-def schedule_text(s:dict|None) -> str:
+def settled(
+    s: dict | None,  # from `schedule_of`
+) -> bool:
+    """Whether a schedule can back a verdict: no epochs, converged, or its planned end with
+    validation no longer improving."""
+    return (
+        s is None
+        or s['stopped'] == 'converged'
+        or (s['stopped'] == 'planned_end' and s.get('still_improving') is False)
+    )
+
+
+def schedule_text(s: dict | None) -> str:
     "A schedule in a few words: '10/12 epochs, time budget, still improving'."
-    if not s: return ''
-    imp = {True: ', still improving', False: ', no longer improving'}.get(s.get('still_improving'), '')
+    if not s:
+        return ''
+    imp = {True: ', still improving', False: ', no longer improving'}.get(
+        s.get('still_improving'), ''
+    )
     return f"{s['epochs_run']}/{s['epochs_planned']} epochs, {s['stopped'].replace('_', ' ')}{imp}"
 
 # %% ../nbs/90_scoreboard.ipynb #7a1c0e02
-_RATE = re.compile(r'evaluations\.([^.]+)\.(accuracy|error_rate|mean_class_accuracy|precision|recall|f1'
-                   r'|per_class\.([^.]+)\.recall)$')
+_RATE = re.compile(
+    r'evaluations\.([^.]+)\.(accuracy|error_rate|mean_class_accuracy|precision|recall|f1'
+    r'|per_class\.([^.]+)\.recall)$'
+)
 
-def wilson_half(p:float, n:int) -> float:
+
+def wilson_half(p: float, n: int) -> float:
     "Half the width of the 95% Wilson interval of a proportion `p` on `n` trials."
-    lo, hi = wilson_interval(round(p * n), n); return (hi - lo) / 2
+    lo, hi = wilson_interval(round(p * n), n)
+    return (hi - lo) / 2
 
-def rule_tolerance(claim:Claim, # a claim without a tolerance of its own
-                   rec:dict, # the newest record of its run
-                   seed_values=(), # the claim's value in the newest record of each seed
-                  ) -> tuple:
-    "The one tolerance rule, (tolerance, how it was derived), or (None, '') where it does not apply."
+
+def rule_tolerance(
+    claim: Claim,  # a claim without a tolerance of its own
+    rec: dict,  # the newest record of its run
+    seed_values=(),  # the claim's value in the newest record of each seed
+) -> tuple:
+    """The one tolerance rule, (tolerance, how it was derived), or (None, '') where it does not
+    apply."""
     m = _RATE.match(claim.metric) if isinstance(claim.metric, str) else None
     ev = ((rec.get('evaluations') or {}).get(m.group(1)) or {}) if m else {}
-    if claim.paper_value is None or not ev: return None, ''
+    if claim.paper_value is None or not ev:
+        return None, ''
     p, split, what, cls = claim.paper_value, *m.groups()
     if cls:
-        n = ev['per_class'][cls]['support']; tol = wilson_half(p, n); how = f'the {n:,} {split} {cls} faces'
+        n = ev['per_class'][cls]['support']
+        tol = wilson_half(p, n)
+        how = f'the {n:,} {split} {cls} faces'
     elif what in ('accuracy', 'error_rate'):
-        n = ev['n']; tol = wilson_half(p, n); how = f'{n:,} {split} faces'
-    else:                                                      # a mean over classes: the classes' intervals, averaged
+        n = ev['n']
+        tol = wilson_half(p, n)
+        how = f'{n:,} {split} faces'
+    # a mean over classes: the classes' intervals, averaged
+    else:
         ns = [ev['per_class'][l]['support'] for l in ev['labels']]
         tol = math.sqrt(sum(wilson_half(p, n) ** 2 for n in ns)) / len(ns)
         how = f'{len(ns)} classes of {min(ns):,}-{max(ns):,} {split} faces, averaged'
     how = f'tol: 95% binomial (Wilson) interval on {how}'
     vals = [v for v in seed_values if v is not None]
     if len(vals) >= 3:
-        sd = statistics.stdev(vals); tol = math.sqrt(tol ** 2 + (1.96 * sd) ** 2)
+        sd = statistics.stdev(vals)
+        tol = math.sqrt(tol**2 + (1.96 * sd) ** 2)
         how += f', widened by the spread of {len(vals)} seeds (sd {sd:.3f})'
     return tol, how
 
 # %% ../nbs/90_scoreboard.ipynb #99646b4f
-def seed_runs(runs:list, # the records of one run name, newest first
-             ) -> list:
+def seed_runs(
+    runs: list,  # the records of one run name, newest first
+) -> list:
     "The newest record of each seed, newest first (a rerun of a seed replaces its older record)."
     seen = {}
-    for r in runs: seen.setdefault(r.get('seed'), r)
+    for r in runs:
+        seen.setdefault(r.get('seed'), r)
     return list(seen.values())
+
 
 _FIELD = re.compile(r'\{([A-Za-z_][\w.-]*)(?::([^{}]*))?\}')
 
-def reason_text(reason:str, # a claim's reason: `{field}` or `{field:format}` marks a fact to read from the record
-                rec:dict|None, # the newest record of the claim's run
-                sched:dict|None=None, # its schedule (`schedule_of`)
-                seeds:int=1, # how many seeds' records the row averages
-               ) -> str:
-    "`reason` with its fields filled: `{epochs}` (the schedule), `{seeds}`, or a dotted record path; '?' where missing."
-    facts = dict(epochs=schedule_text(sched) or None, seeds=f"{seeds} seed{'s' * (seeds != 1)}" if rec else None)
+
+def reason_text(
+    # a claim's reason: `{field}` or `{field:format}` marks a fact to read from the record
+    reason: str,
+    rec: dict | None,  # the newest record of the claim's run
+    sched: dict | None = None,  # its schedule (`schedule_of`)
+    seeds: int = 1,  # how many seeds' records the row averages
+) -> str:
+    """`reason` with its fields filled: `{epochs}` (the schedule), `{seeds}`, or a dotted record
+    path; '?' where missing."""
+    facts = dict(
+        epochs=schedule_text(sched) or None,
+        seeds=f"{seeds} seed{'s' * (seeds != 1)}" if rec else None,
+    )
+
     def fill(m):
         v = facts[m[1]] if m[1] in facts else record_value(rec, m[1])
-        if v is None: return '?'
-        try: return format(v, m[2] or '')
-        except (TypeError, ValueError): return str(v)
+        if v is None:
+            return '?'
+        try:
+            return format(v, m[2] or '')
+        except (TypeError, ValueError):
+            return str(v)
+
     return _FIELD.sub(fill, reason or '')
 
 # %% ../nbs/90_scoreboard.ipynb #7a1c0e05
-FAILED_SHARE = 0.9  # a model that gives one class to at least 90% of the test faces "predicts one class": a failed run
+# a model that gives one class to at least 90% of the test faces "predicts one class": a failed run
+FAILED_SHARE = 0.9
 
-def one_class_share(rec:dict, # a run record
-                    metric=None, # the claim's metric: its evaluation's confusion matrix is read (default: the first)
-                   ) -> tuple:
-    "(share of test predictions in the most-predicted class, that class) from a confusion matrix, or (None, None)."
-    evs = {k: v for k, v in (rec.get('evaluations') or {}).items() if isinstance(v, dict) and v.get('confusion')}
+
+def one_class_share(
+    rec: dict,  # a run record
+    # the claim's metric: its evaluation's confusion matrix is read (default: the first)
+    metric=None,
+) -> tuple:
+    """(share of test predictions in the most-predicted class, that class) from a confusion matrix,
+    or (None, None)."""
+    evs = {
+        k: v
+        for k, v in (rec.get('evaluations') or {}).items()
+        if isinstance(v, dict) and v.get('confusion')
+    }
     m = re.match(r'evaluations\.([^.]+)\.', metric) if isinstance(metric, str) else None
     ev = evs.get(m.group(1)) if m else None
     ev = ev or next(iter(evs.values()), None)
-    if ev is None: return None, None
+    if ev is None:
+        return None, None
     cols = np.asarray(ev['confusion']).sum(axis=0)
     return float(cols.max() / max(cols.sum(), 1)), ev['labels'][int(cols.argmax())]
 
-def judge(claim:Claim, # the claim
-          recs:dict, # {record name: [records, newest first]}
-         ) -> dict:
-    "One row: paper value, ours (newest record; seeds: their mean), diff, tolerance, verdict, schedule, reason, run."
-    row = dict(paper=claim.paper, claim=claim.claim, paper_value=claim.paper_value, ours=None, seeds=None, sd=None,
-               diff=None, tol=None, verdict=None, schedule=None, reason=reason_text(claim.reason, None), run='',
-               record=claim.record)
-    arith = claim.record is None and callable(claim.metric) and claim.evidence in ('derived', 'inconsistent')
-    if claim.record is None and not arith: return dict(row, verdict='not measurable here')
+
+def judge(
+    claim: Claim,  # the claim
+    recs: dict,  # {record name: [records, newest first]}
+) -> dict:
+    """One row: paper value, ours (newest record; seeds: their mean), diff, tolerance, verdict,
+    schedule, reason, run."""
+    row = dict(
+        paper=claim.paper,
+        claim=claim.claim,
+        paper_value=claim.paper_value,
+        ours=None,
+        seeds=None,
+        sd=None,
+        diff=None,
+        tol=None,
+        verdict=None,
+        schedule=None,
+        reason=reason_text(claim.reason, None),
+        run='',
+        record=claim.record,
+    )
+    arith = (
+        claim.record is None
+        and callable(claim.metric)
+        and claim.evidence in ('derived', 'inconsistent')
+    )
+    if claim.record is None and not arith:
+        return dict(row, verdict='not measurable here')
     runs = recs.get(claim.record) or []
     rec = runs[0] if runs else None
-    vals = [] if arith else [v for v in (record_value(r, claim.metric) for r in seed_runs(runs)) if v is not None]
-    ours = claim.metric(None) if arith else record_value(rec, claim.metric)   # arithmetic on the paper: no record
+    vals = (
+        []
+        if arith
+        else [v for v in (record_value(r, claim.metric) for r in seed_runs(runs)) if v is not None]
+    )
+    # arithmetic on the paper: no record
+    ours = claim.metric(None) if arith else record_value(rec, claim.metric)
     if len(vals) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-        ours = statistics.fmean(vals); row['sd'] = statistics.stdev(vals)     # several seeds: their mean and spread
+        # several seeds: their mean and spread
+        ours = statistics.fmean(vals)
+        row['sd'] = statistics.stdev(vals)
     srec = (recs.get(claim.schedule_record) or [None])[0] if claim.schedule_record else rec
-    sched = schedule_of(srec) if claim.evidence in ('run', 'substitute') else None   # arithmetic trains nothing
-    row.update(ours=ours, seeds=len(vals) or None, schedule=sched, run=run_label(rec) if rec else '',
-               reason=reason_text(claim.reason, rec, sched, len(vals)))
-    if ours is None: return dict(row, verdict='not run yet')
-    if claim.paper_value is None: return dict(row, verdict='no number in the paper')
+    # arithmetic trains nothing
+    sched = schedule_of(srec) if claim.evidence in ('run', 'substitute') else None
+    row.update(
+        ours=ours,
+        seeds=len(vals) or None,
+        schedule=sched,
+        run=run_label(rec) if rec else '',
+        reason=reason_text(claim.reason, rec, sched, len(vals)),
+    )
+    if ours is None:
+        return dict(row, verdict='not run yet')
+    if claim.paper_value is None:
+        return dict(row, verdict='no number in the paper')
     tol, how = claim.tolerance, ''
-    if tol is None: tol, how = rule_tolerance(claim, rec or {}, vals)
-    if tol is None and claim.evidence == 'substitute': how = 'no tolerance: other data or settings, never judged'
-    elif tol is None: raise ValueError(f"{claim.paper}: claim {claim.claim!r}: the tolerance rule needs a rate in an "
-                                     f"evaluation, not {claim.metric!r}: give the Claim a `tolerance` and its reason")
+    if tol is None:
+        tol, how = rule_tolerance(claim, rec or {}, vals)
+    if tol is None and claim.evidence == 'substitute':
+        how = 'no tolerance: other data or settings, never judged'
+    elif tol is None:
+        raise ValueError(
+            f"{claim.paper}: claim {claim.claim!r}: the tolerance rule needs a rate in an "
+            f"evaluation, not {claim.metric!r}: give the Claim a `tolerance` and its reason"
+        )
     share, label = one_class_share(rec or {}, claim.metric)
-    row.update(tol=tol, diff=ours - claim.paper_value, reason='. '.join(s for s in (how, row['reason']) if s))
-    if claim.evidence != 'run': verdict = EVIDENCE_VERDICT[claim.evidence]
+    row.update(
+        tol=tol,
+        diff=ours - claim.paper_value,
+        reason='. '.join(s for s in (how, row['reason']) if s),
+    )
+    if claim.evidence != 'run':
+        verdict = EVIDENCE_VERDICT[claim.evidence]
     elif share is not None and share >= FAILED_SHARE:
-        verdict = 'failed run'; row['reason'] = f'predicts {label} for {share:.0%} of the test faces. ' + row['reason']
-    elif not settled(sched): verdict = 'under-trained'
-    else: verdict = 'reproduced' if abs(row['diff']) <= tol else 'not reproduced'
+        verdict = 'failed run'
+        row['reason'] = f'predicts {label} for {share:.0%} of the test faces. ' + row['reason']
+    elif not settled(sched):
+        verdict = 'under-trained'
+    else:
+        verdict = 'reproduced' if abs(row['diff']) <= tol else 'not reproduced'
     return dict(row, verdict=verdict)
 
 # %% ../nbs/90_scoreboard.ipynb #d2ccf397
-COLUMNS = ['paper', 'claim', 'paper_value', 'ours', 'seeds', 'sd', 'diff', 'tol', 'verdict', 'schedule', 'reason', 'run',
-           'record']
+COLUMNS = [
+    'paper',
+    'claim',
+    'paper_value',
+    'ours',
+    'seeds',
+    'sd',
+    'diff',
+    'tol',
+    'verdict',
+    'schedule',
+    'reason',
+    'run',
+    'record',
+]
 
-def scoreboard(papers=None, # paper keys; default: all four
-               claims:list|None=None, # default: `collect_claims(papers)`
-               root:Path|str|None=None, # results folder; default: `results_dir()`
-              ) -> pd.DataFrame:
-    "Every claim judged against the newest full-profile record of its run, plus a row per lesson not merged yet."
+
+def scoreboard(
+    papers=None,  # paper keys; default: all four
+    claims: list | None = None,  # default: `collect_claims(papers)`
+    root: Path | str | None = None,  # results folder; default: `results_dir()`
+) -> pd.DataFrame:
+    """Every claim judged against the newest full-profile record of its run, plus a row per lesson
+    not merged yet."""
     missing = {}
-    if claims is None: claims, missing = collect_claims(papers)
+    if claims is None:
+        claims, missing = collect_claims(papers)
     cache, rows = {}, []
     for c in claims:
-        if c.paper not in cache: cache[c.paper] = full_records(c.paper, root)
+        if c.paper not in cache:
+            cache[c.paper] = full_records(c.paper, root)
         rows.append(judge(c, cache[c.paper]))
     for p, nbs in missing.items():
         for nb in nbs:
-            rows.append(dict(paper=p, claim=f'every claim of nbs/{nb}.ipynb', verdict='lesson not merged yet',
-                             reason=f'fermusic.{dict(PAPER_LESSONS[p])[nb]} is not in this checkout yet; its CLAIMS appear here once it is'))
+            rows.append(
+                dict(
+                    paper=p,
+                    claim=f'every claim of nbs/{nb}.ipynb',
+                    verdict='lesson not merged yet',
+                    reason=f'fermusic.{dict(PAPER_LESSONS[p])[nb]} is not in this checkout yet; '
+                    'its CLAIMS appear here once it is',
+                )
+            )
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)  # object: counts stay integers
 
-def summary(board:pd.DataFrame, # from `scoreboard`
-           ) -> pd.DataFrame:
-    "Claims per paper and verdict."
-    return pd.crosstab(board.paper, board.verdict).reindex(columns=[v for v in VERDICTS if v in set(board.verdict)])
 
-def tally(board:pd.DataFrame, # from `scoreboard`
-         ) -> str:
+def summary(
+    board: pd.DataFrame,  # from `scoreboard`
+) -> pd.DataFrame:
+    "Claims per paper and verdict."
+    return pd.crosstab(board.paper, board.verdict).reindex(
+        columns=[v for v in VERDICTS if v in set(board.verdict)]
+    )
+
+
+def tally(
+    board: pd.DataFrame,  # from `scoreboard`
+) -> str:
     "The counts per verdict in one line: '74 rows: 3 reproduced, 20 under-trained, ...'."
     counts = board.verdict.value_counts()
     return f"{len(board)} rows: " + ', '.join(f'{counts[v]} {v}' for v in VERDICTS if v in counts)
 
-def scoreboard_json(board:pd.DataFrame|None=None, # from `scoreboard`; default: `scoreboard()`
-                   ) -> str:
+
+def scoreboard_json(
+    board: pd.DataFrame | None = None,  # from `scoreboard`; default: `scoreboard()`
+) -> str:
     "Every row with all its fields (the schedule as the record gives it) as a JSON list."
     board = scoreboard() if board is None else board
-    rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in board.to_dict('records')]
+    rows = [
+        {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        for r in board.to_dict('records')
+    ]
     return json.dumps(to_jsonable(rows), indent=1, ensure_ascii=False)
 
 # %% ../nbs/90_scoreboard.ipynb #b32c08e5
-def fmt(v, sign:bool=False) -> str:
+def fmt(v, sign: bool = False) -> str:
     "A claim value for a table: '' for none, integers with separators, fractions to three decimals."
-    if v is None or (isinstance(v, float) and v != v): return ''
-    if isinstance(v, bool) or not isinstance(v, (int, float)): return str(v)
-    if isinstance(v, int) or (v.is_integer() and abs(v) >= 10): return f'{int(v):+,}' if sign else f'{int(v):,}'
-    if 0 < abs(v) < 0.01: return f'{v:+.2g}' if sign else f'{v:.2g}'   # tolerances like 0.0015, differences like -0.0007
+    if v is None or (isinstance(v, float) and v != v):
+        return ''
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int) or (v.is_integer() and abs(v) >= 10):
+        return f'{int(v):+,}' if sign else f'{int(v):,}'
+    # tolerances like 0.0015, differences like -0.0007
+    if 0 < abs(v) < 0.01:
+        return f'{v:+.2g}' if sign else f'{v:.2g}'
     return f'{v:+.3f}' if sign else f'{v:.3f}'
 
-def board_text(board:pd.DataFrame, # from `scoreboard`
-              ) -> pd.DataFrame:
+
+def board_text(
+    board: pd.DataFrame,  # from `scoreboard`
+) -> pd.DataFrame:
     "The scoreboard with its numbers formatted for reading (strings; the numbers stay in `board`)."
     t = _formatted(board, ('paper_value', 'ours', 'tol'))
-    t['ours'] = [o + (f' ± {fmt(sd)} ({n} seeds)' if n and n > 1 and sd == sd else '')    # several seeds: mean ± sd
-                 for o, n, sd in zip(t.ours, board.seeds, board.sd.astype(float))]
+    # several seeds: mean ± sd
+    t['ours'] = [
+        o + (f' ± {fmt(sd)} ({n} seeds)' if n and n > 1 and sd == sd else '')
+        for o, n, sd in zip(t.ours, board.seeds, board.sd.astype(float))
+    ]
     t['schedule'] = [schedule_text(s) if isinstance(s, dict) else '' for s in board.schedule]
     return t
 
-def _formatted(df:pd.DataFrame, cols) -> pd.DataFrame:
+
+def _formatted(df: pd.DataFrame, cols) -> pd.DataFrame:
     "A copy of `df` with `cols` and `diff` (signed) as `fmt` strings, blanks for missing values."
     t = df.copy()
-    for c in cols: t[c] = [fmt(v) for v in df[c]]
+    for c in cols:
+        t[c] = [fmt(v) for v in df[c]]
     t['diff'] = [fmt(v, sign=True) for v in df['diff']]
     return t.fillna('')
 
 # %% ../nbs/90_scoreboard.ipynb #c0a1b2d4
 ROW_COLUMNS = ['paper_value', 'ours', 'diff', 'tol', 'verdict', 'schedule', 'reason', 'run']
 
-def paper_rows(paper:str, # a key of `PAPERS`
-               like:str|None=None, # a regular expression a row's claim must contain, e.g. 'Table 2'; default: every row
-               root:Path|str|None=None, # results folder; default: `results_dir()`
-              ) -> pd.DataFrame:
-    "The scoreboard's rows of `paper` (those whose claim matches `like`), formatted as the scoreboard shows them, by claim."
+
+def paper_rows(
+    paper: str,  # a key of `PAPERS`
+    # a regular expression a row's claim must contain, e.g. 'Table 2'; default: every row
+    like: str | None = None,
+    root: Path | str | None = None,  # results folder; default: `results_dir()`
+) -> pd.DataFrame:
+    """The scoreboard's rows of `paper` (those whose claim matches `like`), formatted as the
+    scoreboard shows them, by claim."""
     check_paper(paper)
     b = scoreboard([paper], root=root)
-    if like is not None: b = b[b.claim.str.contains(like)]
-    if b.empty: raise ValueError(f'no scoreboard row of {paper} matches {like!r}: the claims are in the CLAIMS of its module')
+    if like is not None:
+        b = b[b.claim.str.contains(like)]
+    if b.empty:
+        raise ValueError(
+            f'no scoreboard row of {paper} matches {like!r}: the claims are in the CLAIMS of its '
+            'module'
+        )
     return board_text(b).set_index('claim')[ROW_COLUMNS]
 
-
 # %% ../nbs/90_scoreboard.ipynb #c0a1b2d7
-PAPER_NUMBERS = [  # (paper, where, result numbers printed there, the rows that carry them: a pattern on the claims, why fewer)
+# (paper, where, result numbers printed there, the rows that carry them: a pattern on the claims,
+# why fewer)
+PAPER_NUMBERS = [
     ('yu2020', 'Section 2.3.2: FER2013 picture counts', 2, r'^Section 2\.3\.2', ''),
-    ('yu2020', "Table 1: the layers' output sizes", 8, r'^Table 1: parameters',
-     'checked together: one row, the parameter count the 8 sizes imply (not printed in the paper)'),
+    (
+        'yu2020',
+        "Table 1: the layers' output sizes",
+        8,
+        r'^Table 1: parameters',
+        'checked together: one row, the parameter count the 8 sizes imply (not printed in the '
+        'paper)',
+    ),
     ('yu2020', 'Section 4.1: recognition rate, human accuracy', 2, r'^Section 4\.1', ''),
-    ('yu2020', 'Figs. 5, 6, 8: final loss and accuracy, recalls, Disgust as Angry', 7, r'^Fig\. [568]', ''),
-    ('yu2020', 'Table 2 and its text: correct counts of six methods, two margins, the ranking', 9, r'^Table 2', ''),
+    (
+        'yu2020',
+        'Figs. 5, 6, 8: final loss and accuracy, recalls, Disgust as Angry',
+        7,
+        r'^Fig\. [568]',
+        '',
+    ),
+    (
+        'yu2020',
+        'Table 2 and its text: correct counts of six methods, two margins, the ranking',
+        9,
+        r'^Table 2',
+        '',
+    ),
     ('yu2020', 'Table 4: cosine similarities', 8, r'^Table 4', ''),
     ('han', 'Section 4.2: overall accuracies (FER2013, CK+)', 2, r'overall', ''),
     ('han', 'Table 1: FER2013, five methods x (7 classes + average)', 40, r'^Table 1', ''),
     ('han', 'Table 2: CK+, five methods x (7 classes + average)', 40, r'^Table 2', ''),
     ('han', "Section 4.2: other methods' accuracies quoted in the text", 4, r'^Text, 4\.2', ''),
     ('han', 'Fig. 7: confidences of three networks on single images', 36, r'^Fig\. 7', ''),
-    ('ugochukwu', 'Tables 1-4: loss, accuracy, val loss, val accuracy, discrepancy of 17 runs', 85, r'^Table [1-4]:', ''),
+    (
+        'ugochukwu',
+        'Tables 1-4: loss, accuracy, val loss, val accuracy, discrepancy of 17 runs',
+        85,
+        r'^Table [1-4]:',
+        '',
+    ),
     ('ugochukwu', 'Tables 1-4: the four choices', 4, r'^Choice', ''),
-    ('ugochukwu', 'Section 4: RAF-DB and UTKFace image counts', 3, r'^$',
-     'dataset sizes, not results: RAF-DB cannot be had here, and 200 UTKFace faces were sorted, not 23,707'),
-    ('shinde', 'Table 1: FER2013 class counts, train and test', 14, r'^Table 1', 'checked together: one row counts the cells that match'),
-    ('shinde', 'Table 2: five scores of two models', 10, r'^Table 2: (?:CNN|ResNet50 \(ImageNet\))', ''),
+    (
+        'ugochukwu',
+        'Section 4: RAF-DB and UTKFace image counts',
+        3,
+        r'^$',
+        'dataset sizes, not results: RAF-DB cannot be had here, and 200 UTKFace faces were '
+        'sorted, not 23,707',
+    ),
+    (
+        'shinde',
+        'Table 1: FER2013 class counts, train and test',
+        14,
+        r'^Table 1',
+        'checked together: one row counts the cells that match',
+    ),
+    (
+        'shinde',
+        'Table 2: five scores of two models',
+        10,
+        r'^Table 2: (?:CNN|ResNet50 \(ImageNet\))',
+        '',
+    ),
 ]
 
-def coverage(board:pd.DataFrame|None=None, # from `scoreboard`; default: `scoreboard()`
-            ) -> pd.DataFrame:
-    "For each place in `PAPER_NUMBERS`: the numbers the paper prints there, the scoreboard rows that carry them, and why fewer."
+
+def coverage(
+    board: pd.DataFrame | None = None,  # from `scoreboard`; default: `scoreboard()`
+) -> pd.DataFrame:
+    """For each place in `PAPER_NUMBERS`: the numbers the paper prints there, the scoreboard rows
+    that carry them, and why fewer."""
     board = scoreboard() if board is None else board
     rows = []
     for paper, where, n, pat, why in PAPER_NUMBERS:
         k = int(board[board.paper == paper].claim.str.contains(pat).sum())
-        rows.append(dict(paper=paper, where=where, numbers=n, rows=k, covered=n if why.startswith('checked together') and k
-                         else min(n, k), why=why))
+        rows.append(
+            dict(
+                paper=paper,
+                where=where,
+                numbers=n,
+                rows=k,
+                covered=n if why.startswith('checked together') and k else min(n, k),
+                why=why,
+            )
+        )
     return pd.DataFrame(rows)
 
-def coverage_text(board:pd.DataFrame|None=None, # from `scoreboard`; default: `scoreboard()`
-                 ) -> str:
-    "One sentence: how many result numbers the papers print, and how many of them have a scoreboard row."
-    c = coverage(board); n, k = int(c.numbers.sum()), int(c.covered.sum())
+
+def coverage_text(
+    board: pd.DataFrame | None = None,  # from `scoreboard`; default: `scoreboard()`
+) -> str:
+    """One sentence: how many result numbers the papers print, and how many of them have a
+    scoreboard row."""
+    c = coverage(board)
+    n, k = int(c.numbers.sum()), int(c.covered.sum())
     left = c[c.covered < c.numbers]
     why = '; '.join(f"{PAPERS[r.paper]}, {r.where}: {r.why}" for r in left.itertuples())
-    return (f'The four papers print {n:,} result numbers in their tables, figures and results text; {k:,} of them have a '
-            f'row below' + (f', and the other {n - k:,} have a stated reason ({why}).' if n > k else '.'))
-
+    return (
+        f'The four papers print {n:,} result numbers in their tables, figures and results text; '
+        f'{k:,} of them have a '
+        f'row below'
+        + (f', and the other {n - k:,} have a stated reason ({why}).' if n > k else '.')
+    )
 
 # %% ../nbs/90_scoreboard.ipynb #18268b9d
-def _md(s) -> str: return str(s).replace('|', '\\|').replace('\n', ' ')
+def _md(s) -> str:
+    return str(s).replace('|', '\\|').replace('\n', ' ')
 
-def scoreboard_markdown(board:pd.DataFrame|None=None, # from `scoreboard`; default: `scoreboard()`
-                       ) -> str:
+
+def scoreboard_markdown(
+    board: pd.DataFrame | None = None,  # from `scoreboard`; default: `scoreboard()`
+) -> str:
     "The scoreboard as a Markdown table, with a summary line of verdicts, between marker comments."
     board = scoreboard() if board is None else board
     t = board_text(board)
-    lines = ['| paper | claim | paper | ours | diff | tol | verdict | schedule | reason | run |',
-             '|---|---|---:|---:|---:|---:|---|---|---|---|']
+    lines = [
+        '| paper | claim | paper | ours | diff | tol | verdict | schedule | reason | run |',
+        '|---|---|---:|---:|---:|---:|---|---|---|---|',
+    ]
     for r in t.itertuples():
-        lines.append('| ' + ' | '.join(_md(x) for x in (PAPERS.get(r.paper, r.paper), r.claim, r.paper_value, r.ours, r.diff, r.tol,
-                                                        f'**{r.verdict}**', r.schedule, r.reason, r.run)) + ' |')
-    return ('<!-- scoreboard: generated by `fermusic scoreboard` from results/full/; do not edit -->\n'
-            f'{tally(board)}.\n\n' + '\n'.join(lines) + '\n<!-- /scoreboard -->')
+        lines.append(
+            '| '
+            + ' | '.join(
+                _md(x)
+                for x in (
+                    PAPERS.get(r.paper, r.paper),
+                    r.claim,
+                    r.paper_value,
+                    r.ours,
+                    r.diff,
+                    r.tol,
+                    f'**{r.verdict}**',
+                    r.schedule,
+                    r.reason,
+                    r.run,
+                )
+            )
+            + ' |'
+        )
+    return (
+        '<!-- scoreboard: generated by `fermusic scoreboard` from results/full/; do not edit -->\n'
+        f'{tally(board)}.\n\n' + '\n'.join(lines) + '\n<!-- /scoreboard -->'
+    )
 
 # %% ../nbs/90_scoreboard.ipynb #56ada7d5
-LEARNS = ('beats majority', 0.95) # a `Claim.quick` that checks learning: accuracy above the 95% Wilson floor of the majority
-QUICK_FAILS = ('DRIFT', 'NOT LEARNING', 'no quick record') # the statuses that fail `reproduce`
+# a `Claim.quick` that checks learning: accuracy above the 95% Wilson floor of the majority
+LEARNS = ('beats majority', 0.95)
+QUICK_FAILS = ('DRIFT', 'NOT LEARNING', 'no quick record')  # the statuses that fail `reproduce`
 
-def majority_floor(rec:dict, # a run record
-                   metric:str, # the claim's metric, an accuracy: 'evaluations.<split>.accuracy'
-                   level:float=0.95, # confidence level of the Wilson interval
-                  ) -> tuple:
-    "(floor, majority rate, test faces): the upper end of the Wilson interval of the majority-class rate on that split."
+
+def majority_floor(
+    rec: dict,  # a run record
+    metric: str,  # the claim's metric, an accuracy: 'evaluations.<split>.accuracy'
+    level: float = 0.95,  # confidence level of the Wilson interval
+) -> tuple:
+    """(floor, majority rate, test faces): the upper end of the Wilson interval of the
+    majority-class rate on that split."""
     m = re.fullmatch(r'evaluations\.([^.]+)\.accuracy', metric) if isinstance(metric, str) else None
-    if m is None: raise ValueError(f"a learning check reads an accuracy ('evaluations.<split>.accuracy'), not {metric!r}: "
-                                   "give the Claim quick=(expected, tolerance) instead")
+    if m is None:
+        raise ValueError(
+            f"a learning check reads an accuracy ('evaluations.<split>.accuracy'), not {metric!r}: "
+            "give the Claim quick=(expected, tolerance) instead"
+        )
     ev = rec['evaluations'][m.group(1)]
     top = max(ev['per_class'][l]['support'] for l in ev['labels'])
     return wilson_interval(top, ev['n'], level)[1], top / ev['n'], ev['n']
 
-def quick_check(claims:list|None=None, # default: `collect_claims()`
-                root:Path|str|None=None, # results folder; default: `results_dir()`
-                since:str|None=None, # ISO time: only records started at or after it count
-               ) -> pd.DataFrame:
-    "Each claim's quick-profile value against its check: ok, DRIFT, NOT LEARNING, no quick record, or no quick check."
-    if claims is None: claims, _ = collect_claims()
-    recs = [r for r in load_records(root, profile='quick') if since is None or r.get('started', '') >= since]
+
+def quick_check(
+    claims: list | None = None,  # default: `collect_claims()`
+    root: Path | str | None = None,  # results folder; default: `results_dir()`
+    since: str | None = None,  # ISO time: only records started at or after it count
+) -> pd.DataFrame:
+    """Each claim's quick-profile value against its check: ok, DRIFT, NOT LEARNING, no quick record,
+    or no quick check."""
+    if claims is None:
+        claims, _ = collect_claims()
+    recs = [
+        r
+        for r in load_records(root, profile='quick')
+        if since is None or r.get('started', '') >= since
+    ]
     rows = []
     for c in claims:
         name = c.quick_record or c.record
-        row = dict(paper=c.paper, claim=c.claim, expected=None, tol=None, quick=None, diff=None, status='no quick check', run='')
+        row = dict(
+            paper=c.paper,
+            claim=c.claim,
+            expected=None,
+            tol=None,
+            quick=None,
+            diff=None,
+            status='no quick check',
+            run='',
+        )
         if c.quick is not None and name is not None:
             rec = next((r for r in recs if r['paper'] == c.paper and r['name'] == name), None)
             v = record_value(rec, c.metric)
             row.update(quick=v, run=run_label(rec) if rec else '')
-            if v is None: row['status'] = 'no quick record'
-            elif c.quick[0] == LEARNS[0]:      # above the floor: expected is the floor, tol its margin over the majority
+            if v is None:
+                row['status'] = 'no quick record'
+            # above the floor: expected is the floor, tol its margin over the majority
+            elif c.quick[0] == LEARNS[0]:
                 floor, major, _ = majority_floor(rec, c.metric, c.quick[1])
-                row.update(expected=floor, tol=floor - major, diff=v - floor, status='ok' if v > floor else 'NOT LEARNING')
+                row.update(
+                    expected=floor,
+                    tol=floor - major,
+                    diff=v - floor,
+                    status='ok' if v > floor else 'NOT LEARNING',
+                )
             else:
                 exp, tol = c.quick
-                row.update(expected=exp, tol=tol, diff=v - exp, status='ok' if abs(v - exp) <= tol else 'DRIFT')
+                row.update(
+                    expected=exp,
+                    tol=tol,
+                    diff=v - exp,
+                    status='ok' if abs(v - exp) <= tol else 'DRIFT',
+                )
         rows.append(row)
     return pd.DataFrame(rows, dtype=object)  # object: counts stay integers
 
-def quick_text(qc:pd.DataFrame, # from `quick_check`
-              ) -> pd.DataFrame:
+
+def quick_text(
+    qc: pd.DataFrame,  # from `quick_check`
+) -> pd.DataFrame:
     "The quick check with its numbers formatted for reading."
     return _formatted(qc, ('expected', 'tol', 'quick'))
 
 # %% ../nbs/90_scoreboard.ipynb #a561aecf
-def _html_report(title:str, parts:list) -> str:
-    body = ''.join(f'<h2>{html.escape(h)}</h2>\n' + (x.to_html(index=False, escape=True) if isinstance(x, pd.DataFrame) else f'<p>{html.escape(x)}</p>')
-                   for h, x in parts)
-    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            '<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:90%}'
-            'td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}</style></head>\n'
-            f'<body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n')
+def _html_report(title: str, parts: list) -> str:
+    body = ''.join(
+        f'<h2>{html.escape(h)}</h2>\n'
+        + (
+            x.to_html(index=False, escape=True)
+            if isinstance(x, pd.DataFrame)
+            else f'<p>{html.escape(x)}</p>'
+        )
+        for h, x in parts
+    )
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        '<style>body{font-family:sans-serif;margin:2em}'
+        'table{border-collapse:collapse;font-size:90%}'
+        'td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}</style></head>\n'
+        f'<body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n'
+    )
 
-def _md_table(df:pd.DataFrame) -> str:
-    if df.empty: return '(none)'
+
+def _md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return '(none)'
     cols = list(df.columns)
-    return '\n'.join(['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)] +
-                     ['| ' + ' | '.join(_md(x) for x in row) + ' |' for row in df.astype(str).itertuples(index=False)])
+    return '\n'.join(
+        ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+        + [
+            '| ' + ' | '.join(_md(x) for x in row) + ' |'
+            for row in df.astype(str).itertuples(index=False)
+        ]
+    )
 
-def reproduce(paper:str='all', # a key of `PAPERS`, or 'all'
-              profile:str|None=None, # 'quick' or 'full'; default: the active profile
-              out:Path|str|None=None, # report folder; default: results/<profile>/reproduce/<paper>
-              notebooks:dict|None=None, # {paper: [notebook paths]}; default: the lessons in nbs/ (`PAPER_LESSONS`)
-              claims:list|None=None, # default: `collect_claims` of the papers run
-              root:Path|str|None=None, # results folder; default: `results_dir()`
-              timeout:int|None=None, # seconds allowed per cell
-              overrides:str|None=None, # JSON settings for every notebook run; default: $FERMUSIC_OVERRIDES (as set)
-              echo=print, # where progress lines go
-             ) -> dict:
-    "Run `paper`'s notebooks headless with `profile`, write report.md and report.html, and return the outcome (`status` 0 or 1)."
+
+def reproduce(
+    paper: str = 'all',  # a key of `PAPERS`, or 'all'
+    profile: str | None = None,  # 'quick' or 'full'; default: the active profile
+    out: Path | str | None = None,  # report folder; default: results/<profile>/reproduce/<paper>
+    # {paper: [notebook paths]}; default: the lessons in nbs/ (`PAPER_LESSONS`)
+    notebooks: dict | None = None,
+    claims: list | None = None,  # default: `collect_claims` of the papers run
+    root: Path | str | None = None,  # results folder; default: `results_dir()`
+    timeout: int | None = None,  # seconds allowed per cell
+    # JSON settings for every notebook run; default: $FERMUSIC_OVERRIDES (as set)
+    overrides: str | None = None,
+    echo=print,  # where progress lines go
+) -> dict:
+    """Run `paper`'s notebooks headless with `profile`, write report.md and report.html, and return
+    the outcome (`status` 0 or 1)."""
     from fermusic.notebooks import execute_notebook
+
     profile, papers = get_profile(profile), check_paper(paper)
-    out = Path(out or Path(root or results_dir())/profile/'reproduce'/paper); (out/'notebooks').mkdir(parents=True, exist_ok=True)
-    nbdir = (repo_root() or Path.cwd())/'nbs'
+    out = Path(out or Path(root or results_dir()) / profile / 'reproduce' / paper)
+    (out / 'notebooks').mkdir(parents=True, exist_ok=True)
+    nbdir = (repo_root() or Path.cwd()) / 'nbs'
     todo, skipped = [], []
     for p in papers:
-        paths = [Path(x) for x in notebooks.get(p, [])] if notebooks is not None else [nbdir/f'{n}.ipynb' for n, _ in PAPER_LESSONS[p]]
-        for nb in paths: (todo if nb.exists() else skipped).append((p, nb))
-    for p, nb in skipped: echo(f'skipped {nb.name}: lesson not merged yet')
-    if not todo: echo(f'no notebook of {paper} in this checkout: nothing to reproduce')
+        paths = (
+            [Path(x) for x in notebooks.get(p, [])]
+            if notebooks is not None
+            else [nbdir / f'{n}.ipynb' for n, _ in PAPER_LESSONS[p]]
+        )
+        for nb in paths:
+            (todo if nb.exists() else skipped).append((p, nb))
+    for p, nb in skipped:
+        echo(f'skipped {nb.name}: lesson not merged yet')
+    if not todo:
+        echo(f'no notebook of {paper} in this checkout: nothing to reproduce')
     since = dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
     ran, t00 = [], time.perf_counter()
     for i, (p, nb) in enumerate(todo, 1):
-        echo(f'[{i}/{len(todo)}] {p}: {nb.name} ({profile} profile) ...'); t0 = time.perf_counter()
+        echo(f'[{i}/{len(todo)}] {p}: {nb.name} ({profile} profile) ...')
+        t0 = time.perf_counter()
         try:
             env = kit_env()
-            cmd = env.command or f'fermusic reproduce {paper} --profile {profile}'  # what the records name
-            execute_notebook(nb, profile=profile, out=out/'notebooks'/nb.name, timeout=timeout, command=cmd,
-                             overrides=overrides or env.raw.get(OVERRIDES_ENV))
+            # what the records name
+            cmd = env.command or f'fermusic reproduce {paper} --profile {profile}'
+            execute_notebook(
+                nb,
+                profile=profile,
+                out=out / 'notebooks' / nb.name,
+                timeout=timeout,
+                command=cmd,
+                overrides=overrides or env.raw.get(OVERRIDES_ENV),
+            )
             ok, err = True, ''
         except Exception as e:
-            msg = [l for l in re.sub(r'\x1b\[[0-9;]*m', '', str(e)).splitlines() if l.strip()] or [type(e).__name__]
-            ok, err = False, msg[0] + (f' ... {msg[-1].strip()}' if len(msg) > 1 else '')   # what failed, and the error it raised
+            msg = [l for l in re.sub(r'\x1b\[[0-9;]*m', '', str(e)).splitlines() if l.strip()] or [
+                type(e).__name__
+            ]
+            # what failed, and the error it raised
+            ok, err = False, msg[0] + (f' ... {msg[-1].strip()}' if len(msg) > 1 else '')
         secs = round(time.perf_counter() - t0, 1)
-        echo(f'[{i}/{len(todo)}] {nb.name}: {"ok" if ok else "FAILED"} in {secs} s' + (f': {err}' if err else ''))
-        ran.append(dict(paper=p, notebook=nb.name, status='ok' if ok else 'FAILED', seconds=secs, error=err))
-    if claims is None: claims, _ = collect_claims(papers)
+        echo(
+            f'[{i}/{len(todo)}] {nb.name}: {"ok" if ok else "FAILED"} in {secs} s'
+            + (f': {err}' if err else '')
+        )
+        ran.append(
+            dict(
+                paper=p, notebook=nb.name, status='ok' if ok else 'FAILED', seconds=secs, error=err
+            )
+        )
+    if claims is None:
+        claims, _ = collect_claims(papers)
     claims = [c for c in claims if c.paper in papers]
     board = scoreboard(claims=claims, root=root)
     run_papers = {r['paper'] for r in ran}
-    qc = quick_check([c for c in claims if c.paper in run_papers], root=root, since=since) if profile == 'quick' else pd.DataFrame()
+    qc = (
+        quick_check([c for c in claims if c.paper in run_papers], root=root, since=since)
+        if profile == 'quick'
+        else pd.DataFrame()
+    )
     bad = [] if qc.empty else qc[qc.status.isin(QUICK_FAILS)]
     failed = [r for r in ran if r['status'] != 'ok']
     status = int(bool(failed) or len(bad) > 0 or not todo)
     ranf = pd.DataFrame(ran, columns=['paper', 'notebook', 'status', 'seconds', 'error'])
-    verdict = ('all notebooks ran' + (', every quick check ok' if profile == 'quick' else '') if not status else
-               'no notebook ran' if not todo else
-               f'{len(failed)} notebook(s) failed, {len(bad)} quick check(s) outside tolerance, not learning or missing')
+    verdict = (
+        'all notebooks ran' + (', every quick check ok' if profile == 'quick' else '')
+        if not status
+        else 'no notebook ran'
+        if not todo
+        else f'{len(failed)} notebook(s) failed, {len(bad)} quick check(s) outside tolerance, '
+        'not learning or missing'
+    )
     title = f"fermusic reproduce {paper} --profile {profile}"
-    parts = [('Outcome', f"{verdict}; {round(time.perf_counter() - t00, 1)} s; started {since}"), ('Notebooks', ranf)]
-    if profile == 'quick': parts.append(('Quick profile: regression check of this run', quick_text(qc) if not qc.empty else 'no claims'))
+    parts = [
+        ('Outcome', f"{verdict}; {round(time.perf_counter() - t00, 1)} s; started {since}"),
+        ('Notebooks', ranf),
+    ]
+    if profile == 'quick':
+        parts.append(
+            (
+                'Quick profile: regression check of this run',
+                quick_text(qc) if not qc.empty else 'no claims',
+            )
+        )
     parts.append(('Scoreboard: paper vs ours (full-profile records)', board_text(board)))
-    md = f'# {title}\n\n' + '\n\n'.join(f'## {h}\n\n' + (_md_table(x) if isinstance(x, pd.DataFrame) else x) for h, x in parts) + '\n'
-    (out/'report.md').write_text(md, encoding='utf-8'); (out/'report.html').write_text(_html_report(title, parts), encoding='utf-8')
-    echo(f'{verdict}; report: {out/"report.md"} and report.html')
-    return dict(status=status, notebooks=ran, quick=qc, board=board, report=out/'report.md', html=out/'report.html')
+    md = (
+        f'# {title}\n\n'
+        + '\n\n'.join(
+            f'## {h}\n\n' + (_md_table(x) if isinstance(x, pd.DataFrame) else x) for h, x in parts
+        )
+        + '\n'
+    )
+    (out / 'report.md').write_text(md, encoding='utf-8')
+    (out / 'report.html').write_text(_html_report(title, parts), encoding='utf-8')
+    echo(f'{verdict}; report: {out / "report.md"} and report.html')
+    return dict(
+        status=status,
+        notebooks=ran,
+        quick=qc,
+        board=board,
+        report=out / 'report.md',
+        html=out / 'report.html',
+    )

@@ -7,311 +7,558 @@ from __future__ import annotations
 import glob, hashlib, json, os, shutil, warnings
 from pathlib import Path, PurePosixPath
 import numpy as np, pandas as pd
-from .data import EMOTIONS, MIN_FACE_SIDE, DataError, load_image_folder, atomic_write, image_name
+from fermusic.data import (
+    EMOTIONS,
+    MIN_FACE_SIDE,
+    DataError,
+    load_image_folder,
+    atomic_write,
+    image_name,
+)
 
 # %% auto #0
 __all__ = ['SORT_CSV', 'MANIFEST', 'UnsafeOutputError', 'OutputWriteError', 'read_manifest', 'undo_sort', 'sort_images',
            'sort_summary']
 
 # %% ../nbs/14_sort.ipynb #f04fa0d4
-SORT_CSV = 'predictions.csv'     # every file, its status, the reason it was skipped, its class and probabilities
-MANIFEST = 'fermusic-sort.json'  # every file and folder the sort wrote in OUTPUT: all it may ever remove
+# every file, its status, the reason it was skipped, its class and probabilities
+SORT_CSV = 'predictions.csv'
+# every file and folder the sort wrote in OUTPUT: all it may ever remove
+MANIFEST = 'fermusic-sort.json'
+
 
 class UnsafeOutputError(ValueError):
-    "A sort would write outside OUTPUT or over something it did not write; the message says why and what to do."
+    """A sort would write outside OUTPUT or over something it did not write; the message says why
+    and what to do."""
+
 
 class OutputWriteError(OSError):
-    "The system refused a write in OUTPUT (permissions, read-only or full disk); the message names the path."
-    def __str__(self): return self.args[0]
+    """The system refused a write in OUTPUT (permissions, read-only or full disk); the message names
+    the path."""
 
-def _inside(p:Path, root:Path) -> bool:
-    try: p.resolve().relative_to(root.resolve()); return True
-    except ValueError: return False
+    def __str__(self):
+        return self.args[0]
 
-def _check_input(inp:Path):
+
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        p.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _check_input(inp: Path):
     "INPUT must be a readable folder."
-    if not inp.exists(): raise FileNotFoundError(f'{image_name(inp)}: no such folder; INPUT must be a folder of images')
+    if not inp.exists():
+        raise FileNotFoundError(
+            f'{image_name(inp)}: no such folder; INPUT must be a folder of images'
+        )
     if not inp.is_dir():
-        raise NotADirectoryError(f'{image_name(inp)} is a file; INPUT must be a folder of images (put the file in one)')
+        raise NotADirectoryError(
+            f'{image_name(inp)} is a file; INPUT must be a folder of images (put the file in one)'
+        )
 
-def _check_classes(class_names, out:Path):
+
+def _check_classes(class_names, out: Path):
     "Class names become folder names: each must be one plain, new name."
     for c in class_names:
-        if not isinstance(c, str) or not c or c in ('.', '..', SORT_CSV, MANIFEST) or Path(c).name != c or '\\' in c:
-            raise UnsafeOutputError(f'class name {c!r} is not a plain folder name; it could write outside {image_name(out)} '
-                                    'or over the sort\'s own files: rename the class')
-    if len(set(class_names)) != len(class_names): raise ValueError(f'class names repeat: {class_names}; give each class its own')
+        if (
+            not isinstance(c, str)
+            or not c
+            or c in ('.', '..', SORT_CSV, MANIFEST)
+            or Path(c).name != c
+            or '\\' in c
+        ):
+            raise UnsafeOutputError(
+                f'class name {c!r} is not a plain folder name; it could write outside '
+                f'{image_name(out)} '
+                'or over the sort\'s own files: rename the class'
+            )
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f'class names repeat: {class_names}; give each class its own')
 
 # %% ../nbs/14_sort.ipynb #ffa3dcf0
-def _is_manifest_tmp(name:str) -> bool:
-    "A temporary file a killed sort left while writing its manifest (`atomic_write` names them .NAME.XXXX.tmp)."
+def _is_manifest_tmp(name: str) -> bool:
+    """A temporary file a killed sort left while writing its manifest (`atomic_write` names them
+    .NAME.XXXX.tmp)."""
     return name.startswith(f'.{MANIFEST}.') and name.endswith('.tmp')
+
 
 def _plain_rel(rel) -> bool:
     "A relative path that stays inside the folder it is joined to: no root, no '..', no empty part."
     p = PurePosixPath(rel) if isinstance(rel, str) else None
-    return bool(p and rel and not p.is_absolute() and '..' not in p.parts and p.as_posix() == rel and rel != MANIFEST)
+    return bool(
+        p
+        and rel
+        and not p.is_absolute()
+        and '..' not in p.parts
+        and p.as_posix() == rel
+        and rel != MANIFEST
+    )
 
-def read_manifest(out:Path|str, # an OUTPUT folder of a sort
-                 ) -> dict:
+
+def read_manifest(
+    out: Path | str,  # an OUTPUT folder of a sort
+) -> dict:
     "The manifest of the sort in `out`, checked: every path it names lies inside `out`."
-    p = Path(out)/MANIFEST; where = image_name(p)
+    p = Path(out) / MANIFEST
+    where = image_name(p)
     if p.is_symlink() or not p.is_file():
-        raise UnsafeOutputError(f'{where} is not a regular file, so it was not written by a sort: remove it yourself')
-    try: m = json.loads(p.read_bytes())
+        raise UnsafeOutputError(
+            f'{where} is not a regular file, so it was not written by a sort: remove it yourself'
+        )
+    try:
+        m = json.loads(p.read_bytes())
     except (ValueError, OSError) as e:
-        raise DataError(f'{where}: not a readable sort manifest ({type(e).__name__}: {e}); it was damaged or edited: '
-                        'check what the folder holds, then delete it or choose another OUTPUT') from None
-    ok = (isinstance(m, dict) and m.get('kind') == 'fermusic sort' and m.get('state') in ('writing', 'complete')
-          and all(isinstance(m.get(k), list) and all(_plain_rel(r) for r in m[k]) for k in ('files', 'dirs')))
+        raise DataError(
+            f'{where}: not a readable sort manifest ({type(e).__name__}: {e}); it was damaged or '
+            'edited: '
+            'check what the folder holds, then delete it or choose another OUTPUT'
+        ) from None
+    ok = (
+        isinstance(m, dict)
+        and m.get('kind') == 'fermusic sort'
+        and m.get('state') in ('writing', 'complete')
+        and all(
+            isinstance(m.get(k), list) and all(_plain_rel(r) for r in m[k])
+            for k in ('files', 'dirs')
+        )
+    )
     if not ok:
-        raise DataError(f'{where}: not a valid sort manifest (it names paths outside the folder, or lacks files, dirs '
-                        'or state); it was edited: check what the folder holds, then delete it or choose another OUTPUT')
+        raise DataError(
+            f'{where}: not a valid sort manifest (it names paths outside the folder, or lacks '
+            'files, dirs '
+            'or state); it was edited: check what the folder holds, then delete it or choose '
+            'another OUTPUT'
+        )
     return m
 
-def _sha256(p:Path|None=None, data:bytes|None=None) -> str:
-    "The SHA-256 of a file's bytes (or of `data`): how a sort tells its own copies from files put in their place."
+
+def _sha256(p: Path | None = None, data: bytes | None = None) -> str:
+    """The SHA-256 of a file's bytes (or of `data`): how a sort tells its own copies from files put
+    in their place."""
     h = hashlib.sha256()
-    if data is not None: h.update(data)
+    if data is not None:
+        h.update(data)
     else:
         with open(p, 'rb') as f:
-            for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+            for b in iter(lambda: f.read(1 << 20), b''):
+                h.update(b)
     return h.hexdigest()
 
-def _ours(out:Path, rel:str, m:dict|None) -> bool:
-    "Is `out/rel` a file the sort wrote, unchanged since? (Manifests without hashes: the name decides.)"
-    want = ((m or {}).get('sha256') or {}).get(rel); p = out/rel
-    if want is None or p.is_symlink() or not p.is_file(): return True
-    return _sha256(p) in ([want] if isinstance(want, str) else want)   # while writing: the old copy's or the new
 
-def _write_manifest(out:Path, m:dict):
-    "Write the manifest atomically (JSON with \\u escapes: names that are not valid UTF-8 survive exactly)."
-    atomic_write(out/MANIFEST, (json.dumps(m, indent=1, sort_keys=True) + '\n').encode('ascii'))
+def _ours(out: Path, rel: str, m: dict | None) -> bool:
+    """Is `out/rel` a file the sort wrote, unchanged since? (Manifests without hashes: the name
+    decides.)"""
+    want = ((m or {}).get('sha256') or {}).get(rel)
+    p = out / rel
+    if want is None or p.is_symlink() or not p.is_file():
+        return True
+    # while writing: the old copy's or the new
+    return _sha256(p) in ([want] if isinstance(want, str) else want)
+
+
+def _write_manifest(out: Path, m: dict):
+    """Write the manifest atomically (JSON with \\u escapes: names that are not valid UTF-8 survive
+    exactly)."""
+    atomic_write(out / MANIFEST, (json.dumps(m, indent=1, sort_keys=True) + '\n').encode('ascii'))
 
 # %% ../nbs/14_sort.ipynb #81155a57
-def _check_output(out:Path, inp:Path, overwrite:bool) -> dict|None:
+def _check_output(out: Path, inp: Path, overwrite: bool) -> dict | None:
     "Refuse every OUTPUT a sort could harm; returns the manifest of the earlier sort there, if any."
     o = image_name(out)
-    if _inside(out, inp): raise UnsafeOutputError(f'{o} is inside the input folder {image_name(inp)}: choose an OUTPUT '
-                                                  'outside INPUT (a later sort would re-read its own copies)')
+    if _inside(out, inp):
+        raise UnsafeOutputError(
+            f'{o} is inside the input folder {image_name(inp)}: choose an OUTPUT '
+            'outside INPUT (a later sort would re-read its own copies)'
+        )
     if _inside(inp, out):
-        raise UnsafeOutputError(f'the input folder {image_name(inp)} is inside OUTPUT {o}: choose an OUTPUT outside INPUT')
-    if out.is_symlink(): raise UnsafeOutputError(f'{o} is a link: name the real folder (a link could lead anywhere)')
+        raise UnsafeOutputError(
+            f'the input folder {image_name(inp)} is inside OUTPUT {o}: choose an OUTPUT outside '
+            'INPUT'
+        )
+    if out.is_symlink():
+        raise UnsafeOutputError(f'{o} is a link: name the real folder (a link could lead anywhere)')
     if not out.exists():
         if not out.parent.is_dir():
-            raise FileNotFoundError(f'{image_name(out.parent)}: no such folder to make OUTPUT in; create it first, '
-                                    'or choose another OUTPUT')
+            raise FileNotFoundError(
+                f'{image_name(out.parent)}: no such folder to make OUTPUT in; create it first, '
+                'or choose another OUTPUT'
+            )
         return None
-    if not out.is_dir(): raise UnsafeOutputError(f'{o} exists and is not a folder: choose another OUTPUT')
+    if not out.is_dir():
+        raise UnsafeOutputError(f'{o} exists and is not a folder: choose another OUTPUT')
     names = [n for n in os.listdir(out) if not _is_manifest_tmp(n)]
-    if not names: return None
+    if not names:
+        return None
     if MANIFEST not in names:
-        old = (f' ({SORT_CSV} without {MANIFEST} is a sort made before manifests: delete it yourself if you no longer '
-               'need it)') if SORT_CSV in names else ''
-        raise FileExistsError(f'{o} is not empty and holds no {MANIFEST}, so nothing there was written by a sort{old}: '
-                              'choose a new or empty OUTPUT (nothing was changed)')
+        old = (
+            (
+                f' ({SORT_CSV} without {MANIFEST} is a sort made before manifests: delete it '
+                'yourself if you no longer '
+                'need it)'
+            )
+            if SORT_CSV in names
+            else ''
+        )
+        raise FileExistsError(
+            f'{o} is not empty and holds no {MANIFEST}, so nothing there was written by a '
+            f'sort{old}: '
+            'choose a new or empty OUTPUT (nothing was changed)'
+        )
     prior = read_manifest(out)
     if prior['state'] == 'complete' and not overwrite:
-        raise FileExistsError(f'{o} holds an earlier sort ({MANIFEST}): pass --overwrite (overwrite=True) to replace the '
-                              f'files it wrote (nothing else is touched), run `fermusic unsort {o}` to remove them, '
-                              'or choose a new OUTPUT')
+        raise FileExistsError(
+            f'{o} holds an earlier sort ({MANIFEST}): pass --overwrite (overwrite=True) to '
+            'replace the '
+            f'files it wrote (nothing else is touched), run `fermusic unsort {o}` to remove them, '
+            'or choose a new OUTPUT'
+        )
     return prior
 
-def _check_dests(out:Path, rels:list, prior:dict|None):
-    "Every file the sort will write must lie in real folders under `out` and be new or written by the earlier sort."
+
+def _check_dests(out: Path, rels: list, prior: dict | None):
+    """Every file the sort will write must lie in real folders under `out` and be new or written by
+    the earlier sort."""
     ours, seen = set(prior['files']) if prior else set(), set()
     for rel in rels:
         parts = PurePosixPath(rel).parts
         for i in range(1, len(parts)):
             d = out.joinpath(*parts[:i])
-            if d in seen: continue
+            if d in seen:
+                continue
             if d.is_symlink() or (d.exists() and not d.is_dir()):
-                raise UnsafeOutputError(f'{image_name(d)} is a link or a file where the sort needs a folder: move it '
-                                        'away or choose a new OUTPUT (nothing was changed)')
+                raise UnsafeOutputError(
+                    f'{image_name(d)} is a link or a file where the sort needs a folder: move it '
+                    'away or choose a new OUTPUT (nothing was changed)'
+                )
             seen.add(d)
-        p = out/rel
-        if (p.exists() or p.is_symlink()) and (rel not in ours or p.is_dir() or not _ours(out, rel, prior)):
-            raise FileExistsError(f'{image_name(p)} exists and was not written by a sort (or was changed since): move it away or choose a new '
-                                  'OUTPUT (nothing was changed)')
+        p = out / rel
+        if (p.exists() or p.is_symlink()) and (
+            rel not in ours or p.is_dir() or not _ours(out, rel, prior)
+        ):
+            raise FileExistsError(
+                f'{image_name(p)} exists and was not written by a sort (or was changed since): '
+                'move it away or choose a new '
+                'OUTPUT (nothing was changed)'
+            )
 
 # %% ../nbs/14_sort.ipynb #e7910d9b
-def _depth(rel:str) -> int: return rel.count('/')
+def _depth(rel: str) -> int:
+    return rel.count('/')
 
-def _real_parents(out:Path, rel:str) -> bool:
+
+def _real_parents(out: Path, rel: str) -> bool:
     "Every folder between `out` and `out/rel` is a real folder (no link a removal could follow)."
     parts = PurePosixPath(rel).parts
     return all(not out.joinpath(*parts[:i]).is_symlink() for i in range(1, len(parts)))
 
-def _holds_cwd(p:Path) -> bool:
+
+def _holds_cwd(p: Path) -> bool:
     "Is `p` the current folder or one above it (never removed)?"
-    try: Path.cwd().resolve().relative_to(p.resolve()); return True
-    except (ValueError, OSError): return False
+    try:
+        Path.cwd().resolve().relative_to(p.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
 
-def _remove_tmps(p:Path):
+
+def _remove_tmps(p: Path):
     "Remove the temporary siblings a killed `atomic_write` of `p` left (.NAME.XXXX.tmp)."
-    if not p.parent.is_dir() or p.parent.is_symlink(): return
+    if not p.parent.is_dir() or p.parent.is_symlink():
+        return
     for t in p.parent.glob(f'.{glob.escape(p.name)}.*.tmp'):
-        if t.is_file() and not t.is_symlink(): t.unlink()
+        if t.is_file() and not t.is_symlink():
+            t.unlink()
 
-def _remove_file(out:Path, rel:str, m:dict|None=None) -> int:
-    "Remove `out/rel` (a file or link manifest `m` names, never a folder, never one changed since) and its temporaries."
-    if not _real_parents(out, rel): return 0
-    p = out/rel; _remove_tmps(p)
-    if not _ours(out, rel, m): return 0                 # someone put their own file there: it stays
-    if p.is_symlink() or p.is_file(): p.unlink(); return 1
+
+def _remove_file(out: Path, rel: str, m: dict | None = None) -> int:
+    """Remove `out/rel` (a file or link manifest `m` names, never a folder, never one changed since)
+    and its temporaries."""
+    if not _real_parents(out, rel):
+        return 0
+    p = out / rel
+    _remove_tmps(p)
+    if not _ours(out, rel, m):
+        return 0  # someone put their own file there: it stays
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+        return 1
     return 0
 
-def _remove_dirs(out:Path, rels):
-    "Remove the folders a sort made, deepest first, where they are empty (a folder with other files stays)."
-    for rel in sorted(set(rels), key=_depth, reverse=True):
-        d = out/rel
-        if (_real_parents(out, rel) and d.is_dir() and not d.is_symlink() and not any(d.iterdir())
-                and not _holds_cwd(d)): d.rmdir()
 
-def undo_sort(output_dir:str|Path, # OUTPUT of a sort, finished or stopped midway
-             ) -> dict:
-    "Remove what a sort wrote to OUTPUT, as its manifest lists it, and nothing else; OUTPUT too if the sort made it."
-    out = Path(output_dir); o = image_name(out)
-    if out.is_symlink() or not out.is_dir(): raise FileNotFoundError(f'{o}: no such folder (or a link): name a sort\'s OUTPUT')
+def _remove_dirs(out: Path, rels):
+    """Remove the folders a sort made, deepest first, where they are empty (a folder with other
+    files stays)."""
+    for rel in sorted(set(rels), key=_depth, reverse=True):
+        d = out / rel
+        if (
+            _real_parents(out, rel)
+            and d.is_dir()
+            and not d.is_symlink()
+            and not any(d.iterdir())
+            and not _holds_cwd(d)
+        ):
+            d.rmdir()
+
+
+def undo_sort(
+    output_dir: str | Path,  # OUTPUT of a sort, finished or stopped midway
+) -> dict:
+    """Remove what a sort wrote to OUTPUT, as its manifest lists it, and nothing else; OUTPUT too if
+    the sort made it."""
+    out = Path(output_dir)
+    o = image_name(out)
+    if out.is_symlink() or not out.is_dir():
+        raise FileNotFoundError(f'{o}: no such folder (or a link): name a sort\'s OUTPUT')
     tmps = [n for n in os.listdir(out) if _is_manifest_tmp(n)]
-    for n in tmps: (out/n).unlink()
-    if not (out/MANIFEST).exists():
-        if tmps: return dict(removed=0, output_removed=False, left=sorted(os.listdir(out)))
-        raise FileNotFoundError(f'{o} holds no {MANIFEST}: nothing there was written by a sort (or it was undone '
-                                'already); nothing was changed')
+    for n in tmps:
+        (out / n).unlink()
+    if not (out / MANIFEST).exists():
+        if tmps:
+            return dict(removed=0, output_removed=False, left=sorted(os.listdir(out)))
+        raise FileNotFoundError(
+            f'{o} holds no {MANIFEST}: nothing there was written by a sort (or it was undone '
+            'already); nothing was changed'
+        )
     m = read_manifest(out)
     removed = sum(_remove_file(out, rel, m) for rel in m['files'])
     _remove_dirs(out, m['dirs'])
-    (out/MANIFEST).unlink()
+    (out / MANIFEST).unlink()
     gone = m.get('created_output') is True and not any(out.iterdir()) and not _holds_cwd(out)
-    if gone: out.rmdir()
+    if gone:
+        out.rmdir()
     return dict(removed=removed, output_removed=gone, left=[] if gone else sorted(os.listdir(out)))
 
 # %% ../nbs/14_sort.ipynb #d1f18a88
-def _parents(rel:str) -> list: return [p.as_posix() for p in PurePosixPath(rel).parents][:-1]
+def _parents(rel: str) -> list:
+    return [p.as_posix() for p in PurePosixPath(rel).parents][:-1]
 
-def _copy(src:Path, dest:Path):
-    "Copy `src` to `dest` atomically (a temporary sibling, then a rename): never a half-written copy under its name."
+
+def _copy(src: Path, dest: Path):
+    """Copy `src` to `dest` atomically (a temporary sibling, then a rename): never a half-written
+    copy under its name."""
     atomic_write(dest, lambda tmp: shutil.copy2(src, tmp))
 
-def _csv_bytes(table:pd.DataFrame) -> bytes:
+
+def _csv_bytes(table: pd.DataFrame) -> bytes:
     "The predictions as UTF-8 CSV; bytes of a name that are not UTF-8 are written as \\xNN escapes."
     esc = lambda s: s if not isinstance(s, str) else image_name(s)
-    return table.assign(file=table.file.map(esc), copied_to=table.copied_to.map(esc)).to_csv(index=False).encode('utf-8')
+    return (
+        table.assign(file=table.file.map(esc), copied_to=table.copied_to.map(esc))
+        .to_csv(index=False)
+        .encode('utf-8')
+    )
 
-def _both(old:dict, new:dict) -> dict:
+
+def _both(old: dict, new: dict) -> dict:
     "Every hash a listed file may have while a sort writes: an earlier sort's copy or this one's."
     as_list = lambda v: [] if v is None else [v] if isinstance(v, str) else list(v)
-    return {k: sorted(set(as_list(old.get(k)) + as_list(new.get(k)))) for k in old.keys() | new.keys()}
+    return {
+        k: sorted(set(as_list(old.get(k)) + as_list(new.get(k)))) for k in old.keys() | new.keys()
+    }
 
-def _write_sort(inp:Path, out:Path, table:pd.DataFrame, prior:dict|None):
-    "Write the copies and the CSV with a manifest listing them first; on any failure, remove all the manifest lists."
+
+def _write_sort(inp: Path, out: Path, table: pd.DataFrame, prior: dict | None):
+    """Write the copies and the CSV with a manifest listing them first; on any failure, remove all
+    the manifest lists."""
     copies = table[table.status == 'copied']
     files = [*copies.copied_to, SORT_CSV]
     need = sorted({d for rel in files for d in _parents(rel)}, key=_depth)
     old_files, old_dirs = (prior['files'], prior['dirs']) if prior else ([], [])
     made = not out.exists()
     csv = _csv_bytes(table)
-    sha = {**{r.copied_to: _sha256(inp/r.file) for r in copies.itertuples()}, SORT_CSV: _sha256(data=csv)}
-    m = dict(kind='fermusic sort', version=1, state='writing', input=str(Path(inp).resolve()),
-             created_output=prior['created_output'] if prior else made,
-             files=sorted({*old_files, *files}), dirs=sorted({*old_dirs, *(d for d in need if not (out/d).is_dir())}),
-             sha256=_both((prior or {}).get('sha256') or {}, sha))
+    sha = {
+        **{r.copied_to: _sha256(inp / r.file) for r in copies.itertuples()},
+        SORT_CSV: _sha256(data=csv),
+    }
+    m = dict(
+        kind='fermusic sort',
+        version=1,
+        state='writing',
+        input=str(Path(inp).resolve()),
+        created_output=prior['created_output'] if prior else made,
+        files=sorted({*old_files, *files}),
+        dirs=sorted({*old_dirs, *(d for d in need if not (out / d).is_dir())}),
+        sha256=_both((prior or {}).get('sha256') or {}, sha),
+    )
     try:
-        if made: out.mkdir()
+        if made:
+            out.mkdir()
         for n in os.listdir(out):
-            if _is_manifest_tmp(n): (out/n).unlink()
-        _write_manifest(out, m)                        # from here on, every path written is listed
-        for rel in old_files: _remove_tmps(out/rel)    # half-written copies of a killed run
-        for rel in set(old_files) - set(files): _remove_file(out, rel, prior)
+            if _is_manifest_tmp(n):
+                (out / n).unlink()
+        _write_manifest(out, m)  # from here on, every path written is listed
+        for rel in old_files:
+            _remove_tmps(out / rel)  # half-written copies of a killed run
+        for rel in set(old_files) - set(files):
+            _remove_file(out, rel, prior)
         _remove_dirs(out, set(old_dirs) - set(need))
-        for d in need: (out/d).mkdir(exist_ok=True)
-        for r in copies.itertuples(): _copy(inp/r.file, out/r.copied_to)
-        atomic_write(out/SORT_CSV, csv)
-        _write_manifest(out, dict(m, state='complete', files=sorted(files), dirs=sorted(set(m['dirs']) & set(need)),
-                                  sha256={k: sha[k] for k in files}))
+        for d in need:
+            (out / d).mkdir(exist_ok=True)
+        for r in copies.itertuples():
+            _copy(inp / r.file, out / r.copied_to)
+        atomic_write(out / SORT_CSV, csv)
+        _write_manifest(
+            out,
+            dict(
+                m,
+                state='complete',
+                files=sorted(files),
+                dirs=sorted(set(m['dirs']) & set(need)),
+                sha256={k: sha[k] for k in files},
+            ),
+        )
     except BaseException as e:
         try:
-            if (out/MANIFEST).is_file(): undo_sort(out)
-            elif made and out.is_dir() and not any(out.iterdir()): out.rmdir()
+            if (out / MANIFEST).is_file():
+                undo_sort(out)
+            elif made and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
             left = 'nothing was left behind'
-        except Exception: left = f'run `fermusic unsort {image_name(out)}` to remove what it wrote'
+        except Exception:
+            left = f'run `fermusic unsort {image_name(out)}` to remove what it wrote'
         if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, FileExistsError)):
             where = image_name(e.filename) if e.filename else image_name(out)
-            raise OutputWriteError(f'cannot write {where}: {e.strerror or e}; choose an OUTPUT on a writable disk with '
-                                   f'free space; {left}') from e
+            raise OutputWriteError(
+                f'cannot write {where}: {e.strerror or e}; choose an OUTPUT on a writable disk '
+                'with '
+                f'free space; {left}'
+            ) from e
         raise
 
 # %% ../nbs/14_sort.ipynb #1e1fc816
-def _load_model(model, class_names:tuple):
-    "The model to sort with: the shipped CNN, a .keras file (both through `load_emotion_model`) or a loaded model."
+def _load_model(model, class_names: tuple):
+    """The model to sort with: the shipped CNN, a .keras file (both through `load_emotion_model`) or
+    a loaded model."""
     if model is None or isinstance(model, (str, Path)):
         from fermusic.pipeline import load_emotion_model
+
         model = load_emotion_model(model)
     if model.output_shape[-1] != len(class_names):
-        raise ValueError(f'the model has {model.output_shape[-1]} outputs but {len(class_names)} class names were given: '
-                         'pass one class name per output')
+        raise ValueError(
+            f'the model has {model.output_shape[-1]} outputs but {len(class_names)} class names '
+            'were given: '
+            'pass one class name per output'
+        )
     if len(model.input_shape) != 4 or model.input_shape[-1] not in (1, 3):
-        raise ValueError(f'the model takes {model.input_shape}; sort needs images: (None, height, width, 1 or 3)')
+        raise ValueError(
+            f'the model takes {model.input_shape}; sort needs images: (None, height, width, 1 or 3)'
+        )
     return model
 
-def _predict(inp:Path, model, class_names:tuple, batch_size:int, min_side:int, dry_run:bool) -> pd.DataFrame:
-    "Read every image of `inp` in the model's size and channels, predict, and list each file with its fate."
+
+def _predict(
+    inp: Path, model, class_names: tuple, batch_size: int, min_side: int, dry_run: bool
+) -> pd.DataFrame:
+    """Read every image of `inp` in the model's size and channels, predict, and list each file with
+    its fate."""
     h, w, c = model.input_shape[1:]
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # skipped files are listed in the table instead
-        faces = load_image_folder(inp, color_mode='rgb' if c == 3 else 'grayscale', size=(h, w), add_channel=c == 1,
-                                  min_side=min_side, allow_empty=True)
-    if faces.n == 0: proba = np.zeros((0, len(class_names)))
-    elif hasattr(model, 'predict_proba'): proba = np.asarray(model.predict_proba(faces.x))   # a test double
+        warnings.simplefilter('ignore')  # skipped files are listed in the table instead
+        faces = load_image_folder(
+            inp,
+            color_mode='rgb' if c == 3 else 'grayscale',
+            size=(h, w),
+            add_channel=c == 1,
+            min_side=min_side,
+            allow_empty=True,
+        )
+    if faces.n == 0:
+        proba = np.zeros((0, len(class_names)))
+    # a test double
+    elif hasattr(model, 'predict_proba'):
+        proba = np.asarray(model.predict_proba(faces.x))
     else:
         from fermusic.train import predict_proba
+
         proba = predict_proba(model, faces.x, batch_size=batch_size)
     rows = []
     for f, p in zip(faces.files, proba):
         k = int(np.argmax(p))
-        rows.append(dict(file=str(f), status='would copy' if dry_run else 'copied', reason='', emotion=class_names[k],
-                         confidence=float(p[k]), copied_to=f'{class_names[k]}/{f}',
-                         **{f'p_{n}': float(q) for n, q in zip(class_names, p)}))
+        rows.append(
+            dict(
+                file=str(f),
+                status='would copy' if dry_run else 'copied',
+                reason='',
+                emotion=class_names[k],
+                confidence=float(p[k]),
+                copied_to=f'{class_names[k]}/{f}',
+                **{f'p_{n}': float(q) for n, q in zip(class_names, p)},
+            )
+        )
     rows += [dict(file=f, status=f'skipped: {r.split(":")[0]}', reason=r) for f, r in faces.skipped]
-    cols = ['file', 'status', 'reason', 'emotion', 'confidence', 'copied_to', *[f'p_{n}' for n in class_names]]
+    cols = [
+        'file',
+        'status',
+        'reason',
+        'emotion',
+        'confidence',
+        'copied_to',
+        *[f'p_{n}' for n in class_names],
+    ]
     return pd.DataFrame(rows, columns=cols)
 
-def sort_images(input_dir:str|Path, # a folder of images (searched recursively); never modified
-                output_dir:str|Path, # a new or empty folder (or an earlier sort's): class folders and predictions.csv
-                model=None, # a .keras path, a loaded model, or None for the shipped CNN; its input size is used
-                class_names=EMOTIONS, # the model's output classes, in order (folder names)
-                dry_run:bool=False, # check and predict, write nothing
-                overwrite:bool=False, # replace the files an earlier (finished) sort wrote in OUTPUT
-                batch_size:int=64, # images per forward pass
-                min_side:int=MIN_FACE_SIDE, # skip images with a side under this many pixels ('too small')
-               ) -> pd.DataFrame:
-    "Predict each image's class and copy it to `output_dir/<class>/`; returns the table also saved as predictions.csv."
-    if str(output_dir) == '': raise ValueError("OUTPUT is empty: name a new or empty folder, e.g. 'sorted'")
-    if str(input_dir) == '': raise ValueError("INPUT is empty: name a folder of images")
-    inp, out, class_names = Path(input_dir).expanduser(), Path(output_dir).expanduser(), tuple(class_names)
-    _check_input(inp); _check_classes(class_names, out)
+
+def sort_images(
+    input_dir: str | Path,  # a folder of images (searched recursively); never modified
+    # a new or empty folder (or an earlier sort's): class folders and predictions.csv
+    output_dir: str | Path,
+    # a .keras path, a loaded model, or None for the shipped CNN; its input size is used
+    model=None,
+    class_names=EMOTIONS,  # the model's output classes, in order (folder names)
+    dry_run: bool = False,  # check and predict, write nothing
+    overwrite: bool = False,  # replace the files an earlier (finished) sort wrote in OUTPUT
+    batch_size: int = 64,  # images per forward pass
+    # skip images with a side under this many pixels ('too small')
+    min_side: int = MIN_FACE_SIDE,
+) -> pd.DataFrame:
+    """Predict each image's class and copy it to `output_dir/<class>/`; returns the table also saved
+    as predictions.csv."""
+    if str(output_dir) == '':
+        raise ValueError("OUTPUT is empty: name a new or empty folder, e.g. 'sorted'")
+    if str(input_dir) == '':
+        raise ValueError("INPUT is empty: name a folder of images")
+    inp, out, class_names = (
+        Path(input_dir).expanduser(),
+        Path(output_dir).expanduser(),
+        tuple(class_names),
+    )
+    _check_input(inp)
+    _check_classes(class_names, out)
     prior = _check_output(out, inp, overwrite)
     model = _load_model(model, class_names)
     table = _predict(inp, model, class_names, batch_size, min_side, dry_run)
     _check_dests(out, [*table.copied_to.dropna(), SORT_CSV], prior)
     table.attrs.update(input=str(inp), output=str(out), dry_run=dry_run)
-    if not dry_run: _write_sort(inp, out, table, prior)
+    if not dry_run:
+        _write_sort(inp, out, table, prior)
     return table
 
 # %% ../nbs/14_sort.ipynb #c3997645
-def sort_summary(table:pd.DataFrame, # from `sort_images`
-                 list_skipped:int=10, # name up to this many skipped files, with the reason and the fix
-                ) -> str:
+def sort_summary(
+    table: pd.DataFrame,  # from `sort_images`
+    # name up to this many skipped files, with the reason and the fix
+    list_skipped: int = 10,
+) -> str:
     "How many images went to each class, and which files were skipped and why."
     ok = table[~table.status.str.startswith('skipped')]
     bad = table[table.status.str.startswith('skipped')]
     per = ', '.join(f'{k} {v}' for k, v in ok.emotion.value_counts().sort_index().items())
     sk = bad.status.str.replace('skipped: ', '').value_counts().sort_index()
     dry = table.attrs.get('dry_run')
-    s = (f"{'would copy' if dry else 'copied'} {len(ok)} images ({per or 'none'}); skipped {len(bad)} files"
-         + (f" ({', '.join(f'{k}: {v}' for k, v in sk.items())})" if len(sk) else '')
-         + ('' if dry else f"; predictions in {image_name(Path(table.attrs['output'])/SORT_CSV)}"))
-    lines = [f'  skipped {image_name(r.file)}: {r.reason}' for r in bad.head(list_skipped).itertuples()]
-    if len(bad) > list_skipped > 0: lines.append(f'  ... and {len(bad) - list_skipped} more' + ('' if dry else f' (see {SORT_CSV})'))
+    s = (
+        f"{'would copy' if dry else 'copied'} {len(ok)} images ({per or 'none'}); skipped "
+        f"{len(bad)} files"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in sk.items())})" if len(sk) else '')
+        + ('' if dry else f"; predictions in {image_name(Path(table.attrs['output']) / SORT_CSV)}")
+    )
+    lines = [
+        f'  skipped {image_name(r.file)}: {r.reason}' for r in bad.head(list_skipped).itertuples()
+    ]
+    if len(bad) > list_skipped > 0:
+        lines.append(
+            f'  ... and {len(bad) - list_skipped} more' + ('' if dry else f' (see {SORT_CSV})')
+        )
     return '\n'.join([s, *lines])

@@ -26,128 +26,230 @@ from keras import layers
 # %% ../nbs/03_train.ipynb #1af4f2c2
 import matplotlib.pyplot as plt
 import seaborn as sns
-from sklearn.metrics import (accuracy_score, precision_recall_fscore_support, confusion_matrix, roc_curve, auc)
+from sklearn.metrics import (
+    accuracy_score,
+    precision_recall_fscore_support,
+    confusion_matrix,
+    roc_curve,
+    auc,
+)
 from scipy.stats import norm
 
 # %% ../nbs/03_train.ipynb #301a6b99
-def augmentation(rotation:float=0., # max rotation in degrees (either way)
-                 translation:float=0., # max shift as a fraction of height/width
-                 zoom:float=0., # max zoom in or out as a fraction
-                 shear:float=0., # max shear intensity (as Keras' old ImageDataGenerator `shear_range`)
-                 flip:bool=False, # random horizontal flips
-                 seed:int|None=None, # seed of the layers' random generators
-                ) -> keras.Sequential|None:
+def augmentation(
+    rotation: float = 0.0,  # max rotation in degrees (either way)
+    translation: float = 0.0,  # max shift as a fraction of height/width
+    zoom: float = 0.0,  # max zoom in or out as a fraction
+    # max shear intensity (as Keras' old ImageDataGenerator `shear_range`)
+    shear: float = 0.0,
+    flip: bool = False,  # random horizontal flips
+    seed: int | None = None,  # seed of the layers' random generators
+) -> keras.Sequential | None:
     "A stack of Keras random preprocessing layers (None when every setting is off)."
     ls = []
-    if flip: ls.append(layers.RandomFlip('horizontal', seed=seed))
-    if rotation: ls.append(layers.RandomRotation(rotation/360., fill_mode='nearest', seed=seed))
-    if translation: ls.append(layers.RandomTranslation(translation, translation, fill_mode='nearest', seed=seed))
-    if zoom: ls.append(layers.RandomZoom((-zoom, zoom), fill_mode='nearest', seed=seed))
-    if shear: ls.append(layers.RandomShear(x_factor=shear, y_factor=shear, fill_mode='nearest', seed=seed))
+    if flip:
+        ls.append(layers.RandomFlip('horizontal', seed=seed))
+    if rotation:
+        ls.append(layers.RandomRotation(rotation / 360.0, fill_mode='nearest', seed=seed))
+    if translation:
+        ls.append(
+            layers.RandomTranslation(translation, translation, fill_mode='nearest', seed=seed)
+        )
+    if zoom:
+        ls.append(layers.RandomZoom((-zoom, zoom), fill_mode='nearest', seed=seed))
+    if shear:
+        ls.append(
+            layers.RandomShear(x_factor=shear, y_factor=shear, fill_mode='nearest', seed=seed)
+        )
     return keras.Sequential(ls, name='augmentation') if ls else None
 
 # %% ../nbs/03_train.ipynb #0bc71b2f
 class ArrayDataset(keras.utils.PyDataset):
     "Batches of (images, labels) from numpy arrays, shuffled per epoch and optionally augmented."
-    def __init__(self, x:np.ndarray, # images, N x H x W x C (uint8 or float)
-                 y:np.ndarray|None=None, # integer labels, N
-                 batch_size:int=64, # images per batch
-                 shuffle:bool=False, # reshuffle at every epoch
-                 augment:keras.layers.Layer|None=None, # random layers applied to each batch
-                 seed:int=0, # seed of the shuffling
-                 **kwargs):
+
+    def __init__(
+        self,
+        x: np.ndarray,  # images, N x H x W x C (uint8 or float)
+        y: np.ndarray | None = None,  # integer labels, N
+        batch_size: int = 64,  # images per batch
+        shuffle: bool = False,  # reshuffle at every epoch
+        augment: keras.layers.Layer | None = None,  # random layers applied to each batch
+        seed: int = 0,  # seed of the shuffling
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        if y is not None and len(x) != len(y): raise ValueError(f'{len(x)} images but {len(y)} labels')
-        self.x, self.y, self.batch_size, self.shuffle, self.augment = x, y, batch_size, shuffle, augment
+        if y is not None and len(x) != len(y):
+            raise ValueError(f'{len(x)} images but {len(y)} labels')
+        self.x, self.y, self.batch_size, self.shuffle, self.augment = (
+            x,
+            y,
+            batch_size,
+            shuffle,
+            augment,
+        )
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
-    def __len__(self): return math.ceil(len(self.x) / self.batch_size)
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
     def __getitem__(self, i):
-        idx = np.sort(self.order[i*self.batch_size:(i+1)*self.batch_size])
+        idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
         xb = self.x[idx].astype('float32')
-        if self.augment is not None: xb = keras.ops.convert_to_numpy(self.augment(xb, training=True))
+        if self.augment is not None:
+            xb = keras.ops.convert_to_numpy(self.augment(xb, training=True))
         return (xb,) if self.y is None else (xb, self.y[idx])
+
     def on_epoch_end(self):
-        if self.shuffle: self.order = self.rng.permutation(len(self.x))
+        if self.shuffle:
+            self.order = self.rng.permutation(len(self.x))
 
 # %% ../nbs/03_train.ipynb #9664ddd8
 class EpochTimer(keras.callbacks.Callback):
     "Adds `epoch_seconds` to the logs of every epoch."
-    def on_epoch_begin(self, epoch, logs=None): self._t = time.perf_counter()
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None: logs['epoch_seconds'] = time.perf_counter() - self._t
 
-def fit(model:keras.Model, # a compiled model
-        x:np.ndarray|keras.utils.PyDataset, # training images, or a PyDataset of (inputs, labels) batches
-        y:np.ndarray|None, # integer labels (None when `x` is a PyDataset)
-        val:tuple|keras.utils.PyDataset|None=None, # (x_val, y_val), a PyDataset, or None
-        epochs:int=1, # passes over the training set
-        batch_size:int=64, # mini-batch size
-        augment:keras.layers.Layer|None=None, # random preprocessing layers for training batches
-        callbacks:list=(), # extra Keras callbacks (early stopping, LR schedules, checkpoints)
-        class_weight:dict|None=None, # per-class loss weights
-        seed:int=0, # seeds everything before the first batch
-        verbose:int=0, # Keras' progress output (0: silent, as in stored notebooks)
-        checkpoint:keras.callbacks.Callback|None=None, # a `Checkpoint`: resume from it, save to it every epoch
-       ) -> dict:
-    "Train `model` and return its history as a dict of lists, with `epoch_seconds` and `train_images_per_s`."
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs['epoch_seconds'] = time.perf_counter() - self._t
+
+
+def fit(
+    model: keras.Model,  # a compiled model
+    # training images, or a PyDataset of (inputs, labels) batches
+    x: np.ndarray | keras.utils.PyDataset,
+    y: np.ndarray | None,  # integer labels (None when `x` is a PyDataset)
+    val: tuple | keras.utils.PyDataset | None = None,  # (x_val, y_val), a PyDataset, or None
+    epochs: int = 1,  # passes over the training set
+    batch_size: int = 64,  # mini-batch size
+    augment: keras.layers.Layer | None = None,  # random preprocessing layers for training batches
+    callbacks: list = (),  # extra Keras callbacks (early stopping, LR schedules, checkpoints)
+    class_weight: dict | None = None,  # per-class loss weights
+    seed: int = 0,  # seeds everything before the first batch
+    verbose: int = 0,  # Keras' progress output (0: silent, as in stored notebooks)
+    # a `Checkpoint`: resume from it, save to it every epoch
+    checkpoint: keras.callbacks.Callback | None = None,
+) -> dict:
+    """Train `model` and return its history as a dict of lists, with `epoch_seconds` and
+    `train_images_per_s`."""
     set_seed(seed)
-    if isinstance(x, keras.utils.PyDataset):   # it shuffles and moves its own batches (resumable: `order`, `rng`)
+    # it shuffles and moves its own batches (resumable: `order`, `rng`)
+    if isinstance(x, keras.utils.PyDataset):
         if y is not None or augment is not None:
-            raise ValueError('a PyDataset `x` yields its own labels and moves: pass y=None and augment=None')
+            raise ValueError(
+                'a PyDataset `x` yields its own labels and moves: pass y=None and augment=None'
+            )
         train = x
-    else: train = ArrayDataset(x, y, batch_size=batch_size, shuffle=True, augment=augment, seed=seed)
+    else:
+        train = ArrayDataset(x, y, batch_size=batch_size, shuffle=True, augment=augment, seed=seed)
     vdata = ArrayDataset(*val, batch_size=max(batch_size, 256)) if isinstance(val, tuple) else val
     cbs, start = [EpochTimer(), *callbacks], 0
-    if checkpoint is not None:   # last, so that it saves the other callbacks' state after their epoch end
-        checkpoint.load(); checkpoint.attach(train, augment, callbacks); cbs.append(checkpoint)
+    # last, so that it saves the other callbacks' state after their epoch end
+    if checkpoint is not None:
+        checkpoint.load()
+        checkpoint.attach(train, augment, callbacks)
+        cbs.append(checkpoint)
         start = epochs if checkpoint.meta['finished'] else checkpoint.initial_epoch
-    h = model.fit(train, validation_data=vdata, epochs=epochs, initial_epoch=start, callbacks=cbs,
-                  class_weight=class_weight, verbose=verbose)
+    h = model.fit(
+        train,
+        validation_data=vdata,
+        epochs=epochs,
+        initial_epoch=start,
+        callbacks=cbs,
+        class_weight=class_weight,
+        verbose=verbose,
+    )
     hist = checkpoint.meta['history'] if checkpoint is not None else h.history
     hist = {k: [float(v) for v in vs] for k, vs in hist.items()}
-    n = len(train.order) if hasattr(train, 'order') else len(train) * batch_size   # examples per epoch
+    # examples per epoch
+    n = len(train.order) if hasattr(train, 'order') else len(train) * batch_size
     hist['train_images_per_s'] = [n / s for s in hist['epoch_seconds']]
     return hist
 
 # %% ../nbs/03_train.ipynb #df834160
 class TimeBudget(keras.callbacks.Callback):
     "Stops training after the epoch when another epoch of the same length would overrun `minutes`."
-    def __init__(self, minutes:float, # the wall-clock budget of the whole `fit`
-                 cut_after:float|None=None, # also stop mid-epoch, after the batch that passes this multiple of the budget
-                ):
-        super().__init__(); self.budget, self.cut_after = minutes * 60, cut_after
+
+    def __init__(
+        self,
+        minutes: float,  # the wall-clock budget of the whole `fit`
+        # also stop mid-epoch, after the batch that passes this multiple of the budget
+        cut_after: float | None = None,
+    ):
+        super().__init__()
+        self.budget, self.cut_after = minutes * 60, cut_after
+
     def on_train_begin(self, logs=None):
-        self.t0, self.stopped_early, self.cut_short, self.epochs = time.perf_counter(), False, False, 0
+        self.t0, self.stopped_early, self.cut_short, self.epochs = (
+            time.perf_counter(),
+            False,
+            False,
+            0,
+        )
+
     def on_epoch_end(self, epoch, logs=None):
-        spent, self.epochs = time.perf_counter() - self.t0, self.epochs + 1   # epochs of this sitting (a resume starts late)
-        if spent + spent / self.epochs > self.budget: self.model.stop_training, self.stopped_early = True, True
+        # epochs of this sitting (a resume starts late)
+        spent, self.epochs = time.perf_counter() - self.t0, self.epochs + 1
+        if spent + spent / self.epochs > self.budget:
+            self.model.stop_training, self.stopped_early = True, True
+
     def on_train_batch_end(self, batch, logs=None):
         if self.cut_after and time.perf_counter() - self.t0 > self.cut_after * self.budget:
             self.model.stop_training, self.stopped_early, self.cut_short = True, True, True
-    def notes(self, epochs_done:int, # epochs the fit ran
-              epochs_planned:int, # epochs it was asked for
-             ) -> list:
-        "What a run record should say of this budget: whether it ended training, and whether it cut an epoch short."
-        out = [f'stopped by the {self.budget / 60:g} min time budget after {epochs_done} of {epochs_planned} epochs'] if self.stopped_early else []
-        return out + (['the last epoch was cut short: its images/s is overstated'] if self.cut_short else [])
+
+    def notes(
+        self,
+        epochs_done: int,  # epochs the fit ran
+        epochs_planned: int,  # epochs it was asked for
+    ) -> list:
+        """What a run record should say of this budget: whether it ended training, and whether it
+        cut an epoch short."""
+        out = (
+            [
+                f'stopped by the {self.budget / 60:g} min time budget after {epochs_done} of '
+                f'{epochs_planned} epochs'
+            ]
+            if self.stopped_early
+            else []
+        )
+        return out + (
+            ['the last epoch was cut short: its images/s is overstated'] if self.cut_short else []
+        )
 
 # %% ../nbs/03_train.ipynb #955c15d3
-def tiny_cnn(input_shape=(48, 48, 1), # H x W x C of the images
-             n_classes:int=7, # number of classes
-            ) -> keras.Model:
+def tiny_cnn(
+    input_shape=(48, 48, 1),  # H x W x C of the images
+    n_classes: int = 7,  # number of classes
+) -> keras.Model:
     "A small compiled CNN for tests and demos (not a paper's model)."
-    m = keras.Sequential([keras.Input(input_shape), layers.Rescaling(1/255.), layers.Conv2D(8, 3, activation='relu'),
-                          layers.MaxPooling2D(4), layers.Flatten(), layers.Dense(n_classes, activation='softmax')], name='tiny_cnn')
-    m.compile(optimizer=keras.optimizers.Adam(1e-3), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    m = keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Rescaling(1 / 255.0),
+            layers.Conv2D(8, 3, activation='relu'),
+            layers.MaxPooling2D(4),
+            layers.Flatten(),
+            layers.Dense(n_classes, activation='softmax'),
+        ],
+        name='tiny_cnn',
+    )
+    m.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss='sparse_categorical_crossentropy',
+        metrics=['accuracy'],
+    )
     return m
 
 # %% ../nbs/03_train.ipynb #666e5714
-def _canonical(spec:dict) -> dict:
+def _canonical(spec: dict) -> dict:
     return json.loads(json.dumps(spec, sort_keys=True, default=str))
 
-def run_key(spec:dict, # what decides the run: settings, model, optimizer, data (see `run_spec`)
-           ) -> str:
+
+def run_key(
+    spec: dict,  # what decides the run: settings, model, optimizer, data (see `run_spec`)
+) -> str:
     "A short stable hash naming the run `spec` describes."
     blob = json.dumps(_canonical(spec), sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -155,14 +257,20 @@ def run_key(spec:dict, # what decides the run: settings, model, optimizer, data 
 # %% ../nbs/03_train.ipynb #43cc1661
 def _flat(d, pre=''):
     "Nested dicts and lists flattened to {'a.b.0': value}."
-    if isinstance(d, dict) and d: items = d.items()
-    elif isinstance(d, list) and d: items = enumerate(d)
-    else: return {pre[:-1]: d}
+    if isinstance(d, dict) and d:
+        items = d.items()
+    elif isinstance(d, list) and d:
+        items = enumerate(d)
+    else:
+        return {pre[:-1]: d}
     return {k2: v2 for k, v in items for k2, v2 in _flat(v, f'{pre}{k}.').items()}
 
-def spec_diff(old:dict, new:dict, # two run specs
-              limit:int=8, # at most this many differences listed
-             ) -> list:
+
+def spec_diff(
+    old: dict,
+    new: dict,  # two run specs
+    limit: int = 8,  # at most this many differences listed
+) -> list:
     "Where two run specs differ, as 'key: old -> new' lines."
     a, b = _flat(_canonical(old)), _flat(_canonical(new))
     keys = sorted(k for k in set(a) | set(b) if a.get(k, '<absent>') != b.get(k, '<absent>'))
@@ -173,89 +281,150 @@ def fingerprint(*arrays) -> str:
     "A hash of arrays' shapes, dtypes and bytes: the same data give the same fingerprint."
     h = hashlib.sha256()
     for a in arrays:
-        a = np.ascontiguousarray(a); h.update(f'{a.shape}{a.dtype}'.encode()); h.update(a.tobytes())
+        a = np.ascontiguousarray(a)
+        h.update(f'{a.shape}{a.dtype}'.encode())
+        h.update(a.tobytes())
     return h.hexdigest()[:16]
 
+
 def _unnamed(cfg):
-    "A config without the names of layers and optimizers (Keras numbers them by build order; they change no result)."
-    if isinstance(cfg, list): return [_unnamed(c) for c in cfg]
-    if not isinstance(cfg, dict): return cfg
-    keep_name = set(cfg) == {'name'}   # a dtype policy's config, {'name': 'float32'}, is a setting
+    """A config without the names of layers and optimizers (Keras numbers them by build order; they
+    change no result)."""
+    if isinstance(cfg, list):
+        return [_unnamed(c) for c in cfg]
+    if not isinstance(cfg, dict):
+        return cfg
+    keep_name = set(cfg) == {'name'}  # a dtype policy's config, {'name': 'float32'}, is a setting
     return {k: _unnamed(v) for k, v in cfg.items() if k != 'name' or keep_name}
 
-def public_settings(settings:dict, # a lesson's settings, from `fermusic.config.profile_settings`
-                    drop=(), # further keys to leave out
-                   ) -> dict:
-    "The settings without the `_` bookkeeping keys (`_profile`, `_overrides`) and `drop`: what records and run keys keep."
+
+def public_settings(
+    settings: dict,  # a lesson's settings, from `fermusic.config.profile_settings`
+    drop=(),  # further keys to leave out
+) -> dict:
+    """The settings without the `_` bookkeeping keys (`_profile`, `_overrides`) and `drop`: what
+    records and run keys keep."""
     return {k: v for k, v in settings.items() if not k.startswith('_') and k not in drop}
 
-def run_spec(model:keras.Model, # the compiled model about to be trained
-             settings:dict, # the run's settings ('_' keys and those in `free` are left out)
-             data:dict, # what it trains on, e.g. {'train': fingerprint(x, y)}
-             augment:keras.layers.Layer|None=None, # the augmentation stack
-             free=('time_budget_min', 'seeds'), # settings that may change between resumes
-            ) -> dict:
-    "What decides a run's computation: settings, architecture, optimizer, loss, augmentation, data, backend."
-    return dict(settings=public_settings(settings, free), model=_unnamed(model.get_config()), optimizer=_unnamed(keras.optimizers.serialize(model.optimizer)),
-                loss=str(model.loss), augment=None if augment is None else _unnamed(augment.get_config()),
-                data=data, keras_backend=keras.backend.backend())
+
+def run_spec(
+    model: keras.Model,  # the compiled model about to be trained
+    settings: dict,  # the run's settings ('_' keys and those in `free` are left out)
+    data: dict,  # what it trains on, e.g. {'train': fingerprint(x, y)}
+    augment: keras.layers.Layer | None = None,  # the augmentation stack
+    free=('time_budget_min', 'seeds'),  # settings that may change between resumes
+) -> dict:
+    """What decides a run's computation: settings, architecture, optimizer, loss, augmentation,
+    data, backend."""
+    return dict(
+        settings=public_settings(settings, free),
+        model=_unnamed(model.get_config()),
+        optimizer=_unnamed(keras.optimizers.serialize(model.optimizer)),
+        loss=str(model.loss),
+        augment=None if augment is None else _unnamed(augment.get_config()),
+        data=data,
+        keras_backend=keras.backend.backend(),
+    )
 
 # %% ../nbs/03_train.ipynb #d959db81
-_CB_STATE = {keras.callbacks.EarlyStopping: ('wait', 'best', 'best_epoch', 'stopped_epoch'),
-             keras.callbacks.ReduceLROnPlateau: ('wait', 'best', 'cooldown_counter')}
+_CB_STATE = {
+    keras.callbacks.EarlyStopping: ('wait', 'best', 'best_epoch', 'stopped_epoch'),
+    keras.callbacks.ReduceLROnPlateau: ('wait', 'best', 'cooldown_counter'),
+}
+
 
 def _cb_state(cb) -> tuple:
     "The resumable state of a stateful Keras callback: (JSON-able values, weight arrays)."
     vals = {k: getattr(cb, k, None) for k in _CB_STATE[type(cb)]}
     return vals, list(getattr(cb, 'best_weights', None) or [])
 
-def _set_cb_state(cb, vals:dict, arrays:list):
-    for k, v in vals.items(): setattr(cb, k, v)
-    if isinstance(cb, keras.callbacks.EarlyStopping): cb.best_weights = arrays or None
+
+def _set_cb_state(cb, vals: dict, arrays: list):
+    for k, v in vals.items():
+        setattr(cb, k, v)
+    if isinstance(cb, keras.callbacks.EarlyStopping):
+        cb.best_weights = arrays or None
 
 # %% ../nbs/03_train.ipynb #5b5ec1a2
-def _now() -> str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
-def _numpy(vs) -> list: return [keras.ops.convert_to_numpy(v) for v in vs]
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
+
+
+def _numpy(vs) -> list:
+    return [keras.ops.convert_to_numpy(v) for v in vs]
+
 
 class Checkpoint(keras.callbacks.Callback):
     "After every epoch, saves what a run needs to go on; `fit(..., checkpoint=)` resumes from it."
+
     file = 'checkpoint.npz'
-    def __init__(self, folder:Path|str, # the run's state folder, e.g. state_dir()/'yu2020'/'cnn8-7x7'/'seed0'
-                 spec:dict, # the run spec (`run_spec`); resuming under another spec is refused
-                 epochs:int, # epochs planned
-                ):
+
+    def __init__(
+        self,
+        folder: Path | str,  # the run's state folder, e.g. state_dir()/'yu2020'/'cnn8-7x7'/'seed0'
+        spec: dict,  # the run spec (`run_spec`); resuming under another spec is refused
+        epochs: int,  # epochs planned
+    ):
         super().__init__()
         self.folder, self.spec, self.key = Path(folder), _canonical(spec), run_key(spec)
-        self.path, self.dataset, self.augment, self.watched, self._arrays = self.folder/self.file, None, None, [], None
-        self.meta = dict(key=self.key, spec=self.spec, epochs_planned=epochs, epochs_done=0, history={},
-                         resumes=[], finished=False, stopped=None, best_epoch=None)
+        self.path, self.dataset, self.augment, self.watched, self._arrays = (
+            self.folder / self.file,
+            None,
+            None,
+            [],
+            None,
+        )
+        self.meta = dict(
+            key=self.key,
+            spec=self.spec,
+            epochs_planned=epochs,
+            epochs_done=0,
+            history={},
+            resumes=[],
+            finished=False,
+            stopped=None,
+            best_epoch=None,
+        )
 
     @property
-    def initial_epoch(self) -> int: return self.meta['epochs_done']
+    def initial_epoch(self) -> int:
+        return self.meta['epochs_done']
 
 # %% ../nbs/03_train.ipynb #8135d768
 @patch
-def load(self:Checkpoint) -> bool:
-    "Read the checkpoint if there is one (True); a clear error if it is corrupt or belongs to another spec."
-    if not self.path.exists(): return False
+def load(self: Checkpoint) -> bool:
+    """Read the checkpoint if there is one (True); a clear error if it is corrupt or belongs to
+    another spec."""
+    if not self.path.exists():
+        return False
     try:
         with np.load(self.path, allow_pickle=False) as z:
             meta, arrays = json.loads(str(z['meta'])), {k: z[k] for k in z.files if k != 'meta'}
     except Exception as e:
-        raise ValueError(f'{self.path}: the checkpoint cannot be read ({type(e).__name__}: {e}). Nothing was '
-                         f'changed. Delete {self.folder} to start this run over, or restore the file.') from None
+        raise ValueError(
+            f'{self.path}: the checkpoint cannot be read ({type(e).__name__}: {e}). Nothing was '
+            f'changed. Delete {self.folder} to start this run over, or restore the file.'
+        ) from None
     if meta.get('key') != self.key:
-        diff = '\n  '.join(spec_diff(meta.get('spec', {}), self.spec)) or '(the specs hash differently)'
-        raise ValueError(f'{self.folder} holds run {meta.get("key")}, started with other settings or code:\n'
-                         f'  {diff}\nResume with the same settings, or delete {self.folder} to start over.')
+        diff = (
+            '\n  '.join(spec_diff(meta.get('spec', {}), self.spec))
+            or '(the specs hash differently)'
+        )
+        raise ValueError(
+            f'{self.folder} holds run {meta.get("key")}, started with other settings or code:\n'
+            f'  {diff}\nResume with the same settings, or delete {self.folder} to start over.'
+        )
     self.meta, self._arrays = meta, arrays
     return True
 
+
 @patch
-def attach(self:Checkpoint, dataset=None, # the training `ArrayDataset` (its shuffling state)
-           augment=None, # the augmentation stack (its random state)
-           callbacks=(), # callbacks whose state is kept (early stopping, learning-rate reduction)
-          ) -> Checkpoint:
+def attach(
+    self: Checkpoint,
+    dataset=None,  # the training `ArrayDataset` (its shuffling state)
+    augment=None,  # the augmentation stack (its random state)
+    callbacks=(),  # callbacks whose state is kept (early stopping, learning-rate reduction)
+) -> Checkpoint:
     "Name the objects outside the model whose state a resume needs."
     self.dataset, self.augment = dataset, augment
     self.watched = [c for c in callbacks if type(c) in _CB_STATE]
@@ -263,160 +432,269 @@ def attach(self:Checkpoint, dataset=None, # the training `ArrayDataset` (its shu
 
 # %% ../nbs/03_train.ipynb #675bb86c
 @patch
-def save(self:Checkpoint):
-    "Write the checkpoint atomically (`fermusic.data.atomic_write`): a kill leaves the old one or the new one."
+def save(self: Checkpoint):
+    """Write the checkpoint atomically (`fermusic.data.atomic_write`): a kill leaves the old one or
+    the new one."""
     arrays = {f'model_{i}': a for i, a in enumerate(_numpy(self.model.variables))}
     arrays.update({f'opt_{i}': a for i, a in enumerate(_numpy(self.model.optimizer.variables))})
-    if self.augment is not None: arrays.update({f'aug_{i}': a for i, a in enumerate(_numpy(self.augment.variables))})
+    if self.augment is not None:
+        arrays.update({f'aug_{i}': a for i, a in enumerate(_numpy(self.augment.variables))})
     self.meta['callbacks'] = []
     for j, cb in enumerate(self.watched):
-        vals, ws = _cb_state(cb); self.meta['callbacks'].append(vals)
+        vals, ws = _cb_state(cb)
+        self.meta['callbacks'].append(vals)
         arrays.update({f'cb{j}_{i}': np.asarray(w) for i, w in enumerate(ws)})
-    if self.dataset is not None:   # the next epoch's order is drawn already; keep it and the generator's state
-        arrays['dataset_order'] = self.dataset.order; self.meta['dataset_rng'] = self.dataset.rng.bit_generator.state
-    self.meta['python_random'] = random.getstate()   # Keras shuffles the order of batches with Python's `random`
+    # the next epoch's order is drawn already; keep it and the generator's state
+    if self.dataset is not None:
+        arrays['dataset_order'] = self.dataset.order
+        self.meta['dataset_rng'] = self.dataset.rng.bit_generator.state
+    # Keras shuffles the order of batches with Python's `random`
+    self.meta['python_random'] = random.getstate()
+
     def write(tmp):
-        with open(tmp, 'wb') as f: np.savez(f, meta=np.array(json.dumps(self.meta, default=float)), **arrays)
+        with open(tmp, 'wb') as f:
+            np.savez(f, meta=np.array(json.dumps(self.meta, default=float)), **arrays)
+
     atomic_write(self.path, write)
-    skip = ('spec', 'python_random', 'dataset_rng', 'callbacks')   # progress.json: for people and `fermusic runs`
-    write_json_atomic(self.folder/'progress.json', {k: v for k, v in self.meta.items() if k not in skip})
+    # progress.json: for people and `fermusic runs`
+    skip = ('spec', 'python_random', 'dataset_rng', 'callbacks')
+    write_json_atomic(
+        self.folder / 'progress.json', {k: v for k, v in self.meta.items() if k not in skip}
+    )
 
 # %% ../nbs/03_train.ipynb #1559f1c6
 @patch
-def on_train_begin(self:Checkpoint, logs=None):
-    "Put every saved state back (after the other callbacks reset theirs), and open an entry in the resume log."
+def on_train_begin(self: Checkpoint, logs=None):
+    """Put every saved state back (after the other callbacks reset theirs), and open an entry in the
+    resume log."""
     self._t0, self._open = time.perf_counter(), not self.meta['finished']
     if self._open:
-        self.meta['resumes'].append(dict(start=_now(), from_epoch=self.initial_epoch, host=socket.gethostname(),
-                                         threads=thread_count(), commit=git_state()['commit']))
-    if self._arrays is None: return
+        self.meta['resumes'].append(
+            dict(
+                start=_now(),
+                from_epoch=self.initial_epoch,
+                host=socket.gethostname(),
+                threads=thread_count(),
+                commit=git_state()['commit'],
+            )
+        )
+    if self._arrays is None:
+        return
     a, opt = self._arrays, self.model.optimizer
-    if not opt.built: opt.build(self.model.trainable_variables)   # TensorFlow builds it at the first step
-    for i, v in enumerate(self.model.variables): v.assign(a[f'model_{i}'])
-    for i, v in enumerate(opt.variables): v.assign(a[f'opt_{i}'])
+    # TensorFlow builds it at the first step
+    if not opt.built:
+        opt.build(self.model.trainable_variables)
+    for i, v in enumerate(self.model.variables):
+        v.assign(a[f'model_{i}'])
+    for i, v in enumerate(opt.variables):
+        v.assign(a[f'opt_{i}'])
     if self.augment is not None:
-        for i, v in enumerate(self.augment.variables): v.assign(a[f'aug_{i}'])
+        for i, v in enumerate(self.augment.variables):
+            v.assign(a[f'aug_{i}'])
     if self.dataset is not None and 'dataset_order' in a:
-        self.dataset.order, self.dataset.rng.bit_generator.state = a['dataset_order'], self.meta['dataset_rng']
-    v, st, g = self.meta['python_random']; random.setstate((v, tuple(st), g))
+        self.dataset.order, self.dataset.rng.bit_generator.state = (
+            a['dataset_order'],
+            self.meta['dataset_rng'],
+        )
+    v, st, g = self.meta['python_random']
+    random.setstate((v, tuple(st), g))
     for j, cb in enumerate(self.watched):
         n = sum(k.startswith(f'cb{j}_') for k in a)
         _set_cb_state(cb, self.meta['callbacks'][j], [a[f'cb{j}_{i}'] for i in range(n)])
 
 # %% ../nbs/03_train.ipynb #e03db933
 @patch
-def on_epoch_end(self:Checkpoint, epoch, logs=None):
+def on_epoch_end(self: Checkpoint, epoch, logs=None):
     "Add the epoch to the history, decide whether the run is over and why, and save."
     m = self.meta
-    for k, v in (logs or {}).items(): m['history'].setdefault(k, []).append(float(v))
+    for k, v in (logs or {}).items():
+        m['history'].setdefault(k, []).append(float(v))
     m['epochs_done'] = epoch + 1
     es = [c for c in self.watched if isinstance(c, keras.callbacks.EarlyStopping)]
-    if es: m['best_epoch'] = es[0].best_epoch + 1
-    if es and es[0].stopped_epoch > 0: m['finished'], m['stopped'] = True, 'converged'
-    elif epoch + 1 >= m['epochs_planned']: m['finished'], m['stopped'] = True, 'planned_end'
-    self._log_sitting(); self.save()
+    if es:
+        m['best_epoch'] = es[0].best_epoch + 1
+    if es and es[0].stopped_epoch > 0:
+        m['finished'], m['stopped'] = True, 'converged'
+    elif epoch + 1 >= m['epochs_planned']:
+        m['finished'], m['stopped'] = True, 'planned_end'
+    self._log_sitting()
+    self.save()
+
 
 @patch
-def _log_sitting(self:Checkpoint):
-    "Bring this sitting's resume-log entry up to date (after every epoch: a killed sitting keeps its last one)."
+def _log_sitting(self: Checkpoint):
+    """Bring this sitting's resume-log entry up to date (after every epoch: a killed sitting keeps
+    its last one)."""
     if getattr(self, '_open', False):
-        self.meta['resumes'][-1].update(end=_now(), to_epoch=self.meta['epochs_done'],
-                                        seconds=round(time.perf_counter() - self._t0, 1))
+        self.meta['resumes'][-1].update(
+            end=_now(),
+            to_epoch=self.meta['epochs_done'],
+            seconds=round(time.perf_counter() - self._t0, 1),
+        )
+
 
 @patch
-def on_train_end(self:Checkpoint, logs=None):
+def on_train_end(self: Checkpoint, logs=None):
     "Close the resume log's entry."
-    if getattr(self, '_open', False): self._log_sitting(); self.save()
+    if getattr(self, '_open', False):
+        self._log_sitting()
+        self.save()
 
 # %% ../nbs/03_train.ipynb #2891bc5e
 STOPS = ('converged', 'planned_end', 'epoch_cap', 'time_budget')
 
-def why_stopped(epochs_run:int, # epochs the run did
-                epochs_planned:int, # epochs it was asked for
-                callbacks=(), # its callbacks: early stopping and time budgets are asked
-               ) -> str:
+
+def why_stopped(
+    epochs_run: int,  # epochs the run did
+    epochs_planned: int,  # epochs it was asked for
+    callbacks=(),  # its callbacks: early stopping and time budgets are asked
+) -> str:
     "Why a run without a checkpoint stopped: one of `STOPS`."
-    if any(isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0 for c in callbacks): return 'converged'
-    if any(isinstance(c, TimeBudget) and c.stopped_early for c in callbacks): return 'time_budget'
+    if any(isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0 for c in callbacks):
+        return 'converged'
+    if any(isinstance(c, TimeBudget) and c.stopped_early for c in callbacks):
+        return 'time_budget'
     return 'planned_end' if epochs_run >= epochs_planned else 'epoch_cap'
 
-class RunPaused(Exception):
-    "A resumable run stopped before its end (time budget, interruption): run the same command again to go on."
 
-def run_schedule(history:dict, # the run's history (per-epoch lists)
-                 epochs_planned:int, # epochs the schedule asked for
-                 stopped:str, # why it stopped: one of `STOPS`
-                 monitor:str='val_accuracy', # the validation score that picks the best epoch (a loss: the lowest)
-                 window:int=3, # 'still improving': the best epoch is among the last `window`
-                 checkpoint:Checkpoint|None=None, # adds the resume log and the run key
-                ) -> dict:
-    "What a record says of a run's schedule: epochs planned and run, best epoch, why it stopped, still improving."
-    if stopped not in STOPS: raise ValueError(f'stopped={stopped!r}: choose one of {STOPS}')
+class RunPaused(Exception):
+    """A resumable run stopped before its end (time budget, interruption): run the same command
+    again to go on."""
+
+
+def run_schedule(
+    history: dict,  # the run's history (per-epoch lists)
+    epochs_planned: int,  # epochs the schedule asked for
+    stopped: str,  # why it stopped: one of `STOPS`
+    # the validation score that picks the best epoch (a loss: the lowest)
+    monitor: str = 'val_accuracy',
+    window: int = 3,  # 'still improving': the best epoch is among the last `window`
+    checkpoint: Checkpoint | None = None,  # adds the resume log and the run key
+) -> dict:
+    """What a record says of a run's schedule: epochs planned and run, best epoch, why it stopped,
+    still improving."""
+    if stopped not in STOPS:
+        raise ValueError(f'stopped={stopped!r}: choose one of {STOPS}')
     run = len(history.get('loss', []))
     scores = history.get(monitor)
-    best = int(np.argmin(scores) if 'loss' in monitor else np.argmax(scores)) + 1 if scores else None
-    res = dict(epochs_planned=epochs_planned, epochs_run=run, best_epoch=best, monitor=monitor if scores else None,
-               stopped=stopped, still_improving=None if best is None else best > run - window)
+    best = (
+        int(np.argmin(scores) if 'loss' in monitor else np.argmax(scores)) + 1 if scores else None
+    )
+    res = dict(
+        epochs_planned=epochs_planned,
+        epochs_run=run,
+        best_epoch=best,
+        monitor=monitor if scores else None,
+        stopped=stopped,
+        still_improving=None if best is None else best > run - window,
+    )
     if checkpoint is not None:
         rs = checkpoint.meta['resumes']
         res.update(resumes=rs, run_key=checkpoint.key)
-    if history.get('epoch_seconds'):   # every epoch run, whatever became of its sitting
+    if history.get('epoch_seconds'):  # every epoch run, whatever became of its sitting
         res['train_seconds'] = round(sum(history['epoch_seconds']), 1)
     return res
 
 # %% ../nbs/03_train.ipynb #a784e405
-def standard_callbacks(settings:dict, # the run's settings (`patience`, `lr_patience`, `lr_factor`, `min_lr`, `time_budget_min`)
-                       monitor:str='val_accuracy', # the validation score early stopping watches
-                       has_val:bool=True, # whether the run has a validation split
-                      ) -> list:
-    "The callbacks a run's settings ask for: early stopping, learning-rate reduction, a time budget."
+def standard_callbacks(
+    # the run's settings (`patience`, `lr_patience`, `lr_factor`, `min_lr`, `time_budget_min`)
+    settings: dict,
+    monitor: str = 'val_accuracy',  # the validation score early stopping watches
+    has_val: bool = True,  # whether the run has a validation split
+) -> list:
+    """The callbacks a run's settings ask for: early stopping, learning-rate reduction, a time
+    budget."""
     cbs, s = [], settings
     if has_val and s.get('patience'):
-        cbs.append(keras.callbacks.EarlyStopping(monitor, patience=s['patience'], restore_best_weights=True))
+        cbs.append(
+            keras.callbacks.EarlyStopping(
+                monitor, patience=s['patience'], restore_best_weights=True
+            )
+        )
     if has_val and s.get('lr_patience'):
-        cbs.append(keras.callbacks.ReduceLROnPlateau('val_loss', factor=s.get('lr_factor', 0.5),
-                                                     patience=s['lr_patience'], min_lr=s.get('min_lr', 1e-6)))
-    if s.get('time_budget_min'): cbs.append(TimeBudget(s['time_budget_min']))
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(
+                'val_loss',
+                factor=s.get('lr_factor', 0.5),
+                patience=s['lr_patience'],
+                min_lr=s.get('min_lr', 1e-6),
+            )
+        )
+    if s.get('time_budget_min'):
+        cbs.append(TimeBudget(s['time_budget_min']))
     return cbs
 
 # %% ../nbs/03_train.ipynb #48053faf
-def _data_key(d) -> str|None:
+def _data_key(d) -> str | None:
     "The `fingerprint` of (x, y) arrays, or a PyDataset's own `fingerprint()`."
-    if d is None: return None
-    if not isinstance(d, keras.utils.PyDataset): return fingerprint(*d)
+    if d is None:
+        return None
+    if not isinstance(d, keras.utils.PyDataset):
+        return fingerprint(*d)
     if not callable(getattr(d, 'fingerprint', None)):
-        raise ValueError(f'{type(d).__name__} has no fingerprint() method: a resumable run needs one to check '
-                         'its data')
+        raise ValueError(
+            f'{type(d).__name__} has no fingerprint() method: a resumable run needs one to check '
+            'its data'
+        )
     return d.fingerprint()
 
-def fit_run(build, # called after the seed is set: returns the compiled model
-            x:np.ndarray|keras.utils.PyDataset, # training images, or a PyDataset of (inputs, labels) batches
-            y:np.ndarray|None, # training labels (None when `x` is a PyDataset)
-            val:tuple|keras.utils.PyDataset|None, # (x_val, y_val) or a PyDataset, carved from the training data; or None
-            settings:dict, # see the table above
-            seed:int=0, # seed of the initialisation, augmentation and shuffling
-            state:Path|str|None=None, # the run's state folder (needed when `settings['resumable']`)
-            callbacks:list|None=None, # the run's callbacks; default: `standard_callbacks(settings, monitor)`
-            extra:list=(), # callbacks of the paper's own, run before those (e.g. scoring a split every epoch)
-            monitor:str='val_accuracy', # the validation score that picks the best epoch
-            class_weight:dict|None=None, # per-class loss weights
-            verbose:int=0, # Keras' progress output
-           ) -> dict:
-    "Seed, build, fit (resuming when asked) and say how it ended: {model, history, schedule, notes}."
+
+def fit_run(
+    build,  # called after the seed is set: returns the compiled model
+    # training images, or a PyDataset of (inputs, labels) batches
+    x: np.ndarray | keras.utils.PyDataset,
+    y: np.ndarray | None,  # training labels (None when `x` is a PyDataset)
+    # (x_val, y_val) or a PyDataset, carved from the training data; or None
+    val: tuple | keras.utils.PyDataset | None,
+    settings: dict,  # see the table above
+    seed: int = 0,  # seed of the initialisation, augmentation and shuffling
+    state: Path | str | None = None,  # the run's state folder (needed when `settings['resumable']`)
+    # the run's callbacks; default: `standard_callbacks(settings, monitor)`
+    callbacks: list | None = None,
+    # callbacks of the paper's own, run before those (e.g. scoring a split every epoch)
+    extra: list = (),
+    monitor: str = 'val_accuracy',  # the validation score that picks the best epoch
+    class_weight: dict | None = None,  # per-class loss weights
+    verbose: int = 0,  # Keras' progress output
+) -> dict:
+    """Seed, build, fit (resuming when asked) and say how it ended: {model, history, schedule,
+    notes}."""
     s = settings
-    set_seed(seed); model = build()
-    cbs = [*extra, *(standard_callbacks(s, monitor, val is not None) if callbacks is None else callbacks)]
+    set_seed(seed)
+    model = build()
+    cbs = [
+        *extra,
+        *(standard_callbacks(s, monitor, val is not None) if callbacks is None else callbacks),
+    ]
     aug = augmentation(**s['augment'], seed=seed) if s.get('augment') else None
     ck = None
     if s.get('resumable'):
-        if state is None: raise ValueError('a resumable run needs a state folder (e.g. state_dir()/PAPER/RUN/seedN)')
+        if state is None:
+            raise ValueError(
+                'a resumable run needs a state folder (e.g. state_dir()/PAPER/RUN/seedN)'
+            )
         data = dict(train=_data_key(x if y is None else (x, y)), val=_data_key(val))
         ck = Checkpoint(state, run_spec(model, s, data, aug), s['epochs'])
-    hist = fit(model, x, y, val=val, epochs=s['epochs'], batch_size=s['batch_size'], augment=aug, callbacks=cbs,
-               class_weight=class_weight, seed=seed, verbose=verbose, checkpoint=ck)
+    hist = fit(
+        model,
+        x,
+        y,
+        val=val,
+        epochs=s['epochs'],
+        batch_size=s['batch_size'],
+        augment=aug,
+        callbacks=cbs,
+        class_weight=class_weight,
+        seed=seed,
+        verbose=verbose,
+        checkpoint=ck,
+    )
     if ck is not None and not ck.meta['finished']:
-        raise RunPaused(f"paused after epoch {ck.initial_epoch} of {s['epochs']}: run the same command again to "
-                        f"continue from {ck.folder}")
+        raise RunPaused(
+            f"paused after epoch {ck.initial_epoch} of {s['epochs']}: run the same command again "
+            "to "
+            f"continue from {ck.folder}"
+        )
     run = len(hist['loss'])
     stopped = ck.meta['stopped'] if ck is not None else why_stopped(run, s['epochs'], cbs)
     notes = [n for c in cbs if isinstance(c, TimeBudget) for n in c.notes(run, s['epochs'])]
@@ -424,203 +702,336 @@ def fit_run(build, # called after the seed is set: returns the compiled model
     return dict(model=model, history=hist, schedule=schedule, notes=notes)
 
 # %% ../nbs/03_train.ipynb #39164a1a
-def all_layers(model, # a Keras model or layer
-              ) -> list:
-    "`model` and every layer inside it, sub-models' layers included, depth first and each once (no `InputLayer`s)."
+def all_layers(
+    model,  # a Keras model or layer
+) -> list:
+    """`model` and every layer inside it, sub-models' layers included, depth first and each once (no
+    `InputLayer`s)."""
     out, seen = [], set()
+
     def walk(l):
-        if id(l) in seen or isinstance(l, keras.layers.InputLayer): return
-        seen.add(id(l)); out.append(l)
-        for s in getattr(l, 'layers', ()): walk(s)
+        if id(l) in seen or isinstance(l, keras.layers.InputLayer):
+            return
+        seen.add(id(l))
+        out.append(l)
+        for s in getattr(l, 'layers', ()):
+            walk(s)
+
     walk(model)
     return out
 
 # %% ../nbs/03_train.ipynb #2030c51c
-def recalibrate_bn(model:keras.Model, # a trained model with BatchNormalization layers
-                   batches, # a sequence of input batches (a PyDataset, or a list of arrays, dicts or (inputs, labels) pairs), cycled
-                   n:int=60, # batches to run
-                   momentum:float=0.9, # momentum while re-estimating (0.9**60 leaves 0.2 % of the old averages)
-                  ) -> int:
-    "Re-estimate every BatchNormalization layer's moving mean and variance for the current weights; returns how many layers."
+def recalibrate_bn(
+    model: keras.Model,  # a trained model with BatchNormalization layers
+    # input batches, cycled: a PyDataset, or a list of arrays, dicts or (inputs, labels) pairs
+    batches,
+    n: int = 60,  # batches to run
+    # momentum while re-estimating (0.9**60 leaves 0.2 % of the old averages)
+    momentum: float = 0.9,
+) -> int:
+    """Re-estimate every BatchNormalization layer's moving mean and variance for the current
+    weights; returns how many layers."""
     bns = [l for l in all_layers(model) if isinstance(l, layers.BatchNormalization)]
-    if not bns: return 0
+    if not bns:
+        return 0
     old = [l.momentum for l in bns]
-    for l in bns: l.momentum = momentum
+    for l in bns:
+        l.momentum = momentum
     try:
         for k in range(n):
             b = batches[k % len(batches)]
-            model(b[0] if isinstance(b, tuple) else b, training=True)  # forward only: no optimizer step
+            # forward only: no optimizer step
+            model(b[0] if isinstance(b, tuple) else b, training=True)
     finally:
-        for l, m in zip(bns, old): l.momentum = m
+        for l, m in zip(bns, old):
+            l.momentum = m
     return len(bns)
 
 # %% ../nbs/03_train.ipynb #701e47a5
-def as_model_input(x:np.ndarray, # one image (H x W [x C]) or a batch (N x H x W [x C]), pixel values 0-255
-                   input_shape:tuple, # the model's input shape without the batch axis, e.g. (48, 48, 1)
-                  ) -> np.ndarray:
-    "`x` as a float32 batch of shape (N, *input_shape), or a ValueError saying what does not fit and how to fix it."
+def as_model_input(
+    x: np.ndarray,  # one image (H x W [x C]) or a batch (N x H x W [x C]), pixel values 0-255
+    # the model's input shape without the batch axis, e.g. (48, 48, 1)
+    input_shape: tuple,
+) -> np.ndarray:
+    """`x` as a float32 batch of shape (N, *input_shape), or a ValueError saying what does not fit
+    and how to fix it."""
     x = np.asarray(x)
-    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+    if x.dtype == bool or not (
+        np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    ):
         raise ValueError(f'images must be numeric pixel values 0-255, got dtype {x.dtype}')
     h, w, c = input_shape
-    if x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[:2] == (h, w)): x = x[None]
-    if x.ndim == 3: x = x[..., None]
-    if x.ndim != 4: raise ValueError(f'expected images of shape (N, {h}, {w}, {c}), got {x.shape}')
+    if x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[:2] == (h, w)):
+        x = x[None]
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise ValueError(f'expected images of shape (N, {h}, {w}, {c}), got {x.shape}')
     if x.shape[1:3] != (h, w):
-        raise ValueError(f'images are {x.shape[1]}x{x.shape[2]} but the model takes {h}x{w}: resize first '
-                         f'(e.g. fermusic.faces crops and resizes faces from photos)')
-    if x.shape[-1] == 4: x = x[..., :3]                              # RGBA: drop alpha
-    if x.shape[-1] == 3 and c == 1: x = to_grey(x, dtype=np.float64)[..., None]  # the exact luma
-    elif x.shape[-1] == 1 and c == 3: x = to_rgb(x)
-    if x.shape[-1] != c: raise ValueError(f'images have {x.shape[-1]} channels, the model takes {c}')
+        raise ValueError(
+            f'images are {x.shape[1]}x{x.shape[2]} but the model takes {h}x{w}: resize first '
+            f'(e.g. fermusic.faces crops and resizes faces from photos)'
+        )
+    if x.shape[-1] == 4:
+        x = x[..., :3]  # RGBA: drop alpha
+    if x.shape[-1] == 3 and c == 1:
+        x = to_grey(x, dtype=np.float64)[..., None]  # the exact luma
+    elif x.shape[-1] == 1 and c == 3:
+        x = to_rgb(x)
+    if x.shape[-1] != c:
+        raise ValueError(f'images have {x.shape[-1]} channels, the model takes {c}')
     if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1.0 and x.max() > 0:
-        raise ValueError('pixel values look scaled to 0-1; pass raw 0-255 values (the model rescales them itself)')
-    if x.size and (x.min() < 0 or x.max() > 255): raise ValueError(f'pixel values must lie in 0-255, got {x.min()}..{x.max()}')
+        raise ValueError(
+            'pixel values look scaled to 0-1; pass raw 0-255 values (the model rescales them '
+            'itself)'
+        )
+    if x.size and (x.min() < 0 or x.max() > 255):
+        raise ValueError(f'pixel values must lie in 0-255, got {x.min()}..{x.max()}')
     return x.astype('float32')
 
 # %% ../nbs/03_train.ipynb #390387d4
-def load_model(path:Path|str, # a `.keras` file written by `model.save`
-               custom_objects:dict|None=None, # layers defined outside Keras, if not registered
-              ) -> keras.Model:
+def load_model(
+    path: Path | str,  # a `.keras` file written by `model.save`
+    custom_objects: dict | None = None,  # layers defined outside Keras, if not registered
+) -> keras.Model:
     "Load a `.keras` model, with a clear error for a missing, mis-named or corrupt file."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'no model file at {path}; train one (see the paper notebooks) or pass the right path')
-    if path.suffix != '.keras': raise ValueError(f'{path}: expected a native Keras file ending in .keras')
-    try: return keras.saving.load_model(path, custom_objects=custom_objects)
+    if not path.exists():
+        raise FileNotFoundError(
+            f'no model file at {path}; train one (see the paper notebooks) or pass the right path'
+        )
+    if path.suffix != '.keras':
+        raise ValueError(f'{path}: expected a native Keras file ending in .keras')
+    try:
+        return keras.saving.load_model(path, custom_objects=custom_objects)
     except Exception as e:
-        raise ValueError(f'{path} is not a loadable Keras model (corrupt or truncated? re-download or re-train it): {e}') from e
+        raise ValueError(
+            f'{path} is not a loadable Keras model (corrupt or truncated? re-download or '
+            f're-train it): {e}'
+        ) from e
 
 # %% ../nbs/03_train.ipynb #3dbc1ca4
-def save_for_inference(model:keras.Model, # a trained model
-                       path:Path|str, # a `.keras` file to write
-                      ) -> Path:
+def save_for_inference(
+    model: keras.Model,  # a trained model
+    path: Path | str,  # a `.keras` file to write
+) -> Path:
     "Save `model`'s architecture and weights only (no optimizer state), as a `.keras` file."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    m = model.__class__.from_config(model.get_config()); m.set_weights(model.get_weights()); m.save(path)  # uncompiled copy
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # uncompiled copy
+    m = model.__class__.from_config(model.get_config())
+    m.set_weights(model.get_weights())
+    m.save(path)
     return path
 
 # %% ../nbs/03_train.ipynb #daf72c03
-def predict_proba(model:keras.Model, # a trained classifier with a softmax output
-                  x:np.ndarray, # images
-                  batch_size:int=256, # images per forward pass
-                  tta:int=1, # number of passes to average (>1 needs `augment`)
-                  augment:keras.layers.Layer|None=None, # random layers for test-time augmentation
-                 ) -> np.ndarray:
-    "Class probabilities for `x`, averaged over `tta` augmented passes (the plain pass is always one of them)."
+def predict_proba(
+    model: keras.Model,  # a trained classifier with a softmax output
+    x: np.ndarray,  # images
+    batch_size: int = 256,  # images per forward pass
+    tta: int = 1,  # number of passes to average (>1 needs `augment`)
+    augment: keras.layers.Layer | None = None,  # random layers for test-time augmentation
+) -> np.ndarray:
+    """Class probabilities for `x`, averaged over `tta` augmented passes (the plain pass is always
+    one of them)."""
     x = as_model_input(x, tuple(model.input_shape[1:]))
     ps = [model.predict(ArrayDataset(x, batch_size=batch_size), verbose=0)]
     for _ in range(tta - 1):
-        if augment is None: raise ValueError('tta > 1 needs an `augment` layer stack')
+        if augment is None:
+            raise ValueError('tta > 1 needs an `augment` layer stack')
         ps.append(model.predict(ArrayDataset(x, batch_size=batch_size, augment=augment), verbose=0))
     return np.mean(ps, axis=0)
 
-def wilson_interval(k:int, # successes (correct predictions)
-                    n:int, # trials (test images)
-                    level:float=0.95, # confidence level
-                   ) -> tuple:
+
+def wilson_interval(
+    k: int,  # successes (correct predictions)
+    n: int,  # trials (test images)
+    level: float = 0.95,  # confidence level
+) -> tuple:
     "Wilson score interval for a proportion k/n."
-    if n == 0: return (float('nan'), float('nan'))
-    z = norm.ppf(0.5 + level/2); p = k/n
-    centre, half = (p + z*z/(2*n)) / (1 + z*z/n), z*math.sqrt(p*(1-p)/n + z*z/(4*n*n)) / (1 + z*z/n)
+    if n == 0:
+        return (float('nan'), float('nan'))
+    z = norm.ppf(0.5 + level / 2)
+    p = k / n
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
     return (centre - half, centre + half)
 
-def classification_metrics(y_true, # true integer labels
-                           y_pred, # predicted integer labels
-                           labels, # class names, index i naming label i
-                          ) -> dict:
-    "Accuracy, macro precision/recall/F1, error rate, per-class scores, confusion matrix and a 95% CI on accuracy."
+
+def classification_metrics(
+    y_true,  # true integer labels
+    y_pred,  # predicted integer labels
+    labels,  # class names, index i naming label i
+) -> dict:
+    """Accuracy, macro precision/recall/F1, error rate, per-class scores, confusion matrix and a 95%
+    CI on accuracy."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     ids = list(range(len(labels)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-    mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average='macro', zero_division=0)
-    acc = accuracy_score(y_true, y_pred); k = int((y_true == y_pred).sum())
-    return dict(accuracy=acc, precision=mp, recall=mr, f1=mf, error_rate=1 - acc, n=len(y_true), correct=k,
-                accuracy_ci95=wilson_interval(k, len(y_true)), labels=list(labels),
-                per_class={l: dict(precision=p[i], recall=r[i], f1=f[i], support=int(s[i])) for i, l in enumerate(labels)},
-                confusion=confusion_matrix(y_true, y_pred, labels=ids).tolist())
+    mp, mr, mf, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=ids, average='macro', zero_division=0
+    )
+    acc = accuracy_score(y_true, y_pred)
+    k = int((y_true == y_pred).sum())
+    return dict(
+        accuracy=acc,
+        precision=mp,
+        recall=mr,
+        f1=mf,
+        error_rate=1 - acc,
+        n=len(y_true),
+        correct=k,
+        accuracy_ci95=wilson_interval(k, len(y_true)),
+        labels=list(labels),
+        per_class={
+            l: dict(precision=p[i], recall=r[i], f1=f[i], support=int(s[i]))
+            for i, l in enumerate(labels)
+        },
+        confusion=confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+    )
 
-def evaluate(model:keras.Model, x:np.ndarray, y:np.ndarray, # model, images and integer labels
-             labels, # class names
-             **kwargs, # passed to `predict_proba` (batch_size, tta, augment)
-            ) -> dict:
-    "`classification_metrics` of `model` on (x, y), plus the probabilities and predictions for plots."
-    t0 = time.perf_counter(); proba = predict_proba(model, x, **kwargs); secs = time.perf_counter() - t0
+
+def evaluate(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,  # model, images and integer labels
+    labels,  # class names
+    **kwargs,  # passed to `predict_proba` (batch_size, tta, augment)
+) -> dict:
+    """`classification_metrics` of `model` on (x, y), plus the probabilities and predictions for
+    plots."""
+    t0 = time.perf_counter()
+    proba = predict_proba(model, x, **kwargs)
+    secs = time.perf_counter() - t0
     res = classification_metrics(y, proba.argmax(1), labels)
-    return dict(res, proba=proba, y_true=np.asarray(y), y_pred=proba.argmax(1), predict_images_per_s=len(x)/secs)
+    return dict(
+        res,
+        proba=proba,
+        y_true=np.asarray(y),
+        y_pred=proba.argmax(1),
+        predict_images_per_s=len(x) / secs,
+    )
 
 # %% ../nbs/03_train.ipynb #0d41eae5
-def layer_table(model:keras.Model, # a built model
-               ):
+def layer_table(
+    model: keras.Model,  # a built model
+):
     "A pandas table of the model's layers: name, type, output shape and parameter count."
     import pandas as pd
-    rows = [dict(layer=l.name, type=l.__class__.__name__,
-                 output=' x '.join(str(d) for d in (l.output.shape[1:] if hasattr(l, 'output') else ())),
-                 params=l.count_params()) for l in model.layers]
+
+    rows = [
+        dict(
+            layer=l.name,
+            type=l.__class__.__name__,
+            output=' x '.join(str(d) for d in (l.output.shape[1:] if hasattr(l, 'output') else ())),
+            params=l.count_params(),
+        )
+        for l in model.layers
+    ]
     return pd.DataFrame(rows)
 
 # %% ../nbs/03_train.ipynb #12c90a2e
-def roc_curves(y_true, # class indices
-               proba, # N x classes probabilities (or scores)
-               labels, # class names, in index order
-              ) -> dict:
-    "One-vs-rest ROC per class present in `y_true`: {label: (false positive rates, true positive rates, AUC)}."
+def roc_curves(
+    y_true,  # class indices
+    proba,  # N x classes probabilities (or scores)
+    labels,  # class names, in index order
+) -> dict:
+    """One-vs-rest ROC per class present in `y_true`: {label: (false positive rates, true positive
+    rates, AUC)}."""
     y_true, out = np.asarray(y_true), {}
     for i, l in enumerate(labels):
-        if not (y_true == i).any(): continue
-        fpr, tpr, _ = roc_curve(y_true == i, proba[:, i]); out[l] = (fpr, tpr, float(auc(fpr, tpr)))
+        if not (y_true == i).any():
+            continue
+        fpr, tpr, _ = roc_curve(y_true == i, proba[:, i])
+        out[l] = (fpr, tpr, float(auc(fpr, tpr)))
     return out
 
 # %% ../nbs/03_train.ipynb #a5e11342
-def plot_history(hist:dict, # a history from `fit`
-                 metrics=('loss', 'accuracy'), # one panel each, with the val_ curve where present
-                 title:str='', ax=None):
+def plot_history(
+    hist: dict,  # a history from `fit`
+    metrics=('loss', 'accuracy'),  # one panel each, with the val_ curve where present
+    title: str = '',
+    ax=None,
+):
     "Training (and validation) curves, one panel per metric."
-    axs = ax if ax is not None else plt.subplots(1, len(metrics), figsize=(4.5*len(metrics), 3.2))[1]
+    axs = (
+        ax
+        if ax is not None
+        else plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.2))[1]
+    )
     for a, m in zip(np.atleast_1d(axs), metrics):
-        a.plot(np.arange(1, len(hist[m])+1), hist[m], label='train')
-        if f'val_{m}' in hist: a.plot(np.arange(1, len(hist[m])+1), hist[f'val_{m}'], label='validation')
-        a.set(xlabel='epoch', ylabel=m, title=f'{title} {m}'.strip()); a.legend()
+        a.plot(np.arange(1, len(hist[m]) + 1), hist[m], label='train')
+        if f'val_{m}' in hist:
+            a.plot(np.arange(1, len(hist[m]) + 1), hist[f'val_{m}'], label='validation')
+        a.set(xlabel='epoch', ylabel=m, title=f'{title} {m}'.strip())
+        a.legend()
     return axs
 
-def plot_confusion(cm, # confusion matrix of counts (rows: true, columns: predicted)
-                   labels, # class names
-                   normalize:bool=True, # divide each row by its total (per-class recall on the diagonal)
-                   title:str='', ax=None, fmt:str|None=None):
+
+def plot_confusion(
+    cm,  # confusion matrix of counts (rows: true, columns: predicted)
+    labels,  # class names
+    # divide each row by its total (per-class recall on the diagonal)
+    normalize: bool = True,
+    title: str = '',
+    ax=None,
+    fmt: str | None = None,
+):
     "A seaborn heatmap of a confusion matrix."
     cm = np.asarray(cm, dtype=float)
-    if normalize: cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    if normalize:
+        cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     ax = ax or plt.subplots(figsize=(5.5, 4.5))[1]
-    sns.heatmap(cm, annot=True, fmt=fmt or ('.2f' if normalize else '.0f'), cmap='Blues', xticklabels=labels,
-                yticklabels=labels, vmin=0, vmax=1 if normalize else None, cbar=False, ax=ax)
+    sns.heatmap(
+        cm,
+        annot=True,
+        fmt=fmt or ('.2f' if normalize else '.0f'),
+        cmap='Blues',
+        xticklabels=labels,
+        yticklabels=labels,
+        vmin=0,
+        vmax=1 if normalize else None,
+        cbar=False,
+        ax=ax,
+    )
     ax.set(xlabel='predicted', ylabel='true', title=title)
     return ax
 
-def plot_roc(y_true, proba, labels, title:str='', ax=None) -> dict:
+
+def plot_roc(y_true, proba, labels, title: str = '', ax=None) -> dict:
     "One-vs-rest ROC curves per class; returns the AUC of each."
     ax = ax or plt.subplots(figsize=(5, 4.5))[1]
     aucs = {}
     for l, (fpr, tpr, aucs[l]) in roc_curves(y_true, proba, labels).items():
         ax.plot(fpr, tpr, label=f'{l} (AUC {aucs[l]:.2f})')
-    ax.plot([0, 1], [0, 1], 'k:', lw=1); ax.set(xlabel='false positive rate', ylabel='true positive rate', title=title)
+    ax.plot([0, 1], [0, 1], 'k:', lw=1)
+    ax.set(xlabel='false positive rate', ylabel='true positive rate', title=title)
     ax.legend(fontsize=8)
     return aucs
 
-def show_faces(x, y_true, labels, y_pred=None, n:int=14, cols:int=7, seed:int=0):
+
+def show_faces(x, y_true, labels, y_pred=None, n: int = 14, cols: int = 7, seed: int = 0):
     "A grid of `n` faces titled with the true (and predicted) labels; wrong predictions in red."
     idx = np.random.default_rng(seed).choice(len(x), min(n, len(x)), replace=False)
-    rows = math.ceil(len(idx)/cols)
-    fig, axs = plt.subplots(rows, cols, figsize=(1.6*cols, 1.9*rows))
-    for a in np.atleast_1d(axs).ravel(): a.axis('off')
+    rows = math.ceil(len(idx) / cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows))
+    for a in np.atleast_1d(axs).ravel():
+        a.axis('off')
     for a, i in zip(np.atleast_1d(axs).ravel(), idx):
         a.imshow(np.asarray(x[i]).squeeze(), cmap='gray', vmin=0, vmax=255)
         t = labels[y_true[i]] if y_pred is None else f'{labels[y_true[i]]}\n→ {labels[y_pred[i]]}'
         a.set_title(t, fontsize=8, color='k' if y_pred is None or y_pred[i] == y_true[i] else 'red')
     return fig
 
-def plot_class_counts(y, labels, title:str='', ax=None):
+
+def plot_class_counts(y, labels, title: str = '', ax=None):
     "A bar chart of how many examples each class has."
     counts = np.bincount(np.asarray(y), minlength=len(labels))
     ax = ax or plt.subplots(figsize=(6, 3))[1]
-    ax.bar(labels, counts); ax.set(ylabel='images', title=title)
-    for i, c in enumerate(counts): ax.text(i, c, str(c), ha='center', va='bottom', fontsize=8)
+    ax.bar(labels, counts)
+    ax.set(ylabel='images', title=title)
+    for i, c in enumerate(counts):
+        ax.text(i, c, str(c), ha='center', va='bottom', fontsize=8)
     return ax
