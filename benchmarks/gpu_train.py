@@ -30,7 +30,8 @@ def parse(argv=None):
     ap.add_argument('--precision', default='mixed_bfloat16', help="Keras dtype policy: mixed_bfloat16, mixed_float16 or float32")
     ap.add_argument('--profile', default='full', choices=['full', 'quick'], help="records' profile (a dry run: quick)")
     ap.add_argument('--ugo-lrs', default=None, help='learning rates of the Ugochukwu runs (default: the report grid)')
-    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--seed', default='0', help='seed, or comma-separated seeds: every run once per seed; '
+                    "the model file is saved from seed 0's run only")
     ap.add_argument('--eval-batch', type=int, default=512, help='faces per prediction step')
     g = ap.add_argument_group('dry-run shrinkers (each one is written into the records)')
     g.add_argument('--limit', type=int, default=None, help='at most this many Training faces (stratified), and a quarter as many per test split')
@@ -191,14 +192,14 @@ class Plateau:
         if v > self.best + self.min_delta: self.best, self.best_epoch, self.wait = v, epoch, 0; return True
         return False
 
-def train(p:dict, d:dict, xd, a, deadline:float, log) -> None:
+def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     "Train and evaluate run `p` until it converges, ends its schedule or meets `deadline`; write its record."
     import jax, jax.numpy as jnp, keras
     from fermusic.config import set_seed
     from fermusic.data import EMOTIONS
     from fermusic.records import recording
     from fermusic.train import run_schedule, classification_metrics, save_for_inference
-    t_start = time.time(); seed = a.seed
+    t_start = time.time()
     sp = splits(p, d, seed)
     set_seed(seed, deterministic=False)
     model = p['build']()
@@ -266,7 +267,7 @@ def train(p:dict, d:dict, xd, a, deadline:float, log) -> None:
         ips = hist['train_images_per_s']
         rec.throughput = dict(train_images_per_s=float(np.median(ips[1:] or ips)), first_epoch_s=hist['epoch_seconds'][0],
                               precision=a.precision, device=str(jax.devices()[0]))
-        if p.get('save'):
+        if p.get('save') and seed == 0:
             keras.mixed_precision.set_global_policy('float32')          # save a float32 copy: same weights, the kit's dtype
             m32 = p['build'](); m32.set_weights(model.get_weights())
             keras.mixed_precision.set_global_policy(a.precision)
@@ -289,9 +290,12 @@ def main(argv=None):
     d = load_data(a.data, a)
     xd = jax.device_put(d['x'][..., None])                # every face, uint8, once: batches are gathered on the device
     log(f"data: {len(d['x'])} faces on {xd.devices()}, FER+ labels {'yes' if 'ferplus' in d else 'no'}")
-    for p in plan(a):
-        if deadline - time.time() < 45: log(f"{p['name']}: skipped, {deadline - time.time():.0f} s left"); continue
-        train(p, d, xd, a, deadline, log)
+    seeds = [int(v) for v in str(a.seed).split(',')]
+    for seed in seeds:
+        for p in plan(a):
+            if deadline - time.time() < 45:
+                log(f"{p['name']} seed {seed}: skipped, {deadline - time.time():.0f} s left"); continue
+            train(p, d, xd, a, deadline, log, seed)
     log('done')
 
 if __name__ == '__main__': main()

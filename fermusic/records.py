@@ -26,7 +26,7 @@ from fermusic.config import (
 # %% auto #0
 __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
            'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'load_records', 'records_frame',
-           'full_records', 'compare', 'Claim', 'record_value']
+           'evidence_key', 'full_records', 'compare', 'Claim', 'record_value']
 
 # %% ../nbs/02_records.ipynb #ce001fff
 def git_state(
@@ -345,16 +345,28 @@ def records_frame(
     return pd.DataFrame(rows)
 
 # %% ../nbs/02_records.ipynb #55e6e955
+def evidence_key(
+    r: dict,  # a run record
+) -> tuple:
+    """Sort key of a record as evidence for a paper's claim: a finished schedule first, then the
+    paper's own recipe (no overrides), then the newest."""
+    s = r.get('schedule') or {}
+    done = s.get('stopped') == 'converged' or (
+        s.get('stopped') == 'planned_end' and s.get('still_improving') is False
+    )
+    return (done, not r.get('overrides'), r.get('started', ''))
+
+
 def full_records(
     paper: str,  # 'yu2020', 'han', 'ugochukwu', 'shinde'
     root: Path | str | None = None,  # results folder; default: `results_dir()`
 ) -> dict:
-    """The committed full-profile records of `paper`, grouped by run name, newest first: {name:
-    [records]}."""
+    """The committed full-profile records of `paper`, grouped by run name, best evidence first
+    (`evidence_key`): {name: [records]}."""
     out = {}
     for r in load_records(root, paper=paper, profile='full'):
         out.setdefault(r['name'], []).append(r)
-    return out
+    return {k: sorted(v, key=evidence_key, reverse=True) for k, v in out.items()}
 
 # %% ../nbs/02_records.ipynb #09bced07
 def compare(
