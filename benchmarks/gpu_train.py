@@ -192,6 +192,12 @@ class Plateau:
         if v > self.best + self.min_delta: self.best, self.best_epoch, self.wait = v, epoch, 0; return True
         return False
 
+def kit_dataset_keys(ds:dict, size:int) -> dict:
+    "The same counts under the keys the kit's own records use (and its claims read): public_test, private_test, size, sizes."
+    out = dict(size=size, sizes=dict(train=ds['train'], val=ds['val'], test=ds.get('test')))
+    if 'PublicTest' in ds: out.update(public_test=ds['PublicTest'], private_test=ds['PrivateTest'])
+    return out
+
 def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     "Train and evaluate run `p` until it converges, ends its schedule or meets `deadline`; write its record."
     import jax, jax.numpy as jnp, keras
@@ -217,6 +223,7 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     hist, best, stopped, n_train = {}, None, None, len(sp['train'])
     dataset = dict(name='fer2013', path=str(a.data), labels=sp['labels'], train=n_train, val=len(sp['val']),
                    **{k: len(v) for k, v in sp['tests'].items()}, limit=a.limit)
+    dataset.update(kit_dataset_keys(dataset, p['size']))
     params = {k: v for k, v in p['settings'].items() if not k.startswith('_')}
     params.update(batch_size=p['batch'], epochs=p['epochs'], precision=a.precision, loop='jax device scan (benchmarks/gpu_train.py)',
                   size=p['size'], dry_run=dict(limit=a.limit, epochs=a.epochs, batch=a.batch, size=a.size, steps=a.steps))

@@ -838,7 +838,7 @@ def selection_table(
 _WHY = (
     'RAF-DB images unavailable: FER2013 + FER+ labels at {dataset.size}x{dataset.size} RGB, '
     '{dataset.sizes.train:,} '
-    'training faces, {params.epoch_scale:g} of the epochs ({hardware.cpu_count} CPU cores); '
+    "training faces, {params.epoch_scale:g} x the report's epochs; "
     'values are not expected to match'
 )
 # The rows of Tables 3 and 4 are measured in our chain: the earlier experiments' choices of the

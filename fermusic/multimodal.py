@@ -1271,7 +1271,7 @@ def paper_table(paper: pd.DataFrame, recs: dict, labels, runs: dict) -> pd.DataF
     and sd) interleaved."""
     t = {}
     for c, n in runs.items():
-        rs = seed_runs(recs.get(n) or [])  # the newest record of each seed
+        rs = seed_runs(recs.get(n) or [])  # the judged record of each seed
         if len(rs) < 2:
             t[f'ours: {c}'] = per_class_column(rs, labels)
             continue

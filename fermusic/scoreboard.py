@@ -169,8 +169,8 @@ def wilson_half(p: float, n: int) -> float:
 
 def rule_tolerance(
     claim: Claim,  # a claim without a tolerance of its own
-    rec: dict,  # the newest record of its run
-    seed_values=(),  # the claim's value in the newest record of each seed
+    rec: dict,  # the record its run is judged on (best evidence first)
+    seed_values=(),  # the claim's value in the judged record of each seed
 ) -> tuple:
     """The one tolerance rule, (tolerance, how it was derived), or (None, '') where it does not
     apply."""
@@ -202,9 +202,9 @@ def rule_tolerance(
 
 # %% ../nbs/90_scoreboard.ipynb #99646b4f
 def seed_runs(
-    runs: list,  # the records of one run name, newest first
+    runs: list,  # the records of one run name, best evidence first (`full_records`)
 ) -> list:
-    "The newest record of each seed, newest first (a rerun of a seed replaces its older record)."
+    "The first record of each seed, in the given order (best evidence first from `full_records`)."
     seen = {}
     for r in runs:
         seen.setdefault(r.get('seed'), r)
@@ -217,7 +217,7 @@ _FIELD = re.compile(r'\{([A-Za-z_][\w.-]*)(?::([^{}]*))?\}')
 def reason_text(
     # a claim's reason: `{field}` or `{field:format}` marks a fact to read from the record
     reason: str,
-    rec: dict | None,  # the newest record of the claim's run
+    rec: dict | None,  # the record the claim's run is judged on
     sched: dict | None = None,  # its schedule (`schedule_of`)
     seeds: int = 1,  # how many seeds' records the row averages
 ) -> str:
@@ -267,9 +267,9 @@ def one_class_share(
 
 def judge(
     claim: Claim,  # the claim
-    recs: dict,  # {record name: [records, newest first]}
+    recs: dict,  # {record name: [records, best evidence first]}
 ) -> dict:
-    """One row: paper value, ours (newest record; seeds: their mean), diff, tolerance, verdict,
+    """One row: paper value, ours (the judged record; seeds: their mean), diff, tolerance, verdict,
     schedule, reason, run."""
     row = dict(
         paper=claim.paper,
@@ -370,7 +370,7 @@ def scoreboard(
     claims: list | None = None,  # default: `collect_claims(papers)`
     root: Path | str | None = None,  # results folder; default: `results_dir()`
 ) -> pd.DataFrame:
-    """Every claim judged against the newest full-profile record of its run, plus a row per lesson
+    """Every claim judged against the best full-profile record of its run, plus a row per lesson
     not merged yet."""
     missing = {}
     if claims is None:
