@@ -203,7 +203,7 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     import jax, jax.numpy as jnp, keras
     from fermusic.config import set_seed
     from fermusic.data import EMOTIONS
-    from fermusic.records import recording
+    from fermusic.records import model_fields, recording
     from fermusic.train import run_schedule, classification_metrics, save_for_inference
     t_start = time.time()
     sp = splits(p, d, seed)
@@ -273,12 +273,13 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
         rec.params_count = model.count_params()
         ips = hist['train_images_per_s']
         rec.throughput = dict(train_images_per_s=float(np.median(ips[1:] or ips)), first_epoch_s=hist['epoch_seconds'][0],
-                              precision=a.precision, device=str(jax.devices()[0]))
+                              precision=a.precision, device=str(jax.devices()[0]),
+                              device_kind=jax.devices()[0].device_kind)
         if p.get('save') and seed == 0:
             keras.mixed_precision.set_global_policy('float32')          # save a float32 copy: same weights, the kit's dtype
             m32 = p['build'](); m32.set_weights(model.get_weights())
             keras.mixed_precision.set_global_policy(a.precision)
-            path = save_for_inference(m32, Path(a.out)/p['save']); rec.model, rec.model_bytes = path.name, path.stat().st_size
+            path = save_for_inference(m32, Path(a.out)/p['save']); rec.update(model_fields(path), model=path.name)
     log(f"{p['name']}: {epochs_run} epochs, stopped {stopped}, " + ', '.join(f"{k} {v['accuracy']:.4f}" for k, v in rec.evaluations.items())
         + f", {time.time() - t_start:.0f} s, record {rec.get('path')}")
 

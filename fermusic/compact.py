@@ -28,7 +28,7 @@ from fermusic.config import (
     INTEROP_ENV,
 )
 from .data import EMOTIONS, train_val_split
-from .records import recording
+from .records import model_fields, recording
 from fermusic.train import (
     fit_run,
     evaluate,
@@ -228,7 +228,7 @@ def run_compact(
         rec.params_count, rec.flops_per_image = model.count_params(), count_flops(model)
         if model_path is not None:
             p = save_for_inference(model, model_path)
-            rec.model, rec.model_bytes = rel_path(p), p.stat().st_size
+            rec.update(model_fields(p))
     return rec, model, evs
 
 # %% ../nbs/15_compact.ipynb #4c91a778

@@ -21,12 +21,13 @@ from fermusic.config import (
     DATA_ENV,
     THREADS_ENV,
     INTEROP_ENV,
+    rel_path,
 )
 
 # %% auto #0
 __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
-           'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'load_records', 'records_frame',
-           'evidence_key', 'full_records', 'compare', 'Claim', 'record_value']
+           'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'model_fields', 'load_records',
+           'records_frame', 'evidence_key', 'full_records', 'compare', 'Claim', 'record_value']
 
 # %% ../nbs/02_records.ipynb #ce001fff
 def git_state(
@@ -289,6 +290,20 @@ def recording(
     rec['finished'] = dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
     if save:
         rec['path'] = str(write_json_atomic(record_path(rec, root), rec))
+
+# %% ../nbs/02_records.ipynb #440dc295
+def model_fields(
+    path: Path | str,  # a saved model file
+) -> dict:
+    "A record's fields for a saved model: `model` (its path), `model_bytes` and `model_sha256`."
+    import hashlib
+
+    p = Path(path)
+    return dict(
+        model=rel_path(p),
+        model_bytes=p.stat().st_size,
+        model_sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
+    )
 
 # %% ../nbs/02_records.ipynb #98a1d63b
 def load_records(

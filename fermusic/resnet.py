@@ -23,7 +23,7 @@ from keras import layers
 # %% ../nbs/40_cnn_vs_resnet.ipynb #7f114744
 from .config import profile_settings, set_seed, rel_path, state_dir
 from .data import EMOTIONS, load_fer2013, train_val_split, stratified_subset
-from .records import recording
+from .records import model_fields, recording
 from .train import fit_run, evaluate, save_for_inference, public_settings
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #a555d949
@@ -559,7 +559,7 @@ def run_shinde(
         rec.add_evaluation(ev, split='test')
         if model_path is not None:
             model_path = save_for_inference(model, model_path)
-            rec.model, rec.model_bytes = rel_path(model_path), model_path.stat().st_size
+            rec.update(model_fields(model_path))
     return rec, model, ev
 
 
