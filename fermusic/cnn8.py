@@ -20,7 +20,7 @@ from keras import layers
 # %% ../nbs/10_cnn8_fer2013.ipynb #123464ae
 from .config import profile_settings, repo_root, rel_path, state_dir
 from .data import EMOTIONS, load_fer2013, train_val_split, stratified_subset
-from .records import recording
+from .records import model_fields, recording
 from fermusic.train import (
     fit_run,
     evaluate,
@@ -224,7 +224,7 @@ def run_cnn8(
         rec.params_count = model.count_params()
         if model_path is not None:
             model_path = save_for_inference(model, model_path)
-            rec.model, rec.model_bytes = rel_path(model_path), model_path.stat().st_size
+            rec.update(model_fields(model_path))
     return rec, model, evs
 
 # %% ../nbs/10_cnn8_fer2013.ipynb #e6f01c15

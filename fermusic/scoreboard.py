@@ -14,9 +14,10 @@ from .train import run_schedule, wilson_interval
 # %% auto #0
 __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'COLUMNS', 'ROW_COLUMNS', 'PAPER_NUMBERS',
            'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'run_label', 'schedule_of', 'settled',
-           'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'reason_text', 'one_class_share', 'judge',
-           'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt', 'board_text', 'paper_rows', 'coverage',
-           'coverage_text', 'scoreboard_markdown', 'majority_floor', 'quick_check', 'quick_text', 'reproduce']
+           'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text',
+           'one_class_share', 'judge', 'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt', 'board_text',
+           'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown', 'majority_floor', 'quick_check',
+           'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
 PAPERS = {
@@ -211,6 +212,18 @@ def seed_runs(
     return list(seen.values())
 
 
+def judged_seeds(
+    runs: list,  # the records of one run name, best evidence first (`full_records`)
+) -> tuple:
+    """The records a trained claim is judged on, one per seed, and how many seeds were left out:
+    when the best record settled, the seeds that did not settle are not averaged with it."""
+    seeds = seed_runs(runs)
+    if not seeds or not settled(schedule_of(seeds[0])):
+        return seeds, 0
+    kept = [r for r in seeds if settled(schedule_of(r))]
+    return kept, len(seeds) - len(kept)
+
+
 _FIELD = re.compile(r'\{([A-Za-z_][\w.-]*)(?::([^{}]*))?\}')
 
 
@@ -295,10 +308,13 @@ def judge(
         return dict(row, verdict='not measurable here')
     runs = recs.get(claim.record) or []
     rec = runs[0] if runs else None
+    # a settled run is judged with the seeds that settled too; the others are named, not averaged
+    trained = claim.evidence in ('run', 'substitute')
+    seeds, unsettled = judged_seeds(runs) if trained else (seed_runs(runs), 0)
     vals = (
         []
         if arith
-        else [v for v in (record_value(r, claim.metric) for r in seed_runs(runs)) if v is not None]
+        else [v for v in (record_value(r, claim.metric) for r in seeds) if v is not None]
     )
     # arithmetic on the paper: no record
     ours = claim.metric(None) if arith else record_value(rec, claim.metric)
@@ -314,7 +330,13 @@ def judge(
         seeds=len(vals) or None,
         schedule=sched,
         run=run_label(rec) if rec else '',
-        reason=reason_text(claim.reason, rec, sched, len(vals)),
+        reason=reason_text(claim.reason, rec, sched, len(vals))
+        + (
+            f' ({unsettled} more seed{"s" * (unsettled > 1)} stopped before converging: '
+            'left out of the mean)'
+            if unsettled and vals
+            else ''
+        ),
     )
     if ours is None:
         return dict(row, verdict='not run yet')
