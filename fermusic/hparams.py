@@ -763,8 +763,8 @@ def run_studies(
 def load_study(
     root: str | Path | None = None,  # results folder; default: `results_dir()`
 ) -> dict:
-    """The committed full-profile study: summary records 'report' and 'val', and the runs (see
-    below)."""
+    """The committed full-profile study: summaries 'report' and 'val', every lr-run record
+    ('records'), each name's best evidence ('runs'), the summaries' own runs ('study_runs')."""
     F = full_records(PAPER, root)
     out = {
         p: F[f'ugochukwu-selection-{p}'][0] for p in PROTOCOLS if f'ugochukwu-selection-{p}' in F
