@@ -225,6 +225,7 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
                    **{k: len(v) for k, v in sp['tests'].items()}, limit=a.limit)
     dataset.update(kit_dataset_keys(dataset, p['size']))
     params = {k: v for k, v in p['settings'].items() if not k.startswith('_')}
+    if 'seed' in params: params['seed'] = seed   # the settings' default seed is not this run's
     params.update(batch_size=p['batch'], epochs=p['epochs'], precision=a.precision, loop='jax device scan (benchmarks/gpu_train.py)',
                   size=p['size'], dry_run=dict(limit=a.limit, epochs=a.epochs, batch=a.batch, size=a.size, steps=a.steps))
     with recording(p['name'], paper=p['paper'], seed=seed, profile=a.profile, params=params, dataset=dataset,
