@@ -103,6 +103,13 @@ def _record_accuracy(rec:dict) -> dict:
                 record=f"{rec['paper']}/{rec['name']} seed {rec.get('seed')} of {(rec.get('started') or '')[:10]}")
 
 
+def _made_it(recs:list, path) -> dict|None:
+    "The record that saved the model file at `path` (its `model_sha256`), else the best record of the run."
+    import hashlib
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else None
+    return next((r for r in recs if sha and r.get('model_sha256') == sha), recs[0] if recs else None)
+
+
 def run(models, fer_path, quick:bool, seconds:float, log=print, profile:str|None=None) -> dict:
     "Every model's row; returns {'models': {name: row}, 'skipped': [...], 'load_average': [before, after]}."
     from fermusic.cnn8 import load_fer_splits
@@ -115,7 +122,9 @@ def run(models, fer_path, quick:bool, seconds:float, log=print, profile:str|None
         try:
             ck = load_ckplus(find_dataset('ckplus', profile=profile), add_channel=True); ck = ck[ck.y < 6]
         except DatasetNotFoundError as e: out['skipped'].append(f'CK+: {str(e).splitlines()[0]}')
-    kit_recs = {'cnn8': (full_records('yu2020').get('cnn8-7x7') or [None])[0], 'compact': (full_records('kit').get('compact') or [None])[0]}
+    from fermusic.pipeline import emotion_model_path
+    kit_recs = {'cnn8': _made_it(full_records('yu2020').get('cnn8-7x7') or [], emotion_model_path('cnn8')),
+                'compact': _made_it(full_records('kit').get('compact') or [], emotion_model_path('compact'))}
     for name in models:
         try: _one(name, out, fer_path, quick, seconds, priv, ck, kit_recs, log)
         except Exception as e:   # one model's failure is reported; the others are still measured
