@@ -82,6 +82,7 @@ HAN_FULL = dict(
     bn_momentum=0.99,
     ck_bn_momentum=0.9,
     bn_recalibrate=60,
+    baseline_bn_recalibrate=None,
     seeds=[0],
     val_fraction=0.1,
     patience=None,
@@ -98,6 +99,7 @@ HAN_QUICK = dict(
     ck_folds=2,
     ck_epochs=2,
     ck_baseline_epochs=1,
+    baseline_bn_recalibrate=11,
     time_budget_min=None,
     val_fraction=None,
     resumable=False,
@@ -844,7 +846,8 @@ def train_model(
                 seed=seed,
             )
         )
-        recalibrate_bn(m, plain, n=S['bn_recalibrate'])
+        n = (S.get('baseline_bn_recalibrate') if kind in APPS else None) or S['bn_recalibrate']
+        recalibrate_bn(m, plain, n=n)
     return run
 
 

@@ -419,6 +419,11 @@ def input_cost(
     for s in sizes:
         set_seed(seed)
         m = build_model(name, dict(settings, weights=None), input_size=s)
+        # optimizer and metrics built before the first step: Keras on TensorFlow would build them
+        # inside it and trace the whole training step twice
+        m.optimizer.build(m.trainable_variables)
+        m.compute_metrics(x[:1], y[:1], m(x[:1]))
+        m.reset_metrics()
         t0 = time.perf_counter()
         m.train_on_batch(x, y)
         compile_s = time.perf_counter() - t0

@@ -13,9 +13,9 @@ import json, sys, numpy as np, keras
 from fermusic.data import load_fer2013
 from fermusic.train import tiny_cnn, fit, predict_proba
 f = load_fer2013(split='train', add_channel=True)          # the shipped FER2013 sample
-x, y = f.x[::4], f.y[::4]
+x, y = f.x[::4], f.y[::4]                                  # 175 faces: 5 whole batches of 35, one compiled shape
 m = tiny_cnn(); w0 = [w.copy() for w in m.get_weights()]
-h = fit(m, x, y, epochs=2, batch_size=32, seed=0)
+h = fit(m, x, y, epochs=2, batch_size=35, seed=0)
 changed = any(not np.allclose(a, b) for a, b in zip(w0, m.get_weights()))
 m.save(sys.argv[1]); np.save(sys.argv[2], predict_proba(m, x[:16]))
 print(json.dumps(dict(backend=keras.backend.backend(), loss=h['loss'], changed=changed, n=len(x))))
@@ -74,22 +74,21 @@ import json, sys, numpy as np, keras
 from fermusic.data import load_fer2013
 from fermusic.multimodal import face_features, fusion_model, MultimodalDataset, predict_multimodal
 f = load_fer2013(split='train', add_channel=True)
-x, y = f.x[::8], f.y[::8]
+x, y = f.x[::8], f.y[::8]                                  # 88 faces: 2 whole batches of 44, one compiled shape
 ft = face_features(x, progress=False)
 m = fusion_model(filters=(4, 8, 8), cnn_fcs=(32, 16, 8), lnn_fcs=(16, 8), hnn_fcs=(32, 16, 8), fusion_units=12)
-h = m.fit(MultimodalDataset(x, ft['landmarks'], ft['hog'], y, batch_size=32, shuffle=True, augment=True), epochs=2, verbose=0)
+h = m.fit(MultimodalDataset(x, ft['landmarks'], ft['hog'], y, batch_size=44, shuffle=True, augment=True), epochs=2, verbose=0)
 m.save(sys.argv[1]); np.save(sys.argv[2], predict_multimodal(m, x[:16], ft['landmarks'][:16], ft['hog'][:16]))
+np.savez(sys.argv[3], x=x[:16], landmarks=ft['landmarks'][:16], hog=ft['hog'][:16])   # the same inputs for FUSION_LOAD
 print(json.dumps(dict(backend=keras.backend.backend(), loss=h.history['loss'])))
 '''
 
 FUSION_LOAD = r'''
 import json, sys, numpy as np, keras
-from fermusic.data import load_fer2013
-from fermusic.multimodal import face_features, predict_multimodal
-f = load_fer2013(split='train', add_channel=True)
-x = f.x[::8][:16]; ft = face_features(x, progress=False)
-m = keras.saving.load_model(sys.argv[1])   # CBAM is registered: no custom_objects needed
-np.save(sys.argv[2], predict_multimodal(m, x, ft['landmarks'], ft['hog']))
+from fermusic.multimodal import predict_multimodal
+i = np.load(sys.argv[3])                   # the faces and features FUSION_TRAIN predicted
+m = keras.saving.load_model(sys.argv[1])   # CBAM is registered on import: no custom_objects needed
+np.save(sys.argv[2], predict_multimodal(m, i['x'], i['landmarks'], i['hog']))
 print(json.dumps(dict(backend=keras.backend.backend())))
 '''
 
@@ -97,7 +96,7 @@ print(json.dumps(dict(backend=keras.backend.backend())))
 @pytest.mark.skipif(len(BACKENDS) < 2, reason='needs both TensorFlow and JAX installed')
 def test_fusion_model_moves_between_backends(tmp_path):
     "The three-branch CBAM network trains on JAX with moved faces and predicts the same on TensorFlow (within 1e-4)."
-    out = _run(FUSION_TRAIN, 'jax', tmp_path/'f.keras', tmp_path/'jax.npy')
+    out = _run(FUSION_TRAIN, 'jax', tmp_path/'f.keras', tmp_path/'jax.npy', tmp_path/'in.npz')
     assert all(np.isfinite(out['loss']))
-    _run(FUSION_LOAD, 'tensorflow', tmp_path/'f.keras', tmp_path/'tf.npy')
+    _run(FUSION_LOAD, 'tensorflow', tmp_path/'f.keras', tmp_path/'tf.npy', tmp_path/'in.npz')
     np.testing.assert_allclose(np.load(tmp_path/'tf.npy'), np.load(tmp_path/'jax.npy'), atol=1e-4)
