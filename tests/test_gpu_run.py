@@ -52,6 +52,48 @@ def test_stages(tmp_path):
     b = unpack(join_stages(base))
     assert (b['x'] == x).all() and (b['y'] == y).all()
 
+STEP_CHECK = """
+import sys
+import numpy as np, jax, jax.numpy as jnp, keras
+from keras import layers
+import gpu_train as G
+def build():
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((8, 8, 1)), layers.Rescaling(1 / 255),
+                          layers.Conv2D(4, 3, use_bias=False), layers.BatchNormalization(),
+                          layers.ReLU(), layers.Dropout(0.25), layers.Flatten(),
+                          layers.Dense(3, activation='softmax')])
+    m.compile(keras.optimizers.Adam(1e-2), 'sparse_categorical_crossentropy')
+    return m
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (32, 8, 8, 1), dtype=np.uint8)
+y = rng.integers(0, 3, 32).astype(np.int32)
+m = build(); m.optimizer.build(m.trainable_variables); w0 = [v.numpy() for v in m.variables]
+state = tuple([v.value for v in vs]
+              for vs in (m.trainable_variables, m.non_trainable_variables, m.optimizer.variables))
+epoch, _ = G.make_fns(m, dict(size=8, channels=1, augment={}), 8, 2)
+key, idx = jax.random.PRNGKey(1), jnp.arange(32, dtype=jnp.int32)
+(tv, ntv, ov), loss, _ = epoch(state, key, jnp.asarray(x), jnp.asarray(y), idx)
+order = np.asarray(jax.random.permutation(jax.random.split(key)[0], idx))[:16].reshape(2, 8)
+k = build()
+for v, w in zip(k.variables, w0): v.assign(w)
+ls = [float(k.train_on_batch(x[o], y[o])) for o in order]   # Keras' own step, same batches
+pairs = [*zip(tv, k.trainable_variables), *zip(ntv, k.non_trainable_variables)]
+for a, b in pairs:   # weights, BN moving statistics, dropout seed states
+    np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=b.path)
+assert abs(float(loss) - np.mean(ls)) < 1e-4, (float(loss), ls)
+print('same', len(pairs))
+"""
+
+@pytest.mark.slow   # 15 s of CPU (minutes on a loaded machine): run with `pytest -m slow`
+def test_epoch_equals_keras_steps():
+    "Two steps of the loop's epoch on a BatchNorm + Dropout model equal Keras' own `train_on_batch`."
+    env = dict(os.environ, KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
+        [str(ROOT/'benchmarks'), str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    r = subprocess.run([sys.executable, '-c', STEP_CHECK], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and 'same 8' in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+
 @pytest.mark.slow   # about a minute: run with `pytest -m slow` after changing benchmarks/ (CONTRIBUTING.md)
 def test_gpu_run_dry(tmp_path):
     "gpu_run.sh on the shipped sample: Yu's CNN8 and one Ugochukwu run, 2 epochs each, records and model come back in OUT."
