@@ -90,7 +90,7 @@ class DatasetNotFoundError(FileNotFoundError):
 class DataError(ValueError):
     "A dataset file is malformed; the message names the file and the row, line or image."
 
-
+# %% ../nbs/00_data.ipynb #2fe55e50
 DATASETS = {
     'fer2013': dict(
         title='FER2013',
@@ -142,7 +142,7 @@ DATASETS = {
     ),
 }
 
-
+# %% ../nbs/00_data.ipynb #2a301453
 def _layout_ok(name: str, p: Path) -> bool:
     "Does `p` look like dataset `name` (enough to pick it among the $FERMUSIC_DATA candidates)?"
     if name == 'fer2013':
@@ -160,7 +160,7 @@ def _layout_ok(name: str, p: Path) -> bool:
         )
     return p.is_file()
 
-
+# %% ../nbs/00_data.ipynb #02c74b4b
 def find_dataset(
     name: str,  # 'fer2013', 'ckplus', 'rafdb', 'ferplus' or 'lyrics'
     path: str | Path | None = None,  # an explicit location; when given, nothing else is tried
@@ -222,7 +222,7 @@ def find_dataset(
         looked.append("(the shipped sample is not used in the full profile)")
     return _not_found(info, looked)
 
-
+# %% ../nbs/00_data.ipynb #0c8107a1
 def _not_found(info, looked):
     raise DatasetNotFoundError(
         f"{info['title']} not found. Looked in:\n"
@@ -403,7 +403,7 @@ def _open_image(src, name: str) -> Image.Image:
             f'damaged or truncated image ({type(e).__name__}: {e}); re-save or re-download it',
         ) from None
 
-
+# %% ../nbs/00_data.ipynb #a1f8785d
 def _flatten(im: Image.Image) -> Image.Image:
     """Any Pillow mode as 'L' or 'RGB': 16-bit keeps its top 8 bits, floats in 0..1 are scaled,
     alpha lies on white."""
@@ -423,7 +423,7 @@ def _flatten(im: Image.Image) -> Image.Image:
         return bg
     return im if im.mode in ('L', 'RGB') else im.convert('RGB')  # palette, CMYK, YCbCr, 1-bit, ...
 
-
+# %% ../nbs/00_data.ipynb #6d7c7f10
 def read_image(
     src,  # a path, the file's bytes, a binary file object or a PIL image
     color_mode: str = 'grayscale',  # 'grayscale' (H x W) or 'rgb' (H x W x 3)
@@ -510,7 +510,7 @@ def _skip_reason(name: str, e: Exception) -> str:
         return 'not an image: no format Pillow reads; convert it to PNG or JPEG if it is one'
     return f'unreadable: {detail}'
 
-
+# %% ../nbs/00_data.ipynb #206f9784
 def _read_entries(
     entries: list,  # (name, get) pairs: `get()` returns a path or the file's bytes
     color_mode: str,
@@ -587,7 +587,7 @@ def fer2013_usages(
         out.update(_USAGE_ALIASES[k])
     return tuple(u for u in FER2013_USAGES if u in out)
 
-
+# %% ../nbs/00_data.ipynb #336f558a
 def _fer_class(name: str) -> int:
     i = emotion_index(name)
     if i >= len(EMOTIONS):
@@ -615,7 +615,7 @@ def _scan_class_folders(split_dir: Path, index_of, names_hint: str):
     items.sort(key=lambda t: (t[2], _natural_key(t[0])))
     return items, skipped
 
-
+# %% ../nbs/00_data.ipynb #e2c32c08
 def load_fer2013_folder(
     path: str | Path,  # the folder holding train/ and test/
     split: str | list | None = None,  # see `fer2013_usages`; None: train and test
@@ -692,7 +692,7 @@ def _bad_rows(path, rows, describe, limit: int = 5) -> DataError:
 def _first_bad_token(s: str) -> str:
     return next((t for t in s.split(' ') if t and not re.fullmatch(r'[0-9]+', t)), s[:20])
 
-
+# %% ../nbs/00_data.ipynb #525d984f
 def _parse_pixels(
     pix: np.ndarray,  # pixel strings, one per row
     rows: np.ndarray,  # their 0-based data rows in the file (for messages)
@@ -735,7 +735,7 @@ def _parse_pixels(
         raise _bad_rows(path, sorted(msgs), msgs.__getitem__)
     return out.reshape(n, side, side)
 
-
+# %% ../nbs/00_data.ipynb #845fa1b6
 def read_fer2013_csv(
     path: str | Path,  # fer2013.csv, plain or compressed
     split: str | list | None = None,  # see `fer2013_usages`; None: every row
@@ -986,7 +986,7 @@ def atomic_write(
             tmp.write_bytes(data)
     return Path(path)
 
-
+# %% ../nbs/00_data.ipynb #e8914674
 def export_folders(
     csv: str | Path,  # a FER2013 csv (plain or compressed)
     out: str | Path,  # the folder to create, with train/ and test/ inside
@@ -1014,7 +1014,7 @@ def export_folders(
         f, 'fer2013', ['train', 'test'], np.where(f.split == 'Training', 'train', 'test')
     )
 
-
+# %% ../nbs/00_data.ipynb #da4caac9
 def export_csv(
     folder: str | Path,  # FER2013 image folders (train/, test/)
     out_csv: str | Path,  # the csv to write; .gz, .xz, .bz2 or .zip compress it
@@ -1084,7 +1084,7 @@ def _ck_root(p: Path) -> Path | None:
             return d
     return None
 
-
+# %% ../nbs/00_data.ipynb #2bdaa61d
 def load_ckplus(
     # CK+48 folder or CK+48.tar.gz; default: `find_dataset('ckplus')`
     path: str | Path | None = None,
@@ -1187,7 +1187,7 @@ def _rafdb_splits(split) -> tuple:
         )
     return tuple(s for s in RAFDB_SPLITS if s in names)
 
-
+# %% ../nbs/00_data.ipynb #ff49687e
 def read_rafdb_labels(
     path: str | Path,  # list_patition_label.txt, or the folder holding EmoLabel/
 ) -> pd.DataFrame:
@@ -1223,7 +1223,7 @@ def read_rafdb_labels(
     df['label'] = df.raf_label.map(RAFDB_MAP).astype(np.int64)
     return df
 
-
+# %% ../nbs/00_data.ipynb #e4f9889b
 def _raf_class(name: str) -> int:
     i = RAFDB_MAP.get(int(name)) if name.isdigit() else emotion_index(name)
     if i is None or i >= len(EMOTIONS):
@@ -1318,7 +1318,7 @@ def _link_reason(f: Path, root: Path) -> str | None:
         return f'link out of the folder: not followed (it points to {t}); copy the file in instead'
     return None if t.is_file() else 'link to a folder: not followed; copy the folder in instead'
 
-
+# %% ../nbs/00_data.ipynb #c8a6d13a
 def walk_files(
     root: Path,  # the folder to list
     recursive: bool = True,  # also list subfolders
@@ -1372,7 +1372,7 @@ def walk_files(
                 files.append((rel, f))
     return files, skipped
 
-
+# %% ../nbs/00_data.ipynb #b5d478fe
 def load_image_folder(
     path: str | Path,  # a folder of images (or a .tar/.tar.gz archive of them)
     recursive: bool = True,  # also read subfolders
@@ -1523,7 +1523,7 @@ def detect_dataset(
         return 'fer2013'
     return 'images'
 
-
+# %% ../nbs/00_data.ipynb #58b47fdf
 def check_dataset(
     # dataset file/folder or name ('fer2013', 'ckplus', 'rafdb'); default: FER2013 (`find_dataset`)
     path: str | Path | None = None,

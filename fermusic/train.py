@@ -115,7 +115,7 @@ class EpochTimer(keras.callbacks.Callback):
         if logs is not None:
             logs['epoch_seconds'] = time.perf_counter() - self._t
 
-
+# %% ../nbs/03_train.ipynb #5c974f82
 def fit(
     model: keras.Model,  # a compiled model
     # training images, or a PyDataset of (inputs, labels) batches
@@ -638,7 +638,7 @@ def _data_key(d) -> str | None:
         )
     return d.fingerprint()
 
-
+# %% ../nbs/03_train.ipynb #91fbbb35
 def fit_run(
     build,  # called after the seed is set: returns the compiled model
     # training images, or a PyDataset of (inputs, labels) batches
@@ -842,7 +842,7 @@ def predict_proba(
         ps.append(model.predict(ArrayDataset(x, batch_size=batch_size, augment=augment), verbose=0))
     return np.mean(ps, axis=0)
 
-
+# %% ../nbs/03_train.ipynb #7d5036d2
 def wilson_interval(
     k: int,  # successes (correct predictions)
     n: int,  # trials (test images)
@@ -892,7 +892,7 @@ def classification_metrics(
         confusion=confusion_matrix(y_true, y_pred, labels=ids).tolist(),
     )
 
-
+# %% ../nbs/03_train.ipynb #b10075a2
 def evaluate(
     model: keras.Model,
     x: np.ndarray,
@@ -969,7 +969,7 @@ def plot_history(
         a.legend()
     return axs
 
-
+# %% ../nbs/03_train.ipynb #9714c456
 def plot_confusion(
     cm,  # confusion matrix of counts (rows: true, columns: predicted)
     labels,  # class names
@@ -1011,7 +1011,7 @@ def plot_roc(y_true, proba, labels, title: str = '', ax=None) -> dict:
     ax.legend(fontsize=8)
     return aucs
 
-
+# %% ../nbs/03_train.ipynb #5aaece33
 def show_faces(x, y_true, labels, y_pred=None, n: int = 14, cols: int = 7, seed: int = 0):
     "A grid of `n` faces titled with the true (and predicted) labels; wrong predictions in red."
     idx = np.random.default_rng(seed).choice(len(x), min(n, len(x)), replace=False)
