@@ -1313,11 +1313,8 @@ def load_rafdb(
     "RAF-DB (basic, 7 classes) in either layout, as images and canonical labels."
     root, splits = find_dataset('rafdb', path), _rafdb_splits(split)
     if root.is_dir() and _raf_label_in(root):
-        (entries, labels, split_of), skipped, kind = (
-            _rafdb_basic(root, splits, aligned),
-            [],
-            'rafdb basic',
-        )
+        entries, labels, split_of = _rafdb_basic(root, splits, aligned)
+        skipped, kind = [], 'rafdb basic'
     elif any((root / s).is_dir() for s in RAFDB_SPLITS):
         entries, labels, split_of, skipped = _rafdb_folders(root, splits)
         kind = 'rafdb folders'
