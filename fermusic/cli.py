@@ -52,7 +52,7 @@ def _data_export_csv(args):
     print(f'wrote {args.out}:')
     print(table.to_string())
 
-
+# %% ../nbs/99_cli.ipynb #e5aa2ec8
 def _nb_run(args):
     "Execute notebooks in place with the active profile, keeping outputs and execution counts."
     from fermusic.notebooks import execute_notebook
@@ -74,7 +74,7 @@ def _nb_readme(args):
     render_readme(args.notebook, args.out)
     print(f'wrote {args.out}')
 
-
+# %% ../nbs/99_cli.ipynb #813993c4
 def _recommend(args):
     "Detect the faces in a photo, read each one's emotion, and recommend songs for it."
     from fermusic.pipeline import photo_to_music, results_json, NoFaceError
@@ -117,7 +117,7 @@ def _demo(args):
     print('photo: data/demo/astronaut.jpg (NASA, public domain)\n')
     return _recommend(args)
 
-
+# %% ../nbs/99_cli.ipynb #b8963e14
 def _sort(args):
     """Copy each image of a folder into OUTPUT/<emotion>/ by a model's prediction, with a CSV of
     probabilities."""
@@ -263,6 +263,8 @@ remove only those. A sort stopped midway is finished by running it again, or rol
 """
     + EXIT_HELP
 )
+
+# %% ../nbs/99_cli.ipynb #17643bec
 _MODEL_HELP = (
     'emotion model: cnn8 (the paper CNN, lesson 10), compact (lesson 15) or a .keras file '
     '(default: fermusic.pipeline.DEFAULT_MODEL, the best measured one)'
@@ -294,7 +296,7 @@ def _finite_float(s: str) -> float:
         raise argparse.ArgumentTypeError(f'{s!r} is not a finite number: pass e.g. 0.5')
     return v
 
-
+# %% ../nbs/99_cli.ipynb #735c22e0
 def _add_recommend_args(c):
     c.add_argument('--top', type=_positive_int, default=5, help='songs per face (default 5)')
     c.add_argument(
@@ -313,23 +315,8 @@ def _add_recommend_args(c):
     c.add_argument('--json', action='store_true', help='print JSON instead of tables')
 
 
-def build_parser() -> argparse.ArgumentParser:
-    "The argument parser of the `fermusic` command."
-    p = argparse.ArgumentParser(
-        prog='fermusic',
-        description='Reproduce four FER papers and an emotion-driven music recommender.',
-        formatter_class=_formatter,
-        epilog=EXIT_HELP,
-    )
-    p.add_argument(
-        '--profile',
-        choices=PROFILES,
-        help='quick (shipped samples) or full (paper settings); '
-        'passed to the command (default: $FERMUSIC_PROFILE)',
-    )
-    p.add_argument('--debug', action='store_true', help='show tracebacks')
-    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    sub.add_parser('info', help=_info.__doc__).set_defaults(func=_info)
+def _add_recommend_commands(sub):
+    "The `recommend` and `demo` subcommands (`fermusic.pipeline`)."
     c = sub.add_parser('recommend', help=_recommend.__doc__)
     c.add_argument('photo', help='a photo with one or more faces')
     _add_recommend_args(c)
@@ -337,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser('demo', help=_demo.__doc__)
     _add_recommend_args(c)
     c.set_defaults(func=_demo)
+
+# %% ../nbs/99_cli.ipynb #204d7cc0
+def _add_sort_commands(sub):
+    "The `sort` and `unsort` subcommands (`fermusic.sort`)."
     c = sub.add_parser(
         'sort',
         help=_sort.__doc__,
@@ -370,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('output', help="a sort's OUTPUT folder")
     c.set_defaults(func=_unsort)
 
+# %% ../nbs/99_cli.ipynb #705300a9
+def _add_data_commands(sub):
+    "The `data` subcommands (`fermusic.data`)."
     data = sub.add_parser('data', help='check and convert datasets').add_subparsers(
         dest='data_command', required=True, metavar='ACTION'
     )
@@ -385,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('out', help='csv file to write')
     c.set_defaults(func=_data_export_csv)
 
+
+def _add_nb_commands(sub):
+    "The `nb` subcommands (`fermusic.notebooks`)."
     nb = sub.add_parser('nb', help='run lesson notebooks').add_subparsers(
         dest='nb_command', required=True, metavar='ACTION'
     )
@@ -397,6 +394,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--notebook', default='nbs/index.ipynb')
     c.add_argument('--out', default='README.md')
     c.set_defaults(func=_nb_readme)
+
+# %% ../nbs/99_cli.ipynb #a7652b55
+def build_parser() -> argparse.ArgumentParser:
+    "The argument parser of the `fermusic` command."
+    p = argparse.ArgumentParser(
+        prog='fermusic',
+        description='Reproduce four FER papers and an emotion-driven music recommender.',
+        formatter_class=_formatter,
+        epilog=EXIT_HELP,
+    )
+    p.add_argument(
+        '--profile',
+        choices=PROFILES,
+        help='quick (shipped samples) or full (paper settings); '
+        'passed to the command (default: $FERMUSIC_PROFILE)',
+    )
+    p.add_argument('--debug', action='store_true', help='show tracebacks')
+    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    sub.add_parser('info', help=_info.__doc__).set_defaults(func=_info)
+    _add_recommend_commands(sub)
+    _add_sort_commands(sub)
+    _add_data_commands(sub)
+    _add_nb_commands(sub)
     _add_reproduce_commands(sub)
     _add_runs_commands(sub)
     return p

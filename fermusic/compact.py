@@ -164,6 +164,21 @@ def default_compact_path() -> Path:
     return (repo_root() or Path.cwd()) / 'data' / 'models' / 'compact_fer2013.keras'
 
 
+def _fer_dataset(splits: dict, n_train: int, n_val: int, data_path) -> dict:
+    "The record's `dataset`: where FER2013 came from and how many faces each split holds."
+    tr, pub, priv = splits['Training'], splits['PublicTest'], splits['PrivateTest']
+    src = tr.source or data_path
+    return dict(
+        name='fer2013',
+        path=rel_path(src) if src else None,
+        kind=tr.kind,
+        train=n_train,
+        val=n_val,
+        public_test=pub.n,
+        private_test=priv.n,
+    )
+
+# %% ../nbs/15_compact.ipynb #64a7aa5c
 def run_compact(
     settings: dict,  # from `compact_settings()`
     seed: int = 0,  # seed of the split, the initialisation, augmentation and shuffling
@@ -185,16 +200,7 @@ def run_compact(
     splits = splits or load_fer_splits(data_path)
     tr, pub, priv = splits['Training'], splits['PublicTest'], splits['PrivateTest']
     x, xv, y, yv = train_val_split(tr.x, tr.y, s['val_fraction'], seed=seed)
-    src = tr.source or data_path
-    dataset = dict(
-        name='fer2013',
-        path=rel_path(src) if src else None,
-        kind=tr.kind,
-        train=len(x),
-        val=len(yv),
-        public_test=pub.n,
-        private_test=priv.n,
-    )
+    dataset = _fer_dataset(splits, len(x), len(yv), data_path)
     params = public_settings(s)
     with recording(
         'compact',

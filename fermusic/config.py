@@ -74,7 +74,7 @@ def _parse_overrides(raw: str) -> dict:
         raise ValueError(f"{OVERRIDES_ENV} must be a JSON object, got {type(val).__name__}.")
     return val
 
-
+# %% ../nbs/01_config.ipynb #172d32c2
 def kit_env(
     environ: Mapping | None = None,  # the variables to read; default: `os.environ`, now
 ) -> KitEnv:
@@ -106,7 +106,7 @@ def kit_env(
         raw=raw,
     )
 
-
+# %% ../nbs/01_config.ipynb #e2541593
 def child_env(
     **kv,  # variables to set (values made strings) or, with None, to remove
 ) -> dict:

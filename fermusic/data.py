@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 import numpy as np, pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
+from fastcore.basics import patch
 from .config import sample_dir, get_profile, rel_path, kit_env, DATA_ENV
 
 # %% auto #0
@@ -161,6 +162,43 @@ def _layout_ok(name: str, p: Path) -> bool:
     return p.is_file()
 
 # %% ../nbs/00_data.ipynb #02c74b4b
+def _sample_path(name: str, info: dict, looked: list) -> Path | None:
+    "The shipped sample of dataset `name`, or None, noting in `looked` why not."
+    if not info['sample']:
+        looked.append(
+            f'no shipped sample: the {info["title"]} licence does not allow redistributing it'
+        )
+        return None
+    try:
+        p = sample_dir() / info['sample']
+    except FileNotFoundError:
+        p = None
+    if p is not None and p.exists():
+        return p
+    looked.append(
+        f"the shipped sample data/{info['sample']} ("
+        + ('missing' if p else 'not in a git checkout')
+        + ')'
+    )
+    return None
+
+
+def _env_path(name: str, info: dict, looked: list) -> Path | None:
+    "Dataset `name` under $FERMUSIC_DATA, or None, noting in `looked` every candidate tried."
+    root = kit_env().data
+    if not root:
+        looked.append(f'${DATA_ENV} (not set)')
+        return None
+    for c in info['candidates']:
+        p = Path(root).expanduser() / c
+        if _layout_ok(name, p):
+            return p
+        looked.append(
+            f'${DATA_ENV}/{c} -> {p} (' + ('not this layout' if p.exists() else 'missing') + ')'
+        )
+    return None
+
+# %% ../nbs/00_data.ipynb #8c0ba7d3
 def find_dataset(
     name: str,  # 'fer2013', 'ckplus', 'rafdb', 'ferplus' or 'lyrics'
     path: str | Path | None = None,  # an explicit location; when given, nothing else is tried
@@ -178,44 +216,12 @@ def find_dataset(
             return p
         looked.append(f'the path you gave: {p} (does not exist)')
         return _not_found(info, looked)
-
-    def _sample():
-        if not info['sample']:
-            looked.append(
-                f'no shipped sample: the {info["title"]} licence does not allow redistributing it'
-            )
-            return None
-        try:
-            p = sample_dir() / info['sample']
-        except FileNotFoundError:
-            p = None
-        if p is not None and p.exists():
-            return p
-        looked.append(
-            f"the shipped sample data/{info['sample']} ("
-            + ('missing' if p else 'not in a git checkout')
-            + ')'
-        )
-
-    def _env():
-        root = kit_env().data
-        if not root:
-            looked.append(f'${DATA_ENV} (not set)')
-            return None
-        for c in info['candidates']:
-            p = Path(root).expanduser() / c
-            if _layout_ok(name, p):
-                return p
-            looked.append(
-                f'${DATA_ENV}/{c} -> {p} (' + ('not this layout' if p.exists() else 'missing') + ')'
-            )
-
     # quick: the shipped sample first, so stored outputs are reproduced even where $FERMUSIC_DATA is
     # set;
     # full: only the full data, never a silent fall-back to the sample (a 'full' record must be full
     # data).
-    for get in (_sample, _env) if profile == 'quick' else (_env,):
-        p = get()
+    for get in (_sample_path, _env_path) if profile == 'quick' else (_env_path,):
+        p = get(name, info, looked)
         if p is not None:
             return p
     if profile == 'full' and info['sample']:
@@ -276,38 +282,43 @@ class Faces:
             skipped=list(self.skipped),
         )
 
-    def counts(self) -> pd.Series:
-        "Number of images per class name."
-        if self.y is None:
-            return pd.Series({'unlabelled': self.n})
-        return pd.Series(
-            np.bincount(self.y, minlength=len(self.classes))[: len(self.classes)],
-            index=list(self.classes),
-        )
+# %% ../nbs/00_data.ipynb #7bca2df1
+@patch
+def counts(self: Faces) -> pd.Series:
+    "Number of images per class name."
+    if self.y is None:
+        return pd.Series({'unlabelled': self.n})
+    return pd.Series(
+        np.bincount(self.y, minlength=len(self.classes))[: len(self.classes)],
+        index=list(self.classes),
+    )
 
-    @property
-    def skip_counts(self) -> Counter:
-        "Skipped files per reason."
-        return Counter(r.split(':')[0] for _, r in self.skipped)
 
-    def __repr__(self):
-        shape = 'x'.join(map(str, self.x.shape[1:3])) if self.x.ndim >= 3 else '?'
-        mode = 'rgb' if self.x.ndim == 4 and self.x.shape[-1] == 3 else 'grayscale'
-        parts = [
-            f'{self.kind}: {self.n} images {shape} {mode}',
-            'unlabelled' if self.y is None else f'{len(self.classes)} classes',
-        ]
-        if self.split is not None:
-            order = ('Training', 'PublicTest', 'PrivateTest', 'train', 'test')
-            cs = sorted(
-                Counter(self.split.tolist()).items(),
-                key=lambda t: order.index(t[0]) if t[0] in order else len(order),
-            )
-            parts.append('splits ' + ', '.join(f'{s} {c}' for s, c in cs))
-        parts.append(
-            f'skipped {len(self.skipped)}' + (f' {dict(self.skip_counts)}' if self.skipped else '')
+@patch(as_prop=True)
+def skip_counts(self: Faces) -> Counter:
+    "Skipped files per reason."
+    return Counter(r.split(':')[0] for _, r in self.skipped)
+
+
+@patch
+def __repr__(self: Faces):
+    shape = 'x'.join(map(str, self.x.shape[1:3])) if self.x.ndim >= 3 else '?'
+    mode = 'rgb' if self.x.ndim == 4 and self.x.shape[-1] == 3 else 'grayscale'
+    parts = [
+        f'{self.kind}: {self.n} images {shape} {mode}',
+        'unlabelled' if self.y is None else f'{len(self.classes)} classes',
+    ]
+    if self.split is not None:
+        order = ('Training', 'PublicTest', 'PrivateTest', 'train', 'test')
+        cs = sorted(
+            Counter(self.split.tolist()).items(),
+            key=lambda t: order.index(t[0]) if t[0] in order else len(order),
         )
-        return f"Faces({'; '.join(parts)})"
+        parts.append('splits ' + ', '.join(f'{s} {c}' for s, c in cs))
+    parts.append(
+        f'skipped {len(self.skipped)}' + (f' {dict(self.skip_counts)}' if self.skipped else '')
+    )
+    return f"Faces({'; '.join(parts)})"
 
 # %% ../nbs/00_data.ipynb #5ca2847a
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
@@ -736,20 +747,14 @@ def _parse_pixels(
     return out.reshape(n, side, side)
 
 # %% ../nbs/00_data.ipynb #845fa1b6
-def read_fer2013_csv(
-    path: str | Path,  # fer2013.csv, plain or compressed
-    split: str | list | None = None,  # see `fer2013_usages`; None: every row
-    # the Usage of every row, for a csv without that column (Kaggle's train.csv)
-    usage: str | None = None,
-) -> Faces:
-    "FER2013 in the csv layout (`emotion,pixels,Usage`) as 48x48 uint8 images, labels and csv rows."
-    path = Path(path)
+def _read_csv_frame(path: Path) -> pd.DataFrame:
+    "The csv at `path` as a table of strings, or a `DataError` saying why it cannot be read."
     if not path.is_file():
         raise DatasetNotFoundError(f'{path}: no such file.')
     if path.stat().st_size == 0:
         raise DataError(f'{path}: the file is empty (0 bytes).')
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.EmptyDataError:
         raise DataError(f'{path}: no data (the file is empty once decompressed).') from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -758,6 +763,10 @@ def read_fer2013_csv(
         raise DataError(
             f'{path}: cannot be read ({type(e).__name__}: {e}); is it truncated, or not a csv?'
         ) from None
+
+
+def _fer_columns(path: Path, df: pd.DataFrame, usage: str | None) -> dict:
+    "FER2013's columns of `df` by lower-case name, or a `DataError` naming the missing ones."
     cols = {str(c).strip().lower(): c for c in df.columns}
     missing = [c for c in ('emotion', 'pixels') if c not in cols] + (
         [] if usage or 'usage' in cols else ['Usage']
@@ -775,6 +784,19 @@ def read_fer2013_csv(
         )
     if len(df) == 0:
         raise DataError(f'{path}: a header but no data rows.')
+    return cols
+
+# %% ../nbs/00_data.ipynb #c6e469f9
+def read_fer2013_csv(
+    path: str | Path,  # fer2013.csv, plain or compressed
+    split: str | list | None = None,  # see `fer2013_usages`; None: every row
+    # the Usage of every row, for a csv without that column (Kaggle's train.csv)
+    usage: str | None = None,
+) -> Faces:
+    "FER2013 in the csv layout (`emotion,pixels,Usage`) as 48x48 uint8 images, labels and csv rows."
+    path = Path(path)
+    df = _read_csv_frame(path)
+    cols = _fer_columns(path, df, usage)
     emo = df[cols['emotion']].str.strip().to_numpy()
     badl = np.flatnonzero(~np.isin(emo, [str(i) for i in range(7)]))
     if len(badl):
@@ -1085,37 +1107,28 @@ def _ck_root(p: Path) -> Path | None:
     return None
 
 # %% ../nbs/00_data.ipynb #2bdaa61d
-def load_ckplus(
-    # CK+48 folder or CK+48.tar.gz; default: `find_dataset('ckplus')`
-    path: str | Path | None = None,
-    color_mode: str = 'grayscale',  # 'grayscale' or 'rgb'
-    size: int | tuple | None = None,  # output size; None keeps 48x48
-    add_channel: bool = False,  # greyscale as N x H x W x 1
-    strict: bool = False,  # raise on a bad file instead of skipping it
-    progress: bool | None = None,  # tqdm bar; None: only for large folders
-) -> Faces:
-    "CK+48 as images, labels in `EMOTIONS_EXT` (contempt = 7), and subject and sequence per image."
-    p = find_dataset('ckplus', path)
-    if p.is_dir() and _ck_root(p) is None and (p / 'CK+48.tar.gz').is_file():
-        p = p / 'CK+48.tar.gz'
+def _ck_raw(p: Path) -> list:
+    """(name, getter) for every file of CK+48 at `p`: the archive's members or the class folders'
+    files."""
     if p.is_file():
-        raw = _tar_entries(p)
-    else:
-        root = _ck_root(p)
-        if root is None:
+        return _tar_entries(p)
+    root = _ck_root(p)
+    if root is None:
+        raise DataError(
+            f"{p}: no CK+ class folders ({', '.join(sorted(CKPLUS_MAP))}) here or one level down."
+        )
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith('.') and d.name.lower() not in _SYNONYMS:
             raise DataError(
-                f"{p}: no CK+ class folders ({', '.join(sorted(CKPLUS_MAP))}) here or one level "
-                "down."
+                f"{root}: unknown class folder {d.name!r}; CK+48's are "
+                f"{', '.join(sorted(CKPLUS_MAP))}."
             )
-        for d in root.iterdir():
-            if d.is_dir() and not d.name.startswith('.') and d.name.lower() not in _SYNONYMS:
-                raise DataError(
-                    f"{root}: unknown class folder {d.name!r}; CK+48's are "
-                    f"{', '.join(sorted(CKPLUS_MAP))}."
-                )
-        raw = [
-            (f.relative_to(root).as_posix(), lambda f=f: f) for f in root.rglob('*') if f.is_file()
-        ]
+    return [(f.relative_to(root).as_posix(), lambda f=f: f) for f in root.rglob('*') if f.is_file()]
+
+# %% ../nbs/00_data.ipynb #efa693c5
+def _ck_pick(raw: list, p: Path) -> tuple:
+    """The CK+ frames among `raw` in class and natural name order, their labels, and the files
+    skipped."""
     entries, labels, skipped = [], [], []
     for name, get in raw:
         parts = PurePosixPath(name).parts
@@ -1140,7 +1153,23 @@ def load_ckplus(
         entries.append((name, get))
         labels.append(lab)
     order = sorted(range(len(entries)), key=lambda i: (labels[i], _natural_key(entries[i][0])))
-    entries, labels = [entries[i] for i in order], [labels[i] for i in order]
+    return [entries[i] for i in order], [labels[i] for i in order], skipped
+
+# %% ../nbs/00_data.ipynb #43e460f1
+def load_ckplus(
+    # CK+48 folder or CK+48.tar.gz; default: `find_dataset('ckplus')`
+    path: str | Path | None = None,
+    color_mode: str = 'grayscale',  # 'grayscale' or 'rgb'
+    size: int | tuple | None = None,  # output size; None keeps 48x48
+    add_channel: bool = False,  # greyscale as N x H x W x 1
+    strict: bool = False,  # raise on a bad file instead of skipping it
+    progress: bool | None = None,  # tqdm bar; None: only for large folders
+) -> Faces:
+    "CK+48 as images, labels in `EMOTIONS_EXT` (contempt = 7), and subject and sequence per image."
+    p = find_dataset('ckplus', path)
+    if p.is_dir() and _ck_root(p) is None and (p / 'CK+48.tar.gz').is_file():
+        p = p / 'CK+48.tar.gz'
+    entries, labels, skipped = _ck_pick(_ck_raw(p), p)
     if strict and skipped:
         _finish_skips(skipped, True, p, 'ckplus')
     x, kept, bad = _read_entries(entries, color_mode, size, strict, p, progress, 'ckplus')
@@ -1224,6 +1253,24 @@ def read_rafdb_labels(
     return df
 
 # %% ../nbs/00_data.ipynb #e4f9889b
+def _rafdb_basic(root: Path, splits: tuple, aligned: bool) -> tuple:
+    """RAF-DB basic's entries, labels and splits, read from its label file: (entries, labels,
+    splits)."""
+    lab = read_rafdb_labels(_raf_label_in(root))
+    lab = lab[lab.split.isin(splits)]
+    img_dir = root / 'Image' / ('aligned' if aligned else 'original')
+    if not img_dir.is_dir():
+        raise DatasetNotFoundError(
+            f"{root}: found the label file but no images in {img_dir.relative_to(root)}/. "
+            f"Get RAF-DB from {DATASETS['rafdb']['source']}"
+        )
+    names = [f[:-4] + '_aligned.jpg' if aligned else f for f in lab.file]
+    entries = [
+        (f'{img_dir.relative_to(root).as_posix()}/{n}', lambda p=img_dir / n: p) for n in names
+    ]
+    return entries, lab.label.tolist(), lab.split.tolist()
+
+# %% ../nbs/00_data.ipynb #984a0cce
 def _raf_class(name: str) -> int:
     i = RAFDB_MAP.get(int(name)) if name.isdigit() else emotion_index(name)
     if i is None or i >= len(EMOTIONS):
@@ -1231,6 +1278,25 @@ def _raf_class(name: str) -> int:
     return i
 
 
+def _rafdb_folders(root: Path, splits: tuple) -> tuple:
+    "RAF-DB's class layout under `root`: (entries, labels, splits, skipped)."
+    entries, labels, split_of, skipped = [], [], [], []
+    for s in splits:
+        if not (root / s).is_dir():
+            raise DatasetNotFoundError(
+                f"{root}: split {s!r} is missing (no {s}/ folder); load what is there with "
+                f"split={'test' if s == 'train' else 'train'!r}."
+            )
+        items, loose = _scan_class_folders(
+            root / s, _raf_class, "after the emotions (angry/anger, happy/happiness, ...) or 1..7"
+        )
+        skipped += loose
+        entries += [(n, lambda p=p: p) for n, p, _ in items]
+        labels += [l for *_, l in items]
+        split_of += [s] * len(items)
+    return entries, labels, split_of, skipped
+
+# %% ../nbs/00_data.ipynb #d5c81462
 def load_rafdb(
     # RAF-DB basic folder (EmoLabel/, Image/) or a class/ folder (train/, test/)
     path: str | Path | None = None,
@@ -1247,36 +1313,11 @@ def load_rafdb(
     "RAF-DB (basic, 7 classes) in either layout, as images and canonical labels."
     root, splits = find_dataset('rafdb', path), _rafdb_splits(split)
     if root.is_dir() and _raf_label_in(root):
-        lab = read_rafdb_labels(_raf_label_in(root))
-        lab = lab[lab.split.isin(splits)]
-        img_dir = root / 'Image' / ('aligned' if aligned else 'original')
-        if not img_dir.is_dir():
-            raise DatasetNotFoundError(
-                f"{root}: found the label file but no images in {img_dir.relative_to(root)}/. "
-                f"Get RAF-DB from {DATASETS['rafdb']['source']}"
-            )
-        names = [f[:-4] + '_aligned.jpg' if aligned else f for f in lab.file]
-        entries = [
-            (f'{img_dir.relative_to(root).as_posix()}/{n}', lambda p=img_dir / n: p) for n in names
-        ]
-        labels, split_of, skipped, kind = lab.label.tolist(), lab.split.tolist(), [], 'rafdb basic'
+        entries, labels, split_of = _rafdb_basic(root, splits, aligned)
+        skipped, kind = [], 'rafdb basic'
     elif any((root / s).is_dir() for s in RAFDB_SPLITS):
-        entries, labels, split_of, skipped, kind = [], [], [], [], 'rafdb folders'
-        for s in splits:
-            if not (root / s).is_dir():
-                raise DatasetNotFoundError(
-                    f"{root}: split {s!r} is missing (no {s}/ folder); load what is there with "
-                    f"split={'test' if s == 'train' else 'train'!r}."
-                )
-            items, loose = _scan_class_folders(
-                root / s,
-                _raf_class,
-                "after the emotions (angry/anger, happy/happiness, ...) or 1..7",
-            )
-            skipped += loose
-            entries += [(n, lambda p=p: p) for n, p, _ in items]
-            labels += [l for *_, l in items]
-            split_of += [s] * len(items)
+        entries, labels, split_of, skipped = _rafdb_folders(root, splits)
+        kind = 'rafdb folders'
     else:
         raise DatasetNotFoundError(
             f"{root}: neither RAF-DB basic ({RAFDB_LABEL_FILE} + Image/aligned/) nor class folders "
@@ -1524,6 +1565,77 @@ def detect_dataset(
     return 'images'
 
 # %% ../nbs/00_data.ipynb #58b47fdf
+def _check_fer2013(p: Path, progress, problems: list) -> tuple:
+    "FER2013 at `p` (a csv, or train/ and test/ folders) read whole: (faces, counts table, layout)."
+    csv = (
+        p
+        if p.is_file()
+        else (_fer_csv_in(p) if not ((p / 'train').is_dir() or (p / 'test').is_dir()) else None)
+    )
+    if csv is not None:
+        f = read_fer2013_csv(csv)
+        splits = [u for u in FER2013_USAGES if u in set(f.split)]
+        return f, _counts_table(f, 'fer2013', splits, f.split), 'csv'
+    have = [d for d in ('train', 'test') if (p / d).is_dir()]
+    problems += [
+        f'split {d!r} is missing (no {d}/ folder)' for d in ('train', 'test') if d not in have
+    ]
+    f = load_fer2013_folder(p, have, size=None, progress=progress)
+    table = _counts_table(f, 'fer2013', have, np.array([s.split('/')[0] for s in f.files]))
+    return f, table, 'folders'
+
+
+def _check_rafdb(p: Path, progress, problems: list) -> tuple:
+    "RAF-DB at `p` read whole, or only its labels when there are no images: (faces, table, layout)."
+    lf = p if p.is_file() else _raf_label_in(p)
+    # a label file without images
+    if lf is not None and (p.is_file() or not (p / 'Image' / 'aligned').is_dir()):
+        lab = read_rafdb_labels(lf)
+        have = list(RAFDB_SPLITS)
+        layout = 'labels'
+        problems.append(
+            'only the labels were checked: '
+            + ('a label file was given' if p.is_file() else 'there is no Image/aligned/ folder')
+        )
+        f = Faces(
+            np.zeros((len(lab), 0, 0), np.uint8),
+            lab.label.to_numpy(),
+            split=lab.split.to_numpy(),
+            kind='rafdb labels',
+        )
+    else:
+        have = (
+            list(RAFDB_SPLITS) if lf is not None else [s for s in RAFDB_SPLITS if (p / s).is_dir()]
+        )
+        problems += [
+            f'split {s!r} is missing (no {s}/ folder)' for s in RAFDB_SPLITS if s not in have
+        ]
+        f = load_rafdb(p, have, color_mode='grayscale', progress=progress)
+        layout = f.kind.split()[-1]
+    return f, _counts_table(f, 'rafdb', have, f.split), layout
+
+# %% ../nbs/00_data.ipynb #474dcb09
+def _print_check(kind: str, layout: str, p: Path, f: Faces, table: pd.DataFrame, offcols: list):
+    "Print `check_dataset`'s summary line, table, problems and skipped files."
+    print(
+        f"{kind} {layout} at {rel_path(p)}: {f.n} "
+        f"{'labels' if layout == 'labels' else 'images'}, {len(f.skipped)} files skipped"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in f.skip_counts.items())})" if f.skipped else '')
+        + (
+            '; counts match the official release'
+            if table.attrs['matches_official']
+            else '; counts differ from the official release (a sample, a subset or a modified copy)'
+            if offcols
+            else ''
+        )
+    )
+    print(table.to_string())
+    for pr in table.attrs['problems']:
+        print(f'problem: {pr}')
+    for fl, r in f.skipped[:20]:
+        print(f'skipped: {fl}: {r}')
+
+# %% ../nbs/00_data.ipynb #d34862f1
 def check_dataset(
     # dataset file/folder or name ('fer2013', 'ckplus', 'rafdb'); default: FER2013 (`find_dataset`)
     path: str | Path | None = None,
@@ -1544,71 +1656,13 @@ def check_dataset(
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # skipped files are reported in the table's attrs instead
         if kind == 'fer2013':
-            csv = (
-                p
-                if p.is_file()
-                else (
-                    _fer_csv_in(p)
-                    if not ((p / 'train').is_dir() or (p / 'test').is_dir())
-                    else None
-                )
-            )
-            if csv is not None:
-                f = read_fer2013_csv(csv)
-                splits = [u for u in FER2013_USAGES if u in set(f.split)]
-                table = _counts_table(f, 'fer2013', splits, f.split)
-                layout = 'csv'
-            else:
-                have = [d for d in ('train', 'test') if (p / d).is_dir()]
-                problems += [
-                    f'split {d!r} is missing (no {d}/ folder)'
-                    for d in ('train', 'test')
-                    if d not in have
-                ]
-                f = load_fer2013_folder(p, have, size=None, progress=progress)
-                table = _counts_table(
-                    f, 'fer2013', have, np.array([s.split('/')[0] for s in f.files])
-                )
-                layout = 'folders'
+            f, table, layout = _check_fer2013(p, progress, problems)
         elif kind == 'ckplus':
             f = load_ckplus(p, progress=progress)
             table = _counts_table(f, 'ckplus', ['all'])
             layout = 'archive' if p.is_file() else 'folders'
         elif kind == 'rafdb':
-            lf = p if p.is_file() else _raf_label_in(p)
-            # a label file without images
-            if lf is not None and (p.is_file() or not (p / 'Image' / 'aligned').is_dir()):
-                lab = read_rafdb_labels(lf)
-                have = list(RAFDB_SPLITS)
-                layout = 'labels'
-                problems.append(
-                    'only the labels were checked: '
-                    + (
-                        'a label file was given'
-                        if p.is_file()
-                        else 'there is no Image/aligned/ folder'
-                    )
-                )
-                f = Faces(
-                    np.zeros((len(lab), 0, 0), np.uint8),
-                    lab.label.to_numpy(),
-                    split=lab.split.to_numpy(),
-                    kind='rafdb labels',
-                )
-            else:
-                have = (
-                    list(RAFDB_SPLITS)
-                    if lf is not None
-                    else [s for s in RAFDB_SPLITS if (p / s).is_dir()]
-                )
-                problems += [
-                    f'split {s!r} is missing (no {s}/ folder)'
-                    for s in RAFDB_SPLITS
-                    if s not in have
-                ]
-                f = load_rafdb(p, have, color_mode='grayscale', progress=progress)
-                layout = f.kind.split()[-1]
-            table = _counts_table(f, 'rafdb', have, f.split)
+            f, table, layout = _check_rafdb(p, progress, problems)
         elif kind == 'images':
             f = load_image_folder(p, progress=progress, size=48)
             table = pd.DataFrame({'images': [f.n]}, index=pd.Index(['unlabelled'], name='class'))
@@ -1629,28 +1683,7 @@ def check_dataset(
         matches_official=bool(offcols) and all((table[c[:-9]] == table[c]).all() for c in offcols),
     )
     if verbose:
-        print(
-            f"{kind} {layout} at {rel_path(p)}: {f.n} "
-            f"{'labels' if layout == 'labels' else 'images'}, {len(f.skipped)} files skipped"
-            + (
-                f" ({', '.join(f'{k}: {v}' for k, v in f.skip_counts.items())})"
-                if f.skipped
-                else ''
-            )
-            + (
-                '; counts match the official release'
-                if table.attrs['matches_official']
-                else '; counts differ from the official release (a sample, a subset or a '
-                'modified copy)'
-                if offcols
-                else ''
-            )
-        )
-        print(table.to_string())
-        for pr in problems:
-            print(f'problem: {pr}')
-        for fl, r in f.skipped[:20]:
-            print(f'skipped: {fl}: {r}')
+        _print_check(kind, layout, p, f, table, offcols)
     return table
 
 # %% ../nbs/00_data.ipynb #06c11080

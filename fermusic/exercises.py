@@ -155,6 +155,15 @@ EXERCISES.update(
                 decimals=0,
                 tol=0,
             ),
+        ]
+    }
+)
+
+# %% ../nbs/06_exercises.ipynb #b4074eed
+EXERCISES.update(
+    {
+        e.key: e
+        for e in [  # Yu et al. 2020: lessons 10-13, continued
             Exercise(
                 'yu-5',
                 '11_lyrics',
@@ -250,6 +259,15 @@ EXERCISES.update(
                 decimals=2,
                 tol=1,
             ),
+        ]
+    }
+)
+
+# %% ../nbs/06_exercises.ipynb #ac1ad688
+EXERCISES.update(
+    {
+        e.key: e
+        for e in [  # Han, Wang & Lu: lesson 20, continued
             Exercise(
                 'han-4',
                 '20_multimodal',
@@ -321,6 +339,15 @@ EXERCISES.update(
                 decimals=0,
                 tol=0,
             ),
+        ]
+    }
+)
+
+# %% ../nbs/06_exercises.ipynb #3edf17c0
+EXERCISES.update(
+    {
+        e.key: e
+        for e in [  # Ugochukwu: lesson 30, continued
             Exercise(
                 'ugo-4',
                 '30_hparams_rafdb',
@@ -394,6 +421,15 @@ EXERCISES.update(
                 decimals=3,
                 tol=1,
             ),
+        ]
+    }
+)
+
+# %% ../nbs/06_exercises.ipynb #3c43441f
+EXERCISES.update(
+    {
+        e.key: e
+        for e in [  # Shinde, Jethva & Nikumbh 2024: lesson 40, continued
             Exercise(
                 'shinde-4',
                 '40_cnn_vs_resnet',

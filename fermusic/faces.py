@@ -114,7 +114,7 @@ def face_landmarks(
     shape = _predictor(str(landmark_model_path(model)))(img, _rect(box))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
-
+# %% ../nbs/04_faces.ipynb #18a66b92
 def find_faces(
     img: np.ndarray,  # RGB or greyscale uint8 photo (see `read_photo`)
     size: int = 48,  # side of the aligned chip

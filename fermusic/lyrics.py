@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['LYRIC_LABELS', 'DUTIR', 'DEGREE_WEIGHTS', 'SCORES', 'FEATURES', 'EMOTION_TREE', 'LYRICS_FILE', 'MODEL_FILE', 'CLAIMS',
@@ -163,7 +164,7 @@ def _scan(words: list[str], lex: dict, window: int):
         yield w, weight, neg % 2 == 1
         prev = i
 
-
+# %% ../nbs/11_lyrics.ipynb #4faf0b5d
 def lexicon_scores(
     text: str,  # one lyric (traditional or simplified)
     window: int = 3,  # how many words before an emotion word can modify it
@@ -193,7 +194,7 @@ def lexicon_scores(
         words=sum(not _BOUNDARY.match(w) for w in words),
     )
 
-
+# %% ../nbs/11_lyrics.ipynb #604af522
 def lyric_features(
     text: str,  # one lyric (traditional or simplified)
     window: int = 3,  # how many words before an emotion word can modify it
@@ -318,77 +319,83 @@ class HierarchicalSVC(ClassifierMixin, BaseEstimator):
             ),
         )
 
-    def fit(
-        self,
-        X,  # features, n x d
-        y,  # labels, each a leaf of `tree`
-    ):
-        "Fit one SVM per internal node on the examples below it."
-        X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=object)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ValueError(
-                f'X must be n x d with one label per row; got X {X.shape}, {len(y)} labels'
-            )
-        leaves = tree_leaves(self.tree)
-        if len(set(leaves)) != len(leaves):
-            raise ValueError(f'a label appears twice in the tree: {leaves}')
-        unknown = sorted(set(y) - set(leaves))
-        if unknown:
-            raise ValueError(f'labels {unknown} are not leaves of the tree {leaves}')
-        missing = [l for l in leaves if l not in set(y)]
-        if missing:
-            raise ValueError(
-                f'no training examples for {missing}: remove them from the tree or add examples'
-            )
-        self.classes_ = np.array(leaves, dtype=object)
-        self.nodes_ = {}
-        for path, left, right in tree_nodes(self.tree):
-            m = np.isin(y, left + right)
-            self.nodes_[path] = self._node().fit(X[m], np.isin(y[m], right).astype(int))
-        self.n_features_in_ = X.shape[1]
-        return self
-
     def _decisions(self, X):
         check_is_fitted(self, 'nodes_')
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f'X must be n x {self.n_features_in_}, got {X.shape}')
         return {p: node.decision_function(X) for p, node in self.nodes_.items()}
 
-    def predict(
-        self,
-        X,  # features, n x d
-    ) -> np.ndarray:
-        "Walk each row from the root to a leaf."
-        X = np.asarray(X, dtype=float)
-        d = self._decisions(X)
-        out = np.empty(len(X), dtype=object)
-        for i in range(len(X)):
-            t, path = self.tree, ''
-            while not isinstance(t, str):
-                turn = int(d[path][i] > 0)
-                t, path = t[turn], path + str(turn)
-            out[i] = t
-        return out
+# %% ../nbs/11_lyrics.ipynb #621d432b
+@patch
+def fit(
+    self: HierarchicalSVC,
+    X,  # features, n x d
+    y,  # labels, each a leaf of `tree`
+):
+    "Fit one SVM per internal node on the examples below it."
+    X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=object)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(
+            f'X must be n x d with one label per row; got X {X.shape}, {len(y)} labels'
+        )
+    leaves = tree_leaves(self.tree)
+    if len(set(leaves)) != len(leaves):
+        raise ValueError(f'a label appears twice in the tree: {leaves}')
+    unknown = sorted(set(y) - set(leaves))
+    if unknown:
+        raise ValueError(f'labels {unknown} are not leaves of the tree {leaves}')
+    missing = [l for l in leaves if l not in set(y)]
+    if missing:
+        raise ValueError(
+            f'no training examples for {missing}: remove them from the tree or add examples'
+        )
+    self.classes_ = np.array(leaves, dtype=object)
+    self.nodes_ = {}
+    for path, left, right in tree_nodes(self.tree):
+        m = np.isin(y, left + right)
+        self.nodes_[path] = self._node().fit(X[m], np.isin(y[m], right).astype(int))
+    self.n_features_in_ = X.shape[1]
+    return self
 
-    def leaf_scores(
-        self,
-        X,  # features, n x d
-    ) -> np.ndarray:
-        """n x leaves: the smallest signed margin on each leaf's path (>= 0 only for the predicted
-        leaf)."""
-        X = np.asarray(X, dtype=float)
-        d = self._decisions(X)
+# %% ../nbs/11_lyrics.ipynb #d4c60cc3
+@patch
+def predict(
+    self: HierarchicalSVC,
+    X,  # features, n x d
+) -> np.ndarray:
+    "Walk each row from the root to a leaf."
+    X = np.asarray(X, dtype=float)
+    d = self._decisions(X)
+    out = np.empty(len(X), dtype=object)
+    for i in range(len(X)):
+        t, path = self.tree, ''
+        while not isinstance(t, str):
+            turn = int(d[path][i] > 0)
+            t, path = t[turn], path + str(turn)
+        out[i] = t
+    return out
 
-        def paths(t, path=''):
-            if isinstance(t, str):
-                return [(t, path)]
-            return paths(t[0], path + '0') + paths(t[1], path + '1')
 
-        cols = [
-            np.min([d[p[:k]] * (1 if p[k] == '1' else -1) for k in range(len(p))], axis=0)
-            for _, p in paths(self.tree)
-        ]
-        return np.stack(cols, axis=1)
+@patch
+def leaf_scores(
+    self: HierarchicalSVC,
+    X,  # features, n x d
+) -> np.ndarray:
+    """n x leaves: the smallest signed margin on each leaf's path (>= 0 only for the predicted
+    leaf)."""
+    X = np.asarray(X, dtype=float)
+    d = self._decisions(X)
+
+    def paths(t, path=''):
+        if isinstance(t, str):
+            return [(t, path)]
+        return paths(t[0], path + '0') + paths(t[1], path + '1')
+
+    cols = [
+        np.min([d[p[:k]] * (1 if p[k] == '1' else -1) for k in range(len(p))], axis=0)
+        for _, p in paths(self.tree)
+    ]
+    return np.stack(cols, axis=1)
 
 # %% ../nbs/11_lyrics.ipynb #4dcfbe8d
 def flat_svc(
@@ -482,7 +489,7 @@ def read_text(
     except UnicodeDecodeError as e:
         raise encoding_error(path, encoding, e) from None
 
-
+# %% ../nbs/11_lyrics.ipynb #e7ecaa07
 def load_labelled_lyrics(
     path: str | Path,  # a csv with columns id, text, label (plain, .gz, .xz, ...)
     encoding: str = 'utf-8',  # the file's encoding

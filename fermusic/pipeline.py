@@ -55,7 +55,7 @@ def default_emotion_model() -> Path:
     data/models/cnn8_fer2013.keras)."""
     return emotion_model_path(DEFAULT_MODEL)
 
-
+# %% ../nbs/13_pipeline.ipynb #6cecd307
 @functools.lru_cache(4)
 def _load(path: str, mtime: float):
     from fermusic.train import load_model
@@ -100,7 +100,7 @@ class FaceResult:
     emotion: str  # the most probable emotion
     songs: pd.DataFrame  # the recommender's ranking
 
-
+# %% ../nbs/13_pipeline.ipynb #798085ce
 def photo_to_music(
     photo,  # a path, bytes, file object, PIL image or array
     # a Keras model, 'cnn8', 'compact' or a .keras path; default: `DEFAULT_MODEL`
@@ -172,7 +172,7 @@ def results_frame(results: list) -> pd.DataFrame:
     ]
     return pd.DataFrame(rows)
 
-
+# %% ../nbs/13_pipeline.ipynb #92f14e1e
 def results_json(results: list) -> list:
     "The results as JSON-ready dicts: box, emotion, probabilities and songs per face."
     return [
@@ -196,7 +196,7 @@ def results_json(results: list) -> list:
         for r in results
     ]
 
-
+# %% ../nbs/13_pipeline.ipynb #357bd39d
 def show_results(
     photo,  # the photo the results came from
     results: list,  # from `photo_to_music`

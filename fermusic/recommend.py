@@ -151,7 +151,7 @@ def _labels_list(s) -> list:
         else [l.strip() for l in str(s).split(';') if l.strip()]
     )
 
-
+# %% ../nbs/12_recommend.ipynb #5efc2c70
 def read_songci_json(
     # the chinese-poetry json; default: the shipped data/songs/songci300.json
     path: str | Path | None = None,
@@ -179,7 +179,7 @@ def read_songci_json(
         )
     return songs
 
-
+# %% ../nbs/12_recommend.ipynb #3d8ffdf5
 def build_song_library(
     source: str | Path | None = None,  # a chinese-poetry json; default: the shipped songci300.json
     # a fitted lyric model; default: `fermusic.lyrics.load_lyric_model()`
@@ -233,7 +233,7 @@ def save_song_library(
         pd.DataFrame(dict(about=[ABOUT])).to_excel(xw, sheet_name='about', index=False)
     return folder / SONGS_CSV, folder / SONGS_XLSX
 
-
+# %% ../nbs/12_recommend.ipynb #0fed38fd
 def load_song_library(
     # .csv, .xlsx or a chinese-poetry .json; default: the shipped songci300.csv
     path: str | Path | None = None,
@@ -347,6 +347,22 @@ def _resolve_typical(lib: pd.DataFrame, typical) -> pd.DataFrame:
     return pd.concat(rows).drop_duplicates('id')
 
 
+def _checked_library(library: pd.DataFrame | None) -> pd.DataFrame:
+    "`library` (default: the shipped one) checked, with `labels` as lists and an `id` column."
+    lib = load_song_library() if library is None else library
+    if lib is None or len(lib) == 0:
+        raise ValueError('the song library is empty: nothing to recommend from')
+    missing = [c for c in REQUIRED if c not in lib.columns]
+    if missing:
+        raise ValueError(
+            f'the song library lacks column(s) {missing}; load it with `load_song_library`'
+        )
+    lib = lib.assign(labels=lib['labels'].map(_labels_list))
+    if 'id' not in lib.columns:
+        lib = lib.assign(id=range(len(lib)))
+    return lib
+
+# %% ../nbs/12_recommend.ipynb #ab280a16
 def recommend(
     emotion: str,  # the recognised emotion, e.g. 'happy' (synonyms such as 'happiness' work too)
     library: pd.DataFrame | None = None,  # the song library; default: `load_song_library()`
@@ -363,17 +379,7 @@ def recommend(
     target = target_library(e, policy)
     if not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f'top_k must be a positive integer, got {top_k!r}')
-    lib = load_song_library() if library is None else library
-    if lib is None or len(lib) == 0:
-        raise ValueError('the song library is empty: nothing to recommend from')
-    missing = [c for c in REQUIRED if c not in lib.columns]
-    if missing:
-        raise ValueError(
-            f'the song library lacks column(s) {missing}; load it with `load_song_library`'
-        )
-    lib = lib.assign(labels=lib['labels'].map(_labels_list))
-    if 'id' not in lib.columns:
-        lib = lib.assign(id=range(len(lib)))
+    lib = _checked_library(library)
     typ = typical_songs(lib, e, 3, min_size) if typical is None else _resolve_typical(lib, typical)
     prof = user_profile(typ.labels)
     cand = emotion_library(lib, target, min_size)

@@ -221,7 +221,7 @@ class RunRecord(dict):
             }
         return self
 
-
+# %% ../nbs/02_records.ipynb #bf26961a
 def record_path(rec: dict, root: Path | str | None = None) -> Path:
     "Where `rec` is written: <root>/<profile>/<paper>/<name>__seed<seed>__<timestamp>.json."
     stamp = rec['started'].replace(':', '').replace('-', '').split('.')[0].replace('+0000', 'Z')
@@ -245,7 +245,7 @@ def _reads_sample(dataset: dict | None) -> bool:
     except ValueError:
         return False
 
-
+# %% ../nbs/02_records.ipynb #397c3251
 @contextmanager
 def recording(
     name: str,  # what was run, e.g. 'cnn8-7x7'

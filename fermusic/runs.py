@@ -30,7 +30,7 @@ def _per_seed(mod, settings, run, path):
         'verbose={verbose})'
     )
 
-
+# %% ../nbs/07_runs.ipynb #e434e95e
 _SHINDE = (
     'from fermusic.resnet import shinde_settings, run_all\nrun_all(shinde_settings(), '
     'verbose={verbose})'

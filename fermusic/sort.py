@@ -134,7 +134,7 @@ def read_manifest(
         )
     return m
 
-
+# %% ../nbs/14_sort.ipynb #52735181
 def _sha256(p: Path | None = None, data: bytes | None = None) -> str:
     """The SHA-256 of a file's bytes (or of `data`): how a sort tells its own copies from files put
     in their place."""
@@ -217,7 +217,7 @@ def _check_output(out: Path, inp: Path, overwrite: bool) -> dict | None:
         )
     return prior
 
-
+# %% ../nbs/14_sort.ipynb #1eb3c81c
 def _check_dests(out: Path, rels: list, prior: dict | None):
     """Every file the sort will write must lie in real folders under `out` and be new or written by
     the earlier sort."""
@@ -272,7 +272,7 @@ def _remove_tmps(p: Path):
         if t.is_file() and not t.is_symlink():
             t.unlink()
 
-
+# %% ../nbs/14_sort.ipynb #e1ef33a4
 def _remove_file(out: Path, rel: str, m: dict | None = None) -> int:
     """Remove `out/rel` (a file or link manifest `m` names, never a folder, never one changed since)
     and its temporaries."""
@@ -302,7 +302,7 @@ def _remove_dirs(out: Path, rels):
         ):
             d.rmdir()
 
-
+# %% ../nbs/14_sort.ipynb #b475b2ef
 def undo_sort(
     output_dir: str | Path,  # OUTPUT of a sort, finished or stopped midway
 ) -> dict:
@@ -359,16 +359,11 @@ def _both(old: dict, new: dict) -> dict:
         k: sorted(set(as_list(old.get(k)) + as_list(new.get(k)))) for k in old.keys() | new.keys()
     }
 
-
-def _write_sort(inp: Path, out: Path, table: pd.DataFrame, prior: dict | None):
-    """Write the copies and the CSV with a manifest listing them first; on any failure, remove all
-    the manifest lists."""
-    copies = table[table.status == 'copied']
-    files = [*copies.copied_to, SORT_CSV]
-    need = sorted({d for rel in files for d in _parents(rel)}, key=_depth)
+# %% ../nbs/14_sort.ipynb #cd2a28b2
+def _start_manifest(inp: Path, out: Path, copies, files: list, need: list, prior, csv: bytes):
+    """The manifest written before the first copy (state `writing`), and the SHA-256 of every file
+    to write."""
     old_files, old_dirs = (prior['files'], prior['dirs']) if prior else ([], [])
-    made = not out.exists()
-    csv = _csv_bytes(table)
     sha = {
         **{r.copied_to: _sha256(inp / r.file) for r in copies.itertuples()},
         SORT_CSV: _sha256(data=csv),
@@ -378,11 +373,36 @@ def _write_sort(inp: Path, out: Path, table: pd.DataFrame, prior: dict | None):
         version=1,
         state='writing',
         input=str(Path(inp).resolve()),
-        created_output=prior['created_output'] if prior else made,
+        created_output=prior['created_output'] if prior else not out.exists(),
         files=sorted({*old_files, *files}),
         dirs=sorted({*old_dirs, *(d for d in need if not (out / d).is_dir())}),
         sha256=_both((prior or {}).get('sha256') or {}, sha),
     )
+    return m, sha
+
+
+def _roll_back(out: Path, made: bool) -> str:
+    "Undo a failed sort's writes; says what is left, for the error message."
+    try:
+        if (out / MANIFEST).is_file():
+            undo_sort(out)
+        elif made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        return 'nothing was left behind'
+    except Exception:
+        return f'run `fermusic unsort {image_name(out)}` to remove what it wrote'
+
+# %% ../nbs/14_sort.ipynb #eb250b5c
+def _write_sort(inp: Path, out: Path, table: pd.DataFrame, prior: dict | None):
+    """Write the copies and the CSV with a manifest listing them first; on any failure, remove all
+    the manifest lists."""
+    copies = table[table.status == 'copied']
+    files = [*copies.copied_to, SORT_CSV]
+    need = sorted({d for rel in files for d in _parents(rel)}, key=_depth)
+    old_files, old_dirs = (prior['files'], prior['dirs']) if prior else ([], [])
+    made = not out.exists()
+    csv = _csv_bytes(table)
+    m, sha = _start_manifest(inp, out, copies, files, need, prior, csv)
     try:
         if made:
             out.mkdir()
@@ -411,14 +431,7 @@ def _write_sort(inp: Path, out: Path, table: pd.DataFrame, prior: dict | None):
             ),
         )
     except BaseException as e:
-        try:
-            if (out / MANIFEST).is_file():
-                undo_sort(out)
-            elif made and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()
-            left = 'nothing was left behind'
-        except Exception:
-            left = f'run `fermusic unsort {image_name(out)}` to remove what it wrote'
+        left = _roll_back(out, made)
         if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, FileExistsError)):
             where = image_name(e.filename) if e.filename else image_name(out)
             raise OutputWriteError(
@@ -448,7 +461,7 @@ def _load_model(model, class_names: tuple):
         )
     return model
 
-
+# %% ../nbs/14_sort.ipynb #de9f5349
 def _predict(
     inp: Path, model, class_names: tuple, batch_size: int, min_side: int, dry_run: bool
 ) -> pd.DataFrame:
@@ -500,7 +513,7 @@ def _predict(
     ]
     return pd.DataFrame(rows, columns=cols)
 
-
+# %% ../nbs/14_sort.ipynb #283ca0af
 def sort_images(
     input_dir: str | Path,  # a folder of images (searched recursively); never modified
     # a new or empty folder (or an earlier sort's): class folders and predictions.csv
