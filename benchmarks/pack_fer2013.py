@@ -4,8 +4,9 @@
 The csv (35,887 faces, 79 MiB of pixels; 78 MB as .csv.xz) is too big to carry. The bundle keeps each distinct
 face once (1,851 rows of FER2013 repeat another row pixel for pixel) in mosaics of 4,096 faces, each mosaic a
 lossless image file (JPEG XL through the `pillow-jxl-plugin` package when it is installed, else PNG), plus
-`meta.npz`: labels, Usage, csv rows, the row -> distinct-face index, FER+ majority labels when given, and the
-SHA-256 of the original pixels, which `unpack` checks, so a bundle that does not rebuild FER2013 exactly fails.
+`meta.npz`: labels, Usage, csv rows, the row -> distinct-face index, FER+ majority labels and 'not a face' flags
+when given, and the SHA-256 of the original pixels, which `unpack` checks, so a bundle that does not rebuild
+FER2013 exactly fails.
 
     python benchmarks/pack_fer2013.py [--source ../shared/data/fer2013/fer2013.csv.xz] [--out .gpu/fer2013]
                                       [--ferplus ../shared/data/ferplus/fer2013new.csv.gz] [--codec jxl|png]
@@ -59,6 +60,7 @@ def pack(x:np.ndarray, # N x 48 x 48 uint8 faces, in csv row order
          out:Path|str, # the bundle folder to write (replaced atomically)
          rows:np.ndarray|None=None, # csv row of each face
          ferplus:np.ndarray|None=None, # FER+ majority label per face (-1: none), aligned with x
+         nonface:np.ndarray|None=None, # FER+ 'not a face' (more than 5 of 10 NF votes) per face, aligned with x
          codec:str|None=None, # 'jxl' or 'png'; default: jxl when the plugin is installed
         ) -> dict:
     "Write the bundle; returns its description (files, bytes, distinct faces)."
@@ -89,6 +91,7 @@ def pack(x:np.ndarray, # N x 48 x 48 uint8 faces, in csv row order
                     info=np.array(json.dumps(dict(n=len(x), distinct=len(keep), codec=codec, files=files, tile=TILE, cols=COLS,
                                                   sha256=digest(x), usages=USAGES))))
         if ferplus is not None: meta['ferplus'] = np.asarray(ferplus, np.int8)
+        if nonface is not None: meta['nonface'] = np.asarray(nonface, bool)
         np.savez_compressed(tmp/'meta.npz', **meta)
         if out.exists(): shutil.rmtree(out)
         os.replace(tmp, out)
@@ -119,6 +122,7 @@ def unpack(folder:Path|str, # a bundle written by `pack`
         raise ValueError(f'{folder}: the rebuilt pixels do not match the SHA-256 recorded at packing: the bundle is corrupt; rebuild it')
     out = dict(x=x, y=meta['y'].astype(np.int64), usage=np.array(USAGES)[meta['usage']], rows=meta['rows'].astype(np.int64), info=info)
     if 'ferplus' in meta: out['ferplus'] = meta['ferplus'].astype(np.int64)
+    if 'nonface' in meta: out['nonface'] = meta['nonface'].astype(bool)
     return out
 
 def _du(p:Path) -> int:
@@ -226,12 +230,13 @@ def main(argv=None):
     if not a.travel:
         from fermusic.data import load_fer2013, load_ferplus_labels
         t0 = time.perf_counter(); f = load_fer2013(a.source)
-        plus = None
+        plus = nonface = None
         if a.ferplus:
             if f.rows is None: raise SystemExit('--ferplus matches FER+ labels by csv row: give the FER2013 csv as --source')
-            plus = load_ferplus_labels(a.ferplus)[f.rows]
+            from fermusic.multimodal import ferplus_nonface
+            plus, nonface = load_ferplus_labels(a.ferplus)[f.rows], ferplus_nonface(f.rows, a.ferplus)
         rows = f.rows if f.rows is not None else None
-        desc = pack(f.x, f.y, f.split, a.out, rows=rows, ferplus=plus, codec=a.codec)
+        desc = pack(f.x, f.y, f.split, a.out, rows=rows, ferplus=plus, nonface=nonface, codec=a.codec)
         back = unpack(a.out)  # proves the bundle rebuilds the data exactly (SHA-256)
         assert (back['x'] == (f.x[..., 0] if f.x.ndim == 4 else f.x)).all()
         print(f"{desc['n']} faces ({desc['distinct']} distinct) -> {a.out}: {_mib(desc['bytes'])} as {desc['codec']} "
