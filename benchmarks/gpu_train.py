@@ -53,6 +53,7 @@ def plan(a) -> list:
     from fermusic.resnet import shinde_settings, build_model, run_name as shinde_name
     out = []
     for r in a.runs.split(','):
+        if r.startswith('han-') and r not in RUNS: plan_han(a, r[4:])   # says why: no landmarks or HOG on the device yet
         if r not in RUNS: raise SystemExit(f'unknown run {r!r}; choose from {",".join(RUNS)}')
         if r == 'compact': out.append(plan_compact(a))
         elif r.startswith('han-'): out.append(plan_han(a, r.split('-', 1)[1]))
@@ -324,8 +325,8 @@ def plan_compact(a) -> dict:
                 build=lambda: compact_cnn(s['widths'], s['stem'], lr=s['lr']), val=('fraction', s['val_fraction']),
                 tests=[('PrivateTest', ['PrivateTest']), ('PublicTest', ['PublicTest'])],   # PrivateTest fills `metrics`
                 batch=s['batch_size'], epochs=s['epochs'], augment=dict(s['augment']), kit_augment=True,
-                early=('val_accuracy', s['patience']),
-                reduce=('val_loss', s.get('lr_factor', 0.5), s['lr_patience'], s.get('min_lr', 1e-6)),
+                early=('val_accuracy', s['patience']) if s.get('patience') else None,   # as `standard_callbacks`: 0/None = off
+                reduce=('val_loss', s.get('lr_factor', 0.5), s['lr_patience'], s.get('min_lr', 1e-6)) if s.get('lr_patience') else None,
                 size=48, channels=1, save='compact_fer2013.keras', ship=rel_path(default_compact_path()),   # where the lead puts it
                 extra=lambda m: dict(flops_per_image=count_flops(m)),
                 notes=["lesson 15's run_compact schedule (COMPACT_FULL) on the GPU: the kit's augmentation layers "
@@ -334,22 +335,26 @@ def plan_compact(a) -> dict:
 HAN_KINDS = ('image', 'vgg16', 'resnet50')   # the runs that need no landmarks or HOG
 
 def han_gpu_settings(kind:str, factor:int=1) -> dict:
-    "Han's full settings with the kit's converge schedule for `kind` (HAN_ABLATIONS_CPU / HAN_BASELINES_CPU) up to 500 epochs."
+    "Han's full settings, the kit's converge schedule for `kind` (HAN_ABLATIONS_CPU / HAN_BASELINES_CPU), up to 500 epochs."
+    from fermusic.config import get_overrides
     from fermusic.multimodal import han_settings, HAN_FULL, HAN_ABLATIONS_CPU, HAN_BASELINES_CPU, APPS
     over = HAN_BASELINES_CPU if kind in APPS else HAN_ABLATIONS_CPU
-    return {**han_settings('full'), **over, 'models': [kind], 'epochs': HAN_FULL['epochs'], 'factor': factor}
+    return {**han_settings('full'), **over, 'models': [kind], 'epochs': HAN_FULL['epochs'], 'factor': factor,
+            **get_overrides()}   # FERMUSIC_OVERRIDES still have the last word
 
 def plan_han(a, kind:str) -> dict:
     "One of Han et al.'s FER2013 networks that reads the face alone: the image ablation, VGG16 or ResNet50 (from scratch)."
-    if kind not in HAN_KINDS: raise SystemExit(f'han-{kind}: the GPU runs need no features; choose from han-{", han-".join(HAN_KINDS)}')
+    if kind not in HAN_KINDS:
+        raise SystemExit(f'han-{kind}: the GPU runs read the face alone (no landmarks or HOG on the device yet); '
+                         f'choose from han-{", han-".join(HAN_KINDS)}')
     from fermusic.multimodal import build, run_settings, APPS
     S = han_gpu_settings(kind, a.han_factor); R = run_settings(kind, S)
     return dict(run=f'han-{kind}', name=f'{kind}-fer2013', paper='han', settings=dict(S, kind=kind), labels='fer2013',
                 build=lambda: build(kind, 7, S), val=('fraction', S['val_fraction']), split_seed=0,
                 tests=[('test', ['PrivateTest'])], batch=S['batch_size'], epochs=R['epochs'], factor=S['factor'],
                 augment=dict(rotation=S['rotation'], translation=S['translation']), kit_augment=True,
-                input=None if kind in APPS else 'image', early=('val_accuracy', R['patience']),
-                reduce=('val_loss', R.get('lr_factor') or 0.5, R['lr_patience'], R.get('min_lr') or 1e-6),
+                input=None if kind in APPS else 'image', early=('val_accuracy', R['patience']) if R.get('patience') else None,
+                reduce=('val_loss', R.get('lr_factor') or 0.5, R['lr_patience'], R.get('min_lr') or 1e-6) if R.get('lr_patience') else None,
                 size=48, channels=1, save=None, han=S, recalibrate=S['bn_recalibrate'], evaluate=han_evaluate,
                 notes=["Han's converge schedule (HAN_ABLATIONS_CPU / HAN_BASELINES_CPU) with the paper's 500-epoch cap, on the GPU: "
                        'the moves (rotation, shift) are the kit\'s augmentation layers on the device'
