@@ -4,13 +4,17 @@
 Runs, in this order, as far as `--minutes` allows: Yu et al.'s CNN8 7x7 (Adam 1e-4, batch 64, up to 500 epochs,
 early stopping on a validation split carved from Training), Shinde et al.'s custom CNN and ResNet50 from scratch
 at 48 px (30 epochs, early stopping, learning-rate reduction), and Ugochukwu's learning-rate experiment at the
-report's schedule (50 epochs per rate, 128 px RGB, FER+ labels). Models and settings are the kit's own
-(`fermusic.cnn8`, `fermusic.resnet`, `fermusic.hparams`); the training loop is a JAX one built on Keras'
-stateless API: the whole dataset is one uint8 array on the device, each epoch is one compiled `lax.scan` that
-gathers its batches by index, augments them with one random affine per image (`keras.ops.image.affine_transform`)
-and steps the optimizer, in mixed precision. Each run writes a fermusic run record under `--out`/results.
+report's schedule (50 epochs per rate, 128 px RGB, FER+ labels). Asked for by name (`--runs`): lesson 15's compact
+CNN at `COMPACT_FULL` (`compact`, issue #18) and Han et al.'s networks that read the face alone, on FER2013 to
+early stopping (`han-image`, `han-vgg16`, `han-resnet50`, issue #13). Models and settings are the kit's own
+(`fermusic.cnn8`, `fermusic.resnet`, `fermusic.hparams`, `fermusic.compact`, `fermusic.multimodal`); the training
+loop is a JAX one built on Keras' stateless API: the whole dataset is one uint8 array on the device, each epoch is
+one compiled `lax.scan` that gathers its batches by index, augments them (one random affine per image,
+`keras.ops.image.affine_transform`; for compact and han-*, the kit's own augmentation layers) and steps the
+optimizer, in mixed precision. Each run writes a fermusic run record under `--out`/results.
 
     KERAS_BACKEND=jax python benchmarks/gpu_train.py --data .gpu/fer2013 --out $OUT [--minutes 9] [--runs yu,shinde-cnn]
+    ... --runs compact,han-image,han-vgg16,han-resnet50 --seed 0      # the runs the 2-core CPU cannot finish
     # CPU dry run (what tests/test_gpu_run.py does): --profile quick --limit 40 --epochs 2 --batch 4 --size 32
 
 Usually started through `benchmarks/gpu_run.sh`, which installs the carried wheels and packs the records.
