@@ -315,7 +315,7 @@ def kit_augment(aug:dict):
     for l in stack.layers: l.dtype_policy = keras.DTypePolicy('float32')   # pixels stay float32 under mixed precision
     def f(key, xb):
         for l, k in zip(stack.layers, jax.random.split(key, len(stack.layers))):   # each layer draws from its own key
-            t = l.get_random_transformation(xb, training=True, seed=jax.random.key_data(k))
+            t = l.get_random_transformation(xb, training=True, seed=k)   # Keras' JAX backend takes a key as the seed
             xb = l.transform_images(xb, t, training=True)
         return xb
     return f
