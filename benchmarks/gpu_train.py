@@ -363,8 +363,7 @@ def plan_han(a, kind:str) -> dict:
                 notes=["Han's converge schedule (HAN_ABLATIONS_CPU / HAN_BASELINES_CPU) with the paper's 500-epoch cap, on the GPU: "
                        'the moves (rotation, shift) are the kit\'s augmentation layers on the device'
                        + ('' if kind in APPS else ' (the lesson moves with scikit-image warp; same ranges, bilinear, edge fill)')
-                       + f"; expansion factor {S['factor']}; BN statistics re-estimated on {S['bn_recalibrate']} plain batches; "
-                       'not scored here: test_detected (needs dlib landmarks) and the occlusion tests of `robustness`'])
+                       + f"; expansion factor {S['factor']}; BN statistics re-estimated on {S['bn_recalibrate']} plain batches"])
 
 def recalibrate(model, p:dict, state, xd, train_idx, seed:int, n:int, momentum:float=0.9):
     "`fermusic.train.recalibrate_bn` on the device: BN moving statistics re-estimated on `n` plain shuffled training batches."
@@ -406,7 +405,7 @@ def han_evaluate(rec, model, p:dict, state, d:dict, xd, sp:dict, a, seed:int, pr
     "Score as `run_fer2013` does: 10-pass test (plain + moved), single pass, FER+ faces, and the photometric robustness tests."
     import jax
     from fermusic.data import EMOTIONS
-    from fermusic.multimodal import score, perturb
+    from fermusic.multimodal import score, perturb, noise_counts, PERTURBATIONS
     S, (idx,) = p['han'], sp['tests'].values(); y = sp['y'][idx]
     t0 = time.perf_counter()
     single = proba(predict, state, xd, idx, a.eval_batch)
@@ -421,10 +420,17 @@ def han_evaluate(rec, model, p:dict, state, d:dict, xd, sp:dict, a, seed:int, pr
         rec['dataset']['ferplus_nonface'] = int(d['nonface'].sum())
         keep = ~d['nonface'][idx].astype(bool)
         rec.add_evaluation(score(y[keep], pr[keep], EMOTIONS), 'test_ferplus_faces')
+    pts = d.get('landmarks')   # dlib's, packed by `pack_fer2013.py --landmarks`
+    if pts is not None:        # the paper's cleaning: the faces the detector finds
+        det = d['n_faces'][idx] > 0
+        rec.add_evaluation(score(y[det], pr[det], EMOTIONS), 'test_detected')
+        rec['dataset']['noise'] = noise_counts(dict(n_faces=d['n_faces'], outside=d['outside']))
+    else: rec.notes.append('not scored: test_detected and the occlusion tests (the bundle has no landmarks: '
+                           'gpu_prepare.sh --landmarks)')
     rec.metrics['mean_class_accuracy'] = rec.evaluations['test']['mean_class_accuracy']
     rob = {}
-    for k in ('original', 'bright', 'dark', 'colour'):   # the occlusions need landmarks: left out (noted)
-        xk = d['x'][idx] if k == 'original' else perturb(d['x'][idx][..., None], None, k)[..., 0]
+    for k in PERTURBATIONS if pts is not None else ('original', 'bright', 'dark', 'colour'):
+        xk = d['x'][idx] if k == 'original' else perturb(d['x'][idx][..., None], None if pts is None else pts[idx], k)[..., 0]
         xk = jax.device_put(xk[..., None])
         rob[k] = float(np.mean(proba(predict, state, xk, np.arange(len(idx)), a.eval_batch).argmax(1) == y))
     rec.robustness = rob

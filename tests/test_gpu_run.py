@@ -17,6 +17,13 @@ def test_pack_roundtrip(tmp_path):
     assert d['distinct'] == 69
     b = unpack(tmp_path/'b')
     assert (b['x'] == x).all() and (b['y'] == y).all() and (b['usage'] == u).all()
+    from pack_fer2013 import add_landmarks   # Han's dlib landmarks travel in meta.npz, exactly (whole pixels)
+    pts = rng.integers(0, 48, (70, 68, 2)).astype(np.float32); n = rng.integers(0, 2, 70)
+    add_landmarks(tmp_path/'b', dict(landmarks=pts, n_faces=n, outside=n == 0))
+    b = unpack(tmp_path/'b')
+    assert (b['landmarks'] == pts).all() and (b['n_faces'] == n).all() and (b['outside'] == (n == 0)).all() and (b['x'] == x).all()
+    with pytest.raises(ValueError, match='whole pixels'): add_landmarks(tmp_path/'b', dict(landmarks=pts + 0.5, n_faces=n, outside=n))
+    with pytest.raises(ValueError, match='for 70 faces'): add_landmarks(tmp_path/'b', dict(landmarks=pts[:9], n_faces=n, outside=n))
     with np.load(tmp_path/'b'/'meta.npz') as z: meta = {k: z[k] for k in z.files}
     meta['index'][5] = 0; np.savez(tmp_path/'b'/'meta.npz', **meta)
     with pytest.raises(ValueError, match='SHA-256'): unpack(tmp_path/'b')
@@ -173,11 +180,13 @@ def test_gpu_run_compact_han_dry(tmp_path):
     "gpu_run.sh --runs compact,han-image on the sample: records as run_compact / run_fer2013 write them, each stopped by its "
     "patience; the compact model comes back whole; a call with too little time left skips every run and writes nothing."
     import hashlib
-    from pack_fer2013 import pack
+    from pack_fer2013 import pack, add_landmarks
     from fermusic.data import load_fer2013
     f = load_fer2013(ROOT/'data'/'fer2013_sample')
     nonface = np.arange(len(f.y)) % 7 == 0
     pack(f.x, f.y, f.split, tmp_path/'fer', codec='png', nonface=nonface)
+    rng = np.random.default_rng(0); n_faces = (np.arange(len(f.y)) % 5 != 0).astype(int)   # made-up landmarks: the plumbing
+    add_landmarks(tmp_path/'fer', dict(landmarks=rng.integers(10, 38, (len(f.y), 68, 2)), n_faces=n_faces, outside=n_faces == 0))
     out = tmp_path/'out'
     env = dict(os.environ, OUT=str(out), KERAS_BACKEND='jax', FERMUSIC_OVERRIDES='{"patience": 1}',
                PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
@@ -203,10 +212,12 @@ def test_gpu_run_compact_han_dry(tmp_path):
     m = load_model(out/'compact_fer2013.keras')
     assert m.dtype_policy.name == 'float32' and m.count_params() == c['params_count'] == 58423
     assert h['name'] == 'image-fer2013' and h['params']['kind'] == 'image' and h['params']['tta'] == 10
-    assert set(h['evaluations']) == {'test', 'test_single_pass', 'test_ferplus_faces'} and h['evaluations']['test']['passes'] == 10
+    assert set(h['evaluations']) == {'test', 'test_single_pass', 'test_ferplus_faces', 'test_detected'} and h['evaluations']['test']['passes'] == 10
+    assert h['evaluations']['test_detected']['n'] < 17 and h['dataset']['noise']['images'] == 70 + 17 + 17
     assert h['dataset']['test'] == 17 and h['evaluations']['test_ferplus_faces']['n'] < 17 and 'roc' in h['evaluations']['test']
     assert h['metrics']['mean_class_accuracy'] == h['evaluations']['test']['mean_class_accuracy']
-    assert set(h['robustness']) == {'original', 'bright', 'dark', 'colour'}
+    from fermusic.multimodal import PERTURBATIONS
+    assert set(h['robustness']) == set(PERTURBATIONS)
     assert h['robustness']['original'] == h['evaluations']['test_single_pass']['accuracy']
     # too little time left: every run is skipped, nothing half-written comes back
     out2 = tmp_path/'out2'; env['OUT'] = str(out2)
