@@ -10,8 +10,9 @@
 # `tar xzf records.tgz` in the checkout puts them under results/), cnn8_fer2013.keras.part-NN (Yu's model,
 # split under the 16 MiB per-file limit: `cat cnn8_fer2013.keras.part-* > data/models/cnn8_fer2013.keras`),
 # compact_fer2013.keras (the compact CNN's seed-0 model, whole: `cp` it to data/models/compact_fer2013.keras).
-# Size: the carried data (47.3 MiB), the wheels (5.2 MiB) and the tracked tree (35 MiB) are more than one call
-# carries (64 MiB), so gpu_prepare.sh splits the data into stages (.gpu/stage-K, pack_fer2013.py --stages):
+# Size: the carried data (49.9 MiB with Han's landmarks, 47.3 without), the wheels (5.4 MiB) and the tracked tree
+# (33 MiB) are more than one call carries (64 MiB), so gpu_prepare.sh splits the data into stages (.gpu/stage-K,
+# pack_fer2013.py --stages; measured 2026-11-27: call 1 61.3 MiB, call 2 59.9 MiB):
 #   calls 1..N-1, each carrying one stage:      bash benchmarks/gpu_run.sh --stage   (checks it arrived; seconds)
 #   call N, carrying the last stage and .whl:   bash benchmarks/gpu_run.sh [options] (joins the stages, trains)
 # Make the calls back to back: the stages wait on the warm machine, which is given back when idle.
