@@ -4,11 +4,15 @@
 # Here, first: FERMUSIC_DATA=../shared/data bash benchmarks/gpu_prepare.sh   (wheels in .whl/, data in .gpu/)
 # Then, as the device tool's command, carrying .gpu and .whl:
 #   bash benchmarks/gpu_run.sh [--minutes 9.3] [--runs yu,shinde-cnn,shinde-resnet50,ugochukwu] [gpu_train.py options]
+# Further runs, asked for by name: compact (lesson 15, issue #18; 3 seeds: --seed 0,1,2), han-image, han-vgg16,
+# han-resnet50 (Han et al.'s networks that read the face alone, issue #13; --han-factor 30 for the paper's expansion).
 # What comes back in $OUT (at most 8 files): console.log, device.txt, records.tgz (fermusic run records:
 # `tar xzf records.tgz` in the checkout puts them under results/), cnn8_fer2013.keras.part-NN (Yu's model,
-# split under the 16 MiB per-file limit: `cat cnn8_fer2013.keras.part-* > data/models/cnn8_fer2013.keras`).
-# Size: the carried data (47.3 MiB), the wheels (5.2 MiB) and the tracked tree (35 MiB) are more than one call
-# carries (64 MiB), so gpu_prepare.sh splits the data into stages (.gpu/stage-K, pack_fer2013.py --stages):
+# split under the 16 MiB per-file limit: `cat cnn8_fer2013.keras.part-* > data/models/cnn8_fer2013.keras`),
+# compact_fer2013.keras (the compact CNN's seed-0 model, whole: `cp` it to data/models/compact_fer2013.keras).
+# Size: the carried data (49.9 MiB with Han's landmarks, 47.3 without), the wheels (5.4 MiB) and the tracked tree
+# (33 MiB) are more than one call carries (64 MiB), so gpu_prepare.sh splits the data into stages (.gpu/stage-K,
+# pack_fer2013.py --stages; measured 2026-11-27: call 1 61.3 MiB, call 2 59.9 MiB):
 #   calls 1..N-1, each carrying one stage:      bash benchmarks/gpu_run.sh --stage   (checks it arrived; seconds)
 #   call N, carrying the last stage and .whl:   bash benchmarks/gpu_run.sh [options] (joins the stages, trains)
 # Make the calls back to back: the stages wait on the warm machine, which is given back when idle.
@@ -42,8 +46,8 @@ rc=$?
 tail -n 40 "$OUT/console.log"
 rm -f "$OUT/gpu_train.log"   # the same lines are in console.log
 if [ -d "$OUT/results" ]; then tar czf "$OUT/records.tgz" -C "$OUT" results && rm -rf "$OUT/results"; fi
-if [ -f "$OUT/cnn8_fer2013.keras" ]; then
-  split -b 15m -d "$OUT/cnn8_fer2013.keras" "$OUT/cnn8_fer2013.keras.part-" && rm "$OUT/cnn8_fer2013.keras"
-fi
+for m in "$OUT"/*.keras; do   # a model over the 16 MiB a returned file may hold travels in parts
+  if [ -f "$m" ] && [ "$(stat -c %s "$m")" -gt $((15 * 1024 * 1024)) ]; then split -b 15m -d "$m" "$m.part-" && rm "$m"; fi
+done
 ls -l "$OUT"
 exit $rc

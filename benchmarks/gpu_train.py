@@ -4,13 +4,17 @@
 Runs, in this order, as far as `--minutes` allows: Yu et al.'s CNN8 7x7 (Adam 1e-4, batch 64, up to 500 epochs,
 early stopping on a validation split carved from Training), Shinde et al.'s custom CNN and ResNet50 from scratch
 at 48 px (30 epochs, early stopping, learning-rate reduction), and Ugochukwu's learning-rate experiment at the
-report's schedule (50 epochs per rate, 128 px RGB, FER+ labels). Models and settings are the kit's own
-(`fermusic.cnn8`, `fermusic.resnet`, `fermusic.hparams`); the training loop is a JAX one built on Keras'
-stateless API: the whole dataset is one uint8 array on the device, each epoch is one compiled `lax.scan` that
-gathers its batches by index, augments them with one random affine per image (`keras.ops.image.affine_transform`)
-and steps the optimizer, in mixed precision. Each run writes a fermusic run record under `--out`/results.
+report's schedule (50 epochs per rate, 128 px RGB, FER+ labels). Asked for by name (`--runs`): lesson 15's compact
+CNN at `COMPACT_FULL` (`compact`, issue #18) and Han et al.'s networks that read the face alone, on FER2013 to
+early stopping (`han-image`, `han-vgg16`, `han-resnet50`, issue #13). Models and settings are the kit's own
+(`fermusic.cnn8`, `fermusic.resnet`, `fermusic.hparams`, `fermusic.compact`, `fermusic.multimodal`); the training
+loop is a JAX one built on Keras' stateless API: the whole dataset is one uint8 array on the device, each epoch is
+one compiled `lax.scan` that gathers its batches by index, augments them (one random affine per image,
+`keras.ops.image.affine_transform`; for compact and han-*, the kit's own augmentation layers) and steps the
+optimizer, in mixed precision. Each run writes a fermusic run record under `--out`/results.
 
     KERAS_BACKEND=jax python benchmarks/gpu_train.py --data .gpu/fer2013 --out $OUT [--minutes 9] [--runs yu,shinde-cnn]
+    ... --runs compact,han-image,han-vgg16,han-resnet50 --seed 0      # the runs the 2-core CPU cannot finish
     # CPU dry run (what tests/test_gpu_run.py does): --profile quick --limit 40 --epochs 2 --batch 4 --size 32
 
 Usually started through `benchmarks/gpu_run.sh`, which installs the carried wheels and packs the records.
@@ -19,13 +23,15 @@ import argparse, math, os, sys, time
 from pathlib import Path
 import numpy as np
 
-RUNS = ('yu', 'shinde-cnn', 'shinde-resnet50', 'ugochukwu')
+RUNS = ('yu', 'shinde-cnn', 'shinde-resnet50', 'ugochukwu', 'compact', 'han-image', 'han-vgg16', 'han-resnet50')
+DEFAULT_RUNS = RUNS[:4]   # the papers' schedules of the first calls; compact and han-* are asked for by name
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--data', default='.gpu/fer2013', help='bundle from benchmarks/pack_fer2013.py')
     ap.add_argument('--out', default=os.environ.get('OUT') or 'gpu_out', help='records go to OUT/results/<profile>/<paper>/')
-    ap.add_argument('--runs', default=','.join(RUNS), help=f'comma-separated, in order of value: {",".join(RUNS)}')
+    ap.add_argument('--runs', default=','.join(DEFAULT_RUNS), help=f'comma-separated, in order of value: {",".join(RUNS)} '
+                    f'(default: {",".join(DEFAULT_RUNS)})')
     ap.add_argument('--minutes', type=float, default=9.0, help='wall-clock limit of the whole command (start included)')
     ap.add_argument('--precision', default='mixed_bfloat16', help="Keras dtype policy: mixed_bfloat16, mixed_float16 or float32")
     ap.add_argument('--profile', default='full', choices=['full', 'quick'], help="records' profile (a dry run: quick)")
@@ -33,6 +39,8 @@ def parse(argv=None):
     ap.add_argument('--seed', default='0', help='seed, or comma-separated seeds: every run once per seed; '
                     "the model file is saved from seed 0's run only")
     ap.add_argument('--eval-batch', type=int, default=512, help='faces per prediction step')
+    ap.add_argument('--han-factor', type=int, default=1, help="Han runs: passes over the moved faces per epoch "
+                    "(the paper's expansion: 30; the kit's converge schedule: 1)")
     g = ap.add_argument_group('dry-run shrinkers (each one is written into the records)')
     g.add_argument('--limit', type=int, default=None, help='at most this many Training faces (stratified), and a quarter as many per test split')
     g.add_argument('--epochs', type=int, default=None, help='cap on every run\'s epochs')
@@ -49,8 +57,11 @@ def plan(a) -> list:
     from fermusic.resnet import shinde_settings, build_model, run_name as shinde_name
     out = []
     for r in a.runs.split(','):
+        if r.startswith('han-') and r not in RUNS: plan_han(a, r[4:])   # says why: no landmarks or HOG on the device yet
         if r not in RUNS: raise SystemExit(f'unknown run {r!r}; choose from {",".join(RUNS)}')
-        if r == 'yu':
+        if r == 'compact': out.append(plan_compact(a))
+        elif r.startswith('han-'): out.append(plan_han(a, r.split('-', 1)[1]))
+        elif r == 'yu':
             s = cnn8_settings('full')
             out.append(dict(run='yu', name=f"cnn8-{s['variant']}", paper='yu2020', settings=s, labels='fer2013',
                             build=lambda s=s: cnn8(s['variant'], lr=s['lr'], optimizer=s['optimizer']),
@@ -143,6 +154,8 @@ def make_fns(model, p:dict, batch:int, steps:int):
     import jax, jax.numpy as jnp, keras
     loss_fn, opt = keras.losses.SparseCategoricalCrossentropy(), model.optimizer
     size, channels, aug = p['size'], p['channels'], p['augment'] or {}
+    augf = p.get('augment_fn') or ((lambda k, xb: affine(k, xb, aug)) if aug else None)   # the kit's layers, or one affine
+    wrap = (lambda xb: {p['input']: xb}) if p.get('input') else (lambda xb: xb)           # a model with named inputs
     def prep(xb):
         xb = xb.astype('float32')
         if size != xb.shape[1]: xb = keras.ops.image.resize(xb, (size, size), interpolation='bilinear')
@@ -151,9 +164,9 @@ def make_fns(model, p:dict, batch:int, steps:int):
         tv, ntv, ov, key = carry
         key, ka = jax.random.split(key)
         xb = prep(x[idx]); yb = y[idx]
-        if aug: xb = affine(ka, xb, aug)
+        if augf is not None: xb = augf(ka, xb)
         def lf(tv):
-            pr, ntv2 = model.stateless_call(tv, ntv, xb, training=True)
+            pr, ntv2 = model.stateless_call(tv, ntv, wrap(xb), training=True)
             return loss_fn(yb, pr), (ntv2, pr)
         (l, (ntv2, pr)), g = jax.value_and_grad(lf, has_aux=True)(tv)
         tv2, ov2 = opt.stateless_apply(ov, g, tv)
@@ -166,7 +179,7 @@ def make_fns(model, p:dict, batch:int, steps:int):
         return (tv, ntv, ov), jnp.mean(l), jnp.mean(acc)
     @jax.jit
     def predict(tv, ntv, x, idx):                          # idx: n_batches x eval_batch
-        f = lambda _, i: (None, model.stateless_call(tv, ntv, prep(x[i]), training=False)[0].astype('float32'))
+        f = lambda _, i: (None, model.stateless_call(tv, ntv, wrap(prep(x[i])), training=False)[0].astype('float32'))
         return jax.lax.scan(f, None, idx)[1].reshape(-1, model.output_shape[-1])
     return epoch, predict
 
@@ -206,7 +219,8 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     from fermusic.records import model_fields, recording
     from fermusic.train import run_schedule, classification_metrics, save_for_inference
     t_start = time.time()
-    sp = splits(p, d, seed)
+    sp = splits(p, d, p.get('split_seed', seed))                  # Han's lesson carves validation with seed 0
+    if p.get('kit_augment'): p = dict(p, augment_fn=kit_augment(p['augment']))
     set_seed(seed, deterministic=False)
     model = p['build']()
     model.layers[-1].dtype_policy = keras.DTypePolicy('float32')   # softmax in float32 under mixed precision
@@ -214,9 +228,10 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     lr_var = next(i for i, v in enumerate(opt.variables) if v.path.endswith('learning_rate'))
     state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
              [v.value for v in opt.variables])
-    steps = min(len(sp['train']) // p['batch'], a.steps or math.inf)
+    factor = p.get('factor', 1)                                   # passes over the (moved) faces per epoch
+    steps = min(len(sp['train']) * factor // p['batch'], a.steps or math.inf)
     epoch_fn, predict = make_fns(model, p, p['batch'], steps)
-    yd, tr = jnp.asarray(sp['y'].astype(np.int32)), jnp.asarray(sp['train'].astype(np.int32))
+    yd, tr = jnp.asarray(sp['y'].astype(np.int32)), jnp.asarray(np.tile(sp['train'], factor).astype(np.int32))
     key = jax.random.PRNGKey(seed)
     early = Plateau(*p['early']) if p['early'] else None
     reduce = Plateau(p['reduce'][0], p['reduce'][2], min_delta=1e-4) if p['reduce'] else None
@@ -232,7 +247,8 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
                    root=Path(a.out)/'results') as rec:
         rec.notes.extend(p.get('notes', []) + [
             'trained on the device: the data stay on the GPU; each epoch is one compiled scan over batches gathered by index; '
-            'augmentation is one random affine per image (bilinear, nearest fill) instead of stacked Keras layers; '
+            + ("augmentation is the kit's own Keras layers, each drawing from the loop's key; " if p.get('kit_augment') else
+               'augmentation is one random affine per image (bilinear, nearest fill) instead of stacked Keras layers; ') +
             f'the last partial batch of each epoch is left out; {a.precision} with a float32 softmax'])
         for epoch in range(p['epochs']):
             t0 = time.time(); key, ke = jax.random.split(key)
@@ -260,14 +276,18 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
         stopped = stopped or 'planned_end'
         if best is not None: state = (best[0], best[1], state[2])   # best weights restored, as the kit's EarlyStopping does
         for v, val in zip(model.trainable_variables, state[0]): v.assign(val)
+        if p.get('recalibrate'): state = recalibrate(model, p, state, xd, sp['train'], seed, p['recalibrate'])
         for v, val in zip(model.non_trainable_variables, state[1]): v.assign(val)
         rec.history, rec.epochs_run = hist, epochs_run
         rec.schedule = run_schedule(hist, p['epochs'], stopped, monitor='val_accuracy')
         if early is not None: rec.best_epoch = early.best_epoch + 1
         if stopped == 'time_budget': rec.notes.append(f'stopped by the time limit of the GPU call after {epochs_run} of {p["epochs"]} epochs')
-        for name, idx in sp['tests'].items():
-            pt = proba(predict, state, xd, idx, a.eval_batch)
-            rec.add_evaluation(classification_metrics(sp['y'][idx], pt.argmax(1), EMOTIONS), split=name)
+        if p.get('evaluate'): p['evaluate'](rec, model, p, state, d, xd, sp, a, seed, predict)
+        else:
+            for name, idx in sp['tests'].items():
+                pt = proba(predict, state, xd, idx, a.eval_batch)
+                rec.add_evaluation(classification_metrics(sp['y'][idx], pt.argmax(1), EMOTIONS), split=name)
+        if p.get('extra'): rec.update(p['extra'](model))
         if p.get('test_each'):
             from fermusic.hparams import final_metrics
             rec.metrics = dict(final_metrics(hist), epochs_done=epochs_run); rec.metrics['accuracy_test'] = rec.metrics['test_accuracy']
@@ -280,9 +300,140 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
             keras.mixed_precision.set_global_policy('float32')          # save a float32 copy: same weights, the kit's dtype
             m32 = p['build'](); m32.set_weights(model.get_weights())
             keras.mixed_precision.set_global_policy(a.precision)
-            path = save_for_inference(m32, Path(a.out)/p['save']); rec.update(model_fields(path), model=path.name)
+            path = save_for_inference(m32, Path(a.out)/p['save']); rec.update(model_fields(path), model=p.get('ship', path.name))
     log(f"{p['name']}: {epochs_run} epochs, stopped {stopped}, " + ', '.join(f"{k} {v['accuracy']:.4f}" for k, v in rec.evaluations.items())
         + f", {time.time() - t_start:.0f} s, record {rec.get('path')}")
+
+# --- the compact CNN (issue #18) and Han et al.'s image-only networks (issue #13) ----------------------------
+
+def kit_augment(aug:dict):
+    "The kit's own augmentation stack (`fermusic.train.augmentation`, as `fit_run` builds it) as a pure (key, batch) -> batch."
+    import jax, keras
+    from fermusic.train import augmentation
+    stack = augmentation(**aug)
+    if stack is None: return None
+    for l in stack.layers: l.dtype_policy = keras.DTypePolicy('float32')   # pixels stay float32 under mixed precision
+    def f(key, xb):
+        for l, k in zip(stack.layers, jax.random.split(key, len(stack.layers))):   # each layer draws from its own key
+            t = l.get_random_transformation(xb, training=True, seed=k)   # Keras' JAX backend takes a key as the seed
+            xb = l.transform_images(xb, t, training=True)
+        return xb
+    return f
+
+def plan_compact(a) -> dict:
+    "Lesson 15's compact CNN at `COMPACT_FULL` (Adam 1e-3, batch 32, patience 50, LR patience 12), as `run_compact` trains it."
+    from fermusic.compact import compact_settings, compact_cnn, count_flops, default_compact_path
+    from fermusic.config import rel_path
+    s = compact_settings('full')
+    return dict(run='compact', name='compact', paper='kit', settings=s, labels='fer2013',
+                build=lambda: compact_cnn(s['widths'], s['stem'], lr=s['lr']), val=('fraction', s['val_fraction']),
+                tests=[('PrivateTest', ['PrivateTest']), ('PublicTest', ['PublicTest'])],   # PrivateTest fills `metrics`
+                batch=s['batch_size'], epochs=s['epochs'], augment=dict(s['augment']), kit_augment=True,
+                early=('val_accuracy', s['patience']) if s.get('patience') else None,   # as `standard_callbacks`: 0/None = off
+                reduce=('val_loss', s.get('lr_factor', 0.5), s['lr_patience'], s.get('min_lr', 1e-6)) if s.get('lr_patience') else None,
+                size=48, channels=1, save='compact_fer2013.keras', ship=rel_path(default_compact_path()),   # where the lead puts it
+                extra=lambda m: dict(flops_per_image=count_flops(m)),
+                notes=["lesson 15's run_compact schedule (COMPACT_FULL) on the GPU: the kit's augmentation layers "
+                       '(fermusic.train.augmentation) applied on the device, each layer drawing from the loop\'s key'])
+
+HAN_KINDS = ('image', 'vgg16', 'resnet50')   # the runs that need no landmarks or HOG
+
+def han_gpu_settings(kind:str, factor:int=1) -> dict:
+    "Han's full settings, the kit's converge schedule for `kind` (HAN_ABLATIONS_CPU / HAN_BASELINES_CPU), up to 500 epochs."
+    from fermusic.config import get_overrides
+    from fermusic.multimodal import han_settings, HAN_FULL, HAN_ABLATIONS_CPU, HAN_BASELINES_CPU, APPS
+    over = HAN_BASELINES_CPU if kind in APPS else HAN_ABLATIONS_CPU
+    return {**han_settings('full'), **over, 'models': [kind], 'epochs': HAN_FULL['epochs'], 'factor': factor,
+            **get_overrides()}   # FERMUSIC_OVERRIDES still have the last word
+
+def plan_han(a, kind:str) -> dict:
+    "One of Han et al.'s FER2013 networks that reads the face alone: the image ablation, VGG16 or ResNet50 (from scratch)."
+    if kind not in HAN_KINDS:
+        raise SystemExit(f'han-{kind}: the GPU runs read the face alone (no landmarks or HOG on the device yet); '
+                         f'choose from han-{", han-".join(HAN_KINDS)}')
+    from fermusic.multimodal import build, run_settings, APPS
+    S = han_gpu_settings(kind, a.han_factor); R = run_settings(kind, S)
+    return dict(run=f'han-{kind}', name=f'{kind}-fer2013', paper='han', settings=dict(S, kind=kind), labels='fer2013',
+                build=lambda: build(kind, 7, S), val=('fraction', S['val_fraction']), split_seed=0,
+                tests=[('test', ['PrivateTest'])], batch=S['batch_size'], epochs=R['epochs'], factor=S['factor'],
+                augment=dict(rotation=S['rotation'], translation=S['translation']), kit_augment=True,
+                input=None if kind in APPS else 'image', early=('val_accuracy', R['patience']) if R.get('patience') else None,
+                reduce=('val_loss', R.get('lr_factor') or 0.5, R['lr_patience'], R.get('min_lr') or 1e-6) if R.get('lr_patience') else None,
+                size=48, channels=1, save=None, han=S, recalibrate=S['bn_recalibrate'], evaluate=han_evaluate,
+                notes=["Han's converge schedule (HAN_ABLATIONS_CPU / HAN_BASELINES_CPU) with the paper's 500-epoch cap, on the GPU: "
+                       'the moves (rotation, shift) are the kit\'s augmentation layers on the device'
+                       + ('' if kind in APPS else ' (the lesson moves with scikit-image warp; same ranges, bilinear, edge fill)')
+                       + f"; expansion factor {S['factor']}; BN statistics re-estimated on {S['bn_recalibrate']} plain batches"])
+
+def recalibrate(model, p:dict, state, xd, train_idx, seed:int, n:int, momentum:float=0.9):
+    "`fermusic.train.recalibrate_bn` on the device: BN moving statistics re-estimated on `n` plain shuffled training batches."
+    import jax, jax.numpy as jnp, keras
+    from fermusic.train import all_layers
+    bns = [l for l in all_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    if not bns: return state
+    rng = np.random.default_rng(seed)
+    bs = p['batch']; order = rng.permutation(train_idx)
+    nb = max(len(order) // bs, 1); idx = np.stack([order[(k % nb) * bs:(k % nb + 1) * bs] for k in range(n)])
+    wrap = (lambda xb: {p['input']: xb}) if p.get('input') else (lambda xb: xb)
+    old = [l.momentum for l in bns]
+    for l in bns: l.momentum = momentum                   # read when the step is traced below
+    try:
+        @jax.jit
+        def run(tv, ntv, x, idx):
+            f = lambda ntv, i: (model.stateless_call(tv, ntv, wrap(x[i].astype('float32')), training=True)[1], None)
+            return jax.lax.scan(f, ntv, idx)[0]
+        ntv = run(state[0], state[1], xd, jnp.asarray(idx.astype(np.int32)))
+    finally:
+        for l, m in zip(bns, old): l.momentum = m
+    return (state[0], ntv, state[2])
+
+def moved_predict(model, p:dict):
+    "A compiled (tv, ntv, x, idx, key) -> probabilities of the faces `idx` each moved at random by the run's augmentation."
+    import jax
+    augf = kit_augment(p['augment'])
+    wrap = (lambda xb: {p['input']: xb}) if p.get('input') else (lambda xb: xb)
+    @jax.jit
+    def run(tv, ntv, x, idx, key):
+        def f(key, i):
+            key, k = jax.random.split(key)
+            out = model.stateless_call(tv, ntv, wrap(augf(k, x[i].astype('float32'))), training=False)[0]
+            return key, out.astype('float32')
+        return jax.lax.scan(f, key, idx)[1].reshape(-1, model.output_shape[-1])
+    return run
+
+def han_evaluate(rec, model, p:dict, state, d:dict, xd, sp:dict, a, seed:int, predict):
+    "Score as `run_fer2013` does: 10-pass test (plain + moved), single pass, FER+ faces, and the photometric robustness tests."
+    import jax
+    from fermusic.data import EMOTIONS
+    from fermusic.multimodal import score, perturb, noise_counts, PERTURBATIONS
+    S, (idx,) = p['han'], sp['tests'].values(); y = sp['y'][idx]
+    t0 = time.perf_counter()
+    single = proba(predict, state, xd, idx, a.eval_batch)
+    moved = moved_predict(model, p)   # one test pass of the paper's protocol: every face moved at random
+    n, eb = len(idx), a.eval_batch; pad = jax.numpy.asarray(np.concatenate([idx, np.zeros((-n) % eb, idx.dtype)]).reshape(-1, eb))
+    ps = [single] + [np.asarray(moved(state[0], state[1], xd, pad, jax.random.PRNGKey(seed + 1 + k)))[:n]
+                     for k in range(S['tta'] - 1)]
+    pr = np.mean(ps, axis=0); secs = time.perf_counter() - t0
+    rec.add_evaluation(dict(score(y, pr, EMOTIONS), predict_seconds=secs, passes=len(ps)), 'test')
+    rec.add_evaluation(score(y, single, EMOTIONS), 'test_single_pass')
+    if 'nonface' in d:
+        rec['dataset']['ferplus_nonface'] = int(d['nonface'].sum())
+        keep = ~d['nonface'][idx].astype(bool)
+        rec.add_evaluation(score(y[keep], pr[keep], EMOTIONS), 'test_ferplus_faces')
+    pts = d.get('landmarks')   # dlib's, packed by `pack_fer2013.py --landmarks`
+    if pts is not None:        # the paper's cleaning: the faces the detector finds
+        det = d['n_faces'][idx] > 0
+        rec.add_evaluation(score(y[det], pr[det], EMOTIONS), 'test_detected')
+        rec['dataset']['noise'] = noise_counts(dict(n_faces=d['n_faces'], outside=d['outside']))
+    else: rec.notes.append('not scored: test_detected and the occlusion tests (the bundle has no landmarks: '
+                           'gpu_prepare.sh --landmarks)')
+    rec.metrics['mean_class_accuracy'] = rec.evaluations['test']['mean_class_accuracy']
+    rob = {}
+    for k in PERTURBATIONS if pts is not None else ('original', 'bright', 'dark', 'colour'):
+        xk = d['x'][idx] if k == 'original' else perturb(d['x'][idx][..., None], None if pts is None else pts[idx], k)[..., 0]
+        xk = jax.device_put(xk[..., None])
+        rob[k] = float(np.mean(proba(predict, state, xk, np.arange(len(idx)), a.eval_batch).argmax(1) == y))
+    rec.robustness = rob
 
 def main(argv=None):
     t_start = time.time(); a = parse(argv)

@@ -4,13 +4,15 @@
 The csv (35,887 faces, 79 MiB of pixels; 78 MB as .csv.xz) is too big to carry. The bundle keeps each distinct
 face once (1,851 rows of FER2013 repeat another row pixel for pixel) in mosaics of 4,096 faces, each mosaic a
 lossless image file (JPEG XL through the `pillow-jxl-plugin` package when it is installed, else PNG), plus
-`meta.npz`: labels, Usage, csv rows, the row -> distinct-face index, FER+ majority labels when given, and the
-SHA-256 of the original pixels, which `unpack` checks, so a bundle that does not rebuild FER2013 exactly fails.
+`meta.npz`: labels, Usage, csv rows, the row -> distinct-face index, FER+ majority labels and 'not a face' flags
+when given, and the SHA-256 of the original pixels, which `unpack` checks, so a bundle that does not rebuild
+FER2013 exactly fails.
 
     python benchmarks/pack_fer2013.py [--source ../shared/data/fer2013/fer2013.csv.xz] [--out .gpu/fer2013]
                                       [--ferplus ../shared/data/ferplus/fer2013new.csv.gz] [--codec jxl|png]
     python benchmarks/pack_fer2013.py --travel [--carry .gpu .whl]   # what a device call would carry
     python benchmarks/pack_fer2013.py --stages [--out .gpu/fer2013]  # split the bundle into calls that fit
+    python benchmarks/pack_fer2013.py --landmarks [--source ...]      # add Han's dlib landmarks (2.6 MiB) to meta.npz
 
 A bundle (47 MiB) plus the wheels (5 MiB) plus the tracked tree (35 MiB, 25 of them the shipped CNN8 model) is
 more than one device call carries (64 MiB). `--stages` copies the bundle's files into `.gpu/stage-1`, `.gpu/stage-2`,
@@ -59,6 +61,7 @@ def pack(x:np.ndarray, # N x 48 x 48 uint8 faces, in csv row order
          out:Path|str, # the bundle folder to write (replaced atomically)
          rows:np.ndarray|None=None, # csv row of each face
          ferplus:np.ndarray|None=None, # FER+ majority label per face (-1: none), aligned with x
+         nonface:np.ndarray|None=None, # FER+ 'not a face' (more than 5 of 10 NF votes) per face, aligned with x
          codec:str|None=None, # 'jxl' or 'png'; default: jxl when the plugin is installed
         ) -> dict:
     "Write the bundle; returns its description (files, bytes, distinct faces)."
@@ -89,6 +92,7 @@ def pack(x:np.ndarray, # N x 48 x 48 uint8 faces, in csv row order
                     info=np.array(json.dumps(dict(n=len(x), distinct=len(keep), codec=codec, files=files, tile=TILE, cols=COLS,
                                                   sha256=digest(x), usages=USAGES))))
         if ferplus is not None: meta['ferplus'] = np.asarray(ferplus, np.int8)
+        if nonface is not None: meta['nonface'] = np.asarray(nonface, bool)
         np.savez_compressed(tmp/'meta.npz', **meta)
         if out.exists(): shutil.rmtree(out)
         os.replace(tmp, out)
@@ -119,7 +123,29 @@ def unpack(folder:Path|str, # a bundle written by `pack`
         raise ValueError(f'{folder}: the rebuilt pixels do not match the SHA-256 recorded at packing: the bundle is corrupt; rebuild it')
     out = dict(x=x, y=meta['y'].astype(np.int64), usage=np.array(USAGES)[meta['usage']], rows=meta['rows'].astype(np.int64), info=info)
     if 'ferplus' in meta: out['ferplus'] = meta['ferplus'].astype(np.int64)
+    if 'nonface' in meta: out['nonface'] = meta['nonface'].astype(bool)
+    if 'landmarks' in meta:
+        out.update(landmarks=meta['landmarks'].astype(np.float32), n_faces=meta['n_faces'].astype(np.int64), outside=meta['outside'])
     return out
+
+def add_landmarks(folder:Path|str, # a bundle written by `pack`
+                  feats:dict, # `fermusic.multimodal.cached_features` of the same faces, in the bundle's row order
+                 ) -> int:
+    "Put dlib's 68 landmarks (uint8: whole pixels in the frame), faces found and out-of-frame flags into `meta.npz`; returns its bytes."
+    from fermusic.data import atomic_write
+    folder = Path(folder)
+    with np.load(folder/'meta.npz') as z: meta = {k: z[k] for k in z.files}
+    pts, n = np.asarray(feats['landmarks']), len(meta['y'])
+    if pts.shape != (n, 68, 2):
+        raise ValueError(f'{folder}: landmarks of shape {pts.shape} for {n} faces: compute them from this bundle\'s faces')
+    if not (np.array_equal(pts, np.round(pts)) and pts.min() >= 0 and pts.max() <= 255):
+        raise ValueError(f'{folder}: landmarks must be whole pixels inside the frame (as `face_features` clips dlib\'s points)')
+    meta.update(landmarks=pts.astype(np.uint8), n_faces=np.minimum(feats['n_faces'], 255).astype(np.uint8),
+                outside=np.asarray(feats['outside'], bool))
+    def write(tmp):
+        with open(tmp, 'wb') as fh: np.savez_compressed(fh, **meta)   # a handle: savez would add '.npz' to a name
+    atomic_write(folder/'meta.npz', write)
+    return (folder/'meta.npz').stat().st_size
 
 def _du(p:Path) -> int:
     if p.is_symlink() or p.is_file(): return p.lstat().st_size
@@ -214,8 +240,16 @@ def main(argv=None):
     ap.add_argument('--carry', nargs='*', default=['.gpu', '.whl'])
     ap.add_argument('--stages', action='store_true', help='split the bundle at --out into stages that fit one call each')
     ap.add_argument('--join', action='store_true', help='(on the GPU machine) gather the stages into --out')
+    ap.add_argument('--landmarks', action='store_true', help="add the lesson's dlib landmarks (Han, lesson 20) to the bundle "
+                    'at --out: read from the feature cache, computed there first when missing (about 15 min on 2 cores)')
     a = ap.parse_args(argv)
     if a.join: return print(f'joined: {join_stages(Path(a.out).parent, Path(a.out).name)}')
+    if a.landmarks:   # the same call and cache key as the lesson's `fer2013_data`
+        from fermusic.data import load_fer2013
+        from fermusic.multimodal import cached_features, HAN_FULL
+        f = load_fer2013(a.source, add_channel=True)
+        feats = cached_features(f.x, 'fer2013', upsample=HAN_FULL['upsample'], hog=HAN_FULL['hog'])
+        return print(f"landmarks of {len(f.x)} faces -> {a.out}/meta.npz ({_mib(add_landmarks(a.out, feats))})")
     if a.stages:
         st = write_stages(a.out)
         for k, d in enumerate(st, 1):
@@ -226,12 +260,13 @@ def main(argv=None):
     if not a.travel:
         from fermusic.data import load_fer2013, load_ferplus_labels
         t0 = time.perf_counter(); f = load_fer2013(a.source)
-        plus = None
+        plus = nonface = None
         if a.ferplus:
             if f.rows is None: raise SystemExit('--ferplus matches FER+ labels by csv row: give the FER2013 csv as --source')
-            plus = load_ferplus_labels(a.ferplus)[f.rows]
+            from fermusic.multimodal import ferplus_nonface
+            plus, nonface = load_ferplus_labels(a.ferplus)[f.rows], ferplus_nonface(f.rows, a.ferplus)
         rows = f.rows if f.rows is not None else None
-        desc = pack(f.x, f.y, f.split, a.out, rows=rows, ferplus=plus, codec=a.codec)
+        desc = pack(f.x, f.y, f.split, a.out, rows=rows, ferplus=plus, nonface=nonface, codec=a.codec)
         back = unpack(a.out)  # proves the bundle rebuilds the data exactly (SHA-256)
         assert (back['x'] == (f.x[..., 0] if f.x.ndim == 4 else f.x)).all()
         print(f"{desc['n']} faces ({desc['distinct']} distinct) -> {a.out}: {_mib(desc['bytes'])} as {desc['codec']} "

@@ -17,6 +17,13 @@ def test_pack_roundtrip(tmp_path):
     assert d['distinct'] == 69
     b = unpack(tmp_path/'b')
     assert (b['x'] == x).all() and (b['y'] == y).all() and (b['usage'] == u).all()
+    from pack_fer2013 import add_landmarks   # Han's dlib landmarks travel in meta.npz, exactly (whole pixels)
+    pts = rng.integers(0, 48, (70, 68, 2)).astype(np.float32); n = rng.integers(0, 2, 70)
+    add_landmarks(tmp_path/'b', dict(landmarks=pts, n_faces=n, outside=n == 0))
+    b = unpack(tmp_path/'b')
+    assert (b['landmarks'] == pts).all() and (b['n_faces'] == n).all() and (b['outside'] == (n == 0)).all() and (b['x'] == x).all()
+    with pytest.raises(ValueError, match='whole pixels'): add_landmarks(tmp_path/'b', dict(landmarks=pts + 0.5, n_faces=n, outside=n))
+    with pytest.raises(ValueError, match='for 70 faces'): add_landmarks(tmp_path/'b', dict(landmarks=pts[:9], n_faces=n, outside=n))
     with np.load(tmp_path/'b'/'meta.npz') as z: meta = {k: z[k] for k in z.files}
     meta['index'][5] = 0; np.savez(tmp_path/'b'/'meta.npz', **meta)
     with pytest.raises(ValueError, match='SHA-256'): unpack(tmp_path/'b')
@@ -123,3 +130,97 @@ def test_gpu_run_dry(tmp_path):
     from fermusic.train import load_model
     m = load_model(model)
     assert m.dtype_policy.name == 'float32' and m.count_params() == 6405895
+
+def test_new_runs_plan():
+    "compact and han-* follow the kit's own settings (COMPACT_FULL; Han's converge schedule to 500 epochs); bad names are refused."
+    import gpu_train as G
+    from fermusic.compact import COMPACT_FULL, _AUG
+    from fermusic.multimodal import HAN_ABLATIONS_CPU, HAN_FULL
+    assert set(G.DEFAULT_RUNS) < set(G.RUNS) and G.parse([]).runs == ','.join(G.DEFAULT_RUNS)
+    c, img, vgg, res = G.plan(G.parse(['--runs', 'compact,han-image,han-vgg16,han-resnet50']))
+    assert (c['name'], c['paper'], c['batch'], c['epochs'], c['early'], c['reduce']) == (
+        'compact', 'kit', 32, 1000, ('val_accuracy', 50), ('val_loss', 0.5, 12, 1e-6))
+    assert c['augment'] == _AUG and c['kit_augment'] and c['val'] == ('fraction', COMPACT_FULL['val_fraction'])
+    assert [t for t, _ in c['tests']] == ['PrivateTest', 'PublicTest'] and c['ship'] == 'data/models/compact_fer2013.keras'
+    assert [p['name'] for p in (img, vgg, res)] == ['image-fer2013', 'vgg16-fer2013', 'resnet50-fer2013']
+    for p in (img, vgg, res):
+        assert p['paper'] == 'han' and p['epochs'] == HAN_FULL['epochs'] == 500 and p['factor'] == 1 and p['split_seed'] == 0
+        assert p['early'] == ('val_accuracy', HAN_ABLATIONS_CPU['patience']) and p['reduce'][2] == HAN_ABLATIONS_CPU['lr_patience']
+        assert p['tests'] == [('test', ['PrivateTest'])] and p['han']['tta'] == 10 and p['recalibrate'] == 60
+    assert (img['input'], vgg['input']) == ('image', None)
+    assert G.plan(G.parse(['--runs', 'han-vgg16', '--han-factor', '30']))[0]['factor'] == 30
+    with pytest.raises(SystemExit, match='face alone'): G.plan(G.parse(['--runs', 'han-fusion']))
+    with pytest.raises(SystemExit, match='unknown run'): G.plan(G.parse(['--runs', 'han']))
+
+AUG_CHECK = """
+import numpy as np, jax, jax.numpy as jnp
+import gpu_train as G
+x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 48, 48, 1)).astype('float32'))
+f = jax.jit(G.kit_augment(dict(rotation=10, translation=0.1, zoom=0.1, flip=True)))
+a, b, c = (np.asarray(f(jax.random.PRNGKey(k), x)) for k in (1, 1, 2))
+assert a.dtype == np.float32 and a.shape == x.shape and (a == b).all() and not (a == c).all()
+assert not np.isclose(a, np.asarray(x)).all(axis=(1, 2, 3)).any()   # every face moved
+flip = G.kit_augment(dict(flip=True))
+for k in range(4):                                                   # flips alone: each face as it was or mirrored
+    y = np.asarray(flip(jax.random.PRNGKey(k), x))
+    assert all((yi == xi).all() or (yi == xi[:, ::-1]).all() for yi, xi in zip(y, np.asarray(x)))
+assert G.kit_augment({}) is None
+print('moved')
+"""
+
+def test_kit_augment():
+    "The kit's augmentation layers as a pure function on the device: same key, same moves; another key, other moves."
+    env = dict(os.environ, KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
+        [str(ROOT/'benchmarks'), str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    r = subprocess.run([sys.executable, '-c', AUG_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and 'moved' in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+
+@pytest.mark.slow   # several minutes of CPU (compiles two models): run with `pytest -m slow` after changing benchmarks/
+def test_gpu_run_compact_han_dry(tmp_path):
+    "gpu_run.sh --runs compact,han-image on the sample: records as run_compact / run_fer2013 write them, each stopped by its "
+    "patience; the compact model comes back whole; a call with too little time left skips every run and writes nothing."
+    import hashlib
+    from pack_fer2013 import pack, add_landmarks
+    from fermusic.data import load_fer2013
+    f = load_fer2013(ROOT/'data'/'fer2013_sample')
+    nonface = np.arange(len(f.y)) % 7 == 0
+    pack(f.x, f.y, f.split, tmp_path/'fer', codec='png', nonface=nonface)
+    rng = np.random.default_rng(0); n_faces = (np.arange(len(f.y)) % 5 != 0).astype(int)   # made-up landmarks: the plumbing
+    add_landmarks(tmp_path/'fer', dict(landmarks=rng.integers(10, 38, (len(f.y), 68, 2)), n_faces=n_faces, outside=n_faces == 0))
+    out = tmp_path/'out'
+    env = dict(os.environ, OUT=str(out), KERAS_BACKEND='jax', FERMUSIC_OVERRIDES='{"patience": 1}',
+               PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
+    cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'), '--profile', 'quick',
+           '--runs', 'compact,han-image', '--limit', '70', '--epochs', '6', '--batch', '4', '--steps', '1', '--eval-batch', '16']
+    r = subprocess.run(cmd + ['--minutes', '25'], env=env, capture_output=True, text=True, timeout=1600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ['compact_fer2013.keras', 'console.log', 'device.txt', 'records.tgz'], names
+    with tarfile.open(out/'records.tgz') as t:
+        recs = {m.name.split('/')[2]: json.load(t.extractfile(m)) for m in t.getmembers() if m.name.endswith('.json')}
+    c, h = recs['kit'], recs['han']
+    for rec in (c, h):   # patience 1: stopped at the first epoch that did not beat the one before
+        s = rec['schedule']
+        assert s['stopped'] == 'converged' and rec['best_epoch'] == rec['epochs_run'] - 1 < 6, s
+        assert rec['profile'] == 'quick' and rec['hardware']['keras_backend'] == 'jax' and rec['overrides'] == {'patience': 1}
+    assert c['name'] == 'compact' and c['params']['lr_patience'] == 12 and c['params']['augment']['zoom'] == 0.1
+    assert list(c['evaluations']) == ['PrivateTest', 'PublicTest'] and c['metrics']['accuracy'] == c['evaluations']['PrivateTest']['accuracy']
+    assert c['dataset']['train'] + c['dataset']['val'] == 70 and c['dataset']['private_test'] == 17 and c['flops_per_image'] == 11040896
+    model = (out/'compact_fer2013.keras').read_bytes()
+    assert c['model'] == 'data/models/compact_fer2013.keras' and c['model_sha256'] == hashlib.sha256(model).hexdigest()
+    from fermusic.train import load_model
+    m = load_model(out/'compact_fer2013.keras')
+    assert m.dtype_policy.name == 'float32' and m.count_params() == c['params_count'] == 58423
+    assert h['name'] == 'image-fer2013' and h['params']['kind'] == 'image' and h['params']['tta'] == 10
+    assert set(h['evaluations']) == {'test', 'test_single_pass', 'test_ferplus_faces', 'test_detected'} and h['evaluations']['test']['passes'] == 10
+    assert h['evaluations']['test_detected']['n'] < 17 and h['dataset']['noise']['images'] == 70 + 17 + 17
+    assert h['dataset']['test'] == 17 and h['evaluations']['test_ferplus_faces']['n'] < 17 and 'roc' in h['evaluations']['test']
+    assert h['metrics']['mean_class_accuracy'] == h['evaluations']['test']['mean_class_accuracy']
+    from fermusic.multimodal import PERTURBATIONS
+    assert set(h['robustness']) == set(PERTURBATIONS)
+    assert h['robustness']['original'] == h['evaluations']['test_single_pass']['accuracy']
+    # too little time left: every run is skipped, nothing half-written comes back
+    out2 = tmp_path/'out2'; env['OUT'] = str(out2)
+    r = subprocess.run(cmd + ['--minutes', '0.6'], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and 'compact seed 0: skipped' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p.name for p in out2.iterdir()) == ['console.log', 'device.txt']
