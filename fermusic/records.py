@@ -27,7 +27,7 @@ from fermusic.config import (
 # %% auto #0
 __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
            'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'model_fields', 'load_records',
-           'records_frame', 'evidence_key', 'full_records', 'compare', 'Claim', 'record_value']
+           'records_frame', 'settled', 'evidence_key', 'full_records', 'compare', 'Claim', 'record_value']
 
 # %% ../nbs/02_records.ipynb #ce001fff
 def git_state(
@@ -360,16 +360,27 @@ def records_frame(
     return pd.DataFrame(rows)
 
 # %% ../nbs/02_records.ipynb #55e6e955
+def settled(
+    # a run's `schedule` (`fermusic.train.run_schedule`); None: nothing trained by epochs
+    s: dict | None,
+) -> bool:
+    """Whether a schedule can back a verdict: no epochs, converged, or its planned end with
+    validation no longer improving."""
+    return (
+        s is None
+        or s.get('stopped') == 'converged'
+        or (s.get('stopped') == 'planned_end' and s.get('still_improving') is False)
+    )
+
+
 def evidence_key(
     r: dict,  # a run record
 ) -> tuple:
     """Sort key of a record as evidence for a paper's claim: a finished schedule first, then the
     paper's own recipe (no overrides), then the newest."""
-    s = r.get('schedule') or {}
-    done = s.get('stopped') == 'converged' or (
-        s.get('stopped') == 'planned_end' and s.get('still_improving') is False
-    )
-    return (done, not r.get('overrides'), r.get('started', ''))
+    s = r.get('schedule')
+    # a record without a schedule is not a finished one here
+    return (bool(s) and settled(s), not r.get('overrides'), r.get('started', ''))
 
 
 def full_records(

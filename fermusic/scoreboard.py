@@ -8,16 +8,15 @@ import datetime as dt, html, importlib, importlib.util, json, math, re, statisti
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_profile, repo_root, results_dir, kit_env, OVERRIDES_ENV
-from .records import Claim, full_records, load_records, record_value, to_jsonable
+from .records import Claim, full_records, load_records, record_value, settled, to_jsonable
 from .train import run_schedule, wilson_interval
 
 # %% auto #0
 __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'COLUMNS', 'ROW_COLUMNS', 'PAPER_NUMBERS',
-           'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'run_label', 'schedule_of', 'settled',
-           'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text',
-           'one_class_share', 'judge', 'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt', 'board_text',
-           'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown', 'majority_floor', 'quick_check',
-           'quick_text', 'reproduce']
+           'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'run_label', 'schedule_of', 'schedule_text',
+           'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text', 'one_class_share', 'judge',
+           'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt', 'board_text', 'paper_rows', 'coverage',
+           'coverage_text', 'scoreboard_markdown', 'majority_floor', 'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
 PAPERS = {
@@ -131,18 +130,6 @@ def schedule_of(
         hist['val_accuracy'] = h['val_accuracy']
     return dict(
         run_schedule(hist, planned, stopped), derived_from='the record (it predates `schedule`)'
-    )
-
-
-def settled(
-    s: dict | None,  # from `schedule_of`
-) -> bool:
-    """Whether a schedule can back a verdict: no epochs, converged, or its planned end with
-    validation no longer improving."""
-    return (
-        s is None
-        or s['stopped'] == 'converged'
-        or (s['stopped'] == 'planned_end' and s.get('still_improving') is False)
     )
 
 
