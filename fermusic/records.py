@@ -26,8 +26,9 @@ from fermusic.config import (
 
 # %% auto #0
 __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
-           'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'model_fields', 'load_records',
-           'records_frame', 'settled', 'evidence_key', 'full_records', 'compare', 'Claim', 'record_value']
+           'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'model_fields', 'record_of_model',
+           'load_records', 'records_frame', 'settled', 'evidence_key', 'full_records', 'compare', 'Claim',
+           'record_value']
 
 # %% ../nbs/02_records.ipynb #ce001fff
 def git_state(
@@ -303,6 +304,30 @@ def model_fields(
         model=rel_path(p),
         model_bytes=p.stat().st_size,
         model_sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
+    )
+
+# %% ../nbs/02_records.ipynb #8a99465c
+def record_of_model(
+    recs: list,  # run records, e.g. one run's from `full_records`
+    path: Path | str,  # a saved model file
+) -> dict:
+    """The first of `recs` whose `model_sha256` is the SHA-256 of the file at `path`: the run that
+    saved it."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f'{p}: no such model file; train the run that saves it, or pass the path of a saved '
+            'model'
+        )
+    sha = model_fields(p)['model_sha256']
+    for r in recs:
+        if r.get('model_sha256') == sha:
+            return r
+    raise ValueError(
+        f'{p}: none of the {len(recs)} records given saved this file (SHA-256 {sha[:12]}...): it '
+        'was '
+        'changed or replaced after its run, or its record is not committed. Restore the file its '
+        'record names, or re-run the training that saves it.'
     )
 
 # %% ../nbs/02_records.ipynb #98a1d63b
