@@ -115,6 +115,22 @@ class EpochTimer(keras.callbacks.Callback):
         if logs is not None:
             logs['epoch_seconds'] = time.perf_counter() - self._t
 
+# %% ../nbs/03_train.ipynb #dc96dcb8
+def _build_for_fit(
+    model: keras.Model,  # a compiled model
+    y,  # training labels (None: none known, the metrics are left to Keras)
+):
+    "Build the optimizer's and the compiled metrics' variables before the first training step."
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    outs = getattr(model, 'outputs', None) or []
+    if y is None or len(outs) != 1:
+        return
+    out = outs[0]
+    y_pred = np.zeros((1, *out.shape[1:]), out.dtype)
+    model.compute_metrics(None, np.asarray(y[:1]), y_pred)
+    model.reset_metrics()
+
 # %% ../nbs/03_train.ipynb #5c974f82
 def fit(
     model: keras.Model,  # a compiled model
@@ -152,6 +168,7 @@ def fit(
         checkpoint.attach(train, augment, callbacks)
         cbs.append(checkpoint)
         start = epochs if checkpoint.meta['finished'] else checkpoint.initial_epoch
+    _build_for_fit(model, y if y is not None else getattr(train, 'y', None))
     h = model.fit(
         train,
         validation_data=vdata,
