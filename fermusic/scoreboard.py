@@ -87,9 +87,11 @@ EVIDENCE_VERDICT = {
 
 
 def run_label(rec: dict) -> str:
-    "Where and when a record was made: 'name · CPU x2 · 2026-11-21' or with its accelerators."
+    """Where and when a record was made: 'name · CPU x2 · 2026-11-21', or with its device's kind
+    ('NVIDIA H200') where the record has it, else its accelerators."""
     hw = rec.get('hardware') or {}
-    dev = ', '.join(hw.get('accelerators') or []) or f"CPU x{hw.get('cpu_count', '?')}"
+    kind = (rec.get('throughput') or {}).get('device_kind')
+    dev = kind or ', '.join(hw.get('accelerators') or []) or f"CPU x{hw.get('cpu_count', '?')}"
     return f"{rec['name']} · {dev} · {(rec.get('started') or '')[:10]}"
 
 
