@@ -222,7 +222,7 @@ class RunRecord(dict):
             }
         return self
 
-
+# %% ../nbs/02_records.ipynb #445e8c66
 def record_path(rec: dict, root: Path | str | None = None) -> Path:
     "Where `rec` is written: <root>/<profile>/<paper>/<name>__seed<seed>__<timestamp>.json."
     stamp = rec['started'].replace(':', '').replace('-', '').split('.')[0].replace('+0000', 'Z')
@@ -247,6 +247,19 @@ def _reads_sample(dataset: dict | None) -> bool:
         return False
 
 
+def _check_not_sample(
+    profile: str,  # the record's profile
+    dataset: dict | None,  # the record's dataset fields
+):
+    "Refuse a full-profile record of a run on the shipped sample."
+    if profile == 'full' and _reads_sample(dataset):
+        raise ValueError(
+            f"a full-profile record of a run on the shipped sample ({dataset['path']}): the data "
+            f"were found in the quick profile. Set {PROFILE_ENV}=full and {DATA_ENV} "
+            "(or `fermusic --profile full`) before the run, or record it as quick."
+        )
+
+# %% ../nbs/02_records.ipynb #5815a563
 @contextmanager
 def recording(
     name: str,  # what was run, e.g. 'cnn8-7x7'
@@ -276,13 +289,7 @@ def recording(
         history={},
         notes=[],
     )
-    if rec['profile'] == 'full' and _reads_sample(dataset):
-        raise ValueError(
-            f"a full-profile record of a run on the shipped sample ({dataset['path']}): the data "
-            "were "
-            "found in the quick profile. Set {PROFILE_ENV}=full (or `fermusic --profile full`) and "
-            f"{DATA_ENV} before the run, or record it as quick."
-        )
+    _check_not_sample(rec['profile'], dataset)
     # the code and machine the run starts with
     rec.update(git=git_state(), versions=package_versions(), hardware=hardware())
     t0 = time.perf_counter()
