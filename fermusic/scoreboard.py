@@ -94,7 +94,7 @@ def run_label(rec: dict) -> str:
     dev = kind or ', '.join(hw.get('accelerators') or []) or f"CPU x{hw.get('cpu_count', '?')}"
     return f"{rec['name']} · {dev} · {(rec.get('started') or '')[:10]}"
 
-
+# %% ../nbs/90_scoreboard.ipynb #22a44fac
 def schedule_of(
     rec: dict | None,  # a run record
 ) -> dict | None:
@@ -266,7 +266,68 @@ def one_class_share(
     cols = np.asarray(ev['confusion']).sum(axis=0)
     return float(cols.max() / max(cols.sum(), 1)), ev['labels'][int(cols.argmax())]
 
+# %% ../nbs/90_scoreboard.ipynb #dde50b37
+def _ours(
+    claim: Claim,  # the claim
+    runs: list,  # the records of its run, best evidence first
+    arith: bool,  # ours is arithmetic on the paper's own numbers (no record)
+) -> tuple:
+    """(ours, sd, the seeds' values, how many seeds were left out unsettled): the judged record's
+    value, or the mean of its seeds'."""
+    rec = runs[0] if runs else None
+    # a settled run is judged with the seeds that settled too; the others are named, not averaged
+    trained = claim.evidence in ('run', 'substitute')
+    seeds, unsettled = judged_seeds(runs) if trained else (seed_runs(runs), 0)
+    vals = (
+        []
+        if arith
+        else [v for v in (record_value(r, claim.metric) for r in seeds) if v is not None]
+    )
+    # arithmetic on the paper: no record
+    ours = claim.metric(None) if arith else record_value(rec, claim.metric)
+    sd = None
+    if len(vals) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        # several seeds: their mean and spread
+        ours, sd = statistics.fmean(vals), statistics.stdev(vals)
+    return ours, sd, vals, unsettled
 
+
+def _verdict(
+    claim: Claim,  # a claim with a paper value and ours
+    row: dict,  # its row so far (`ours`, `reason`)
+    rec: dict | None,  # the judged record
+    vals: list,  # the seeds' values
+    sched: dict | None,  # the judged run's schedule
+) -> dict:
+    "The row with its tolerance, difference and verdict."
+    tol, how = claim.tolerance, ''
+    if tol is None:
+        tol, how = rule_tolerance(claim, rec or {}, vals)
+    if tol is None and claim.evidence == 'substitute':
+        how = 'no tolerance: other data or settings, never judged'
+    elif tol is None:
+        raise ValueError(
+            f"{claim.paper}: claim {claim.claim!r}: the tolerance rule needs a rate in an "
+            f"evaluation, not {claim.metric!r}: give the Claim a `tolerance` and its reason"
+        )
+    share, label = one_class_share(rec or {}, claim.metric)
+    row.update(
+        tol=tol,
+        diff=row['ours'] - claim.paper_value,
+        reason='. '.join(s for s in (how, row['reason']) if s),
+    )
+    if claim.evidence != 'run':
+        verdict = EVIDENCE_VERDICT[claim.evidence]
+    elif share is not None and share >= FAILED_SHARE:
+        verdict = 'failed run'
+        row['reason'] = f'predicts {label} for {share:.0%} of the test faces. ' + row['reason']
+    elif not settled(sched):
+        verdict = 'under-trained'
+    else:
+        verdict = 'reproduced' if abs(row['diff']) <= tol else 'not reproduced'
+    return dict(row, verdict=verdict)
+
+# %% ../nbs/90_scoreboard.ipynb #7c580485
 def judge(
     claim: Claim,  # the claim
     recs: dict,  # {record name: [records, best evidence first]}
@@ -297,20 +358,7 @@ def judge(
         return dict(row, verdict='not measurable here')
     runs = recs.get(claim.record) or []
     rec = runs[0] if runs else None
-    # a settled run is judged with the seeds that settled too; the others are named, not averaged
-    trained = claim.evidence in ('run', 'substitute')
-    seeds, unsettled = judged_seeds(runs) if trained else (seed_runs(runs), 0)
-    vals = (
-        []
-        if arith
-        else [v for v in (record_value(r, claim.metric) for r in seeds) if v is not None]
-    )
-    # arithmetic on the paper: no record
-    ours = claim.metric(None) if arith else record_value(rec, claim.metric)
-    if len(vals) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-        # several seeds: their mean and spread
-        ours = statistics.fmean(vals)
-        row['sd'] = statistics.stdev(vals)
+    ours, row['sd'], vals, unsettled = _ours(claim, runs, arith)
     srec = (recs.get(claim.schedule_record) or [None])[0] if claim.schedule_record else rec
     # arithmetic trains nothing
     sched = schedule_of(srec) if claim.evidence in ('run', 'substitute') else None
@@ -331,32 +379,7 @@ def judge(
         return dict(row, verdict='not run yet')
     if claim.paper_value is None:
         return dict(row, verdict='no number in the paper')
-    tol, how = claim.tolerance, ''
-    if tol is None:
-        tol, how = rule_tolerance(claim, rec or {}, vals)
-    if tol is None and claim.evidence == 'substitute':
-        how = 'no tolerance: other data or settings, never judged'
-    elif tol is None:
-        raise ValueError(
-            f"{claim.paper}: claim {claim.claim!r}: the tolerance rule needs a rate in an "
-            f"evaluation, not {claim.metric!r}: give the Claim a `tolerance` and its reason"
-        )
-    share, label = one_class_share(rec or {}, claim.metric)
-    row.update(
-        tol=tol,
-        diff=ours - claim.paper_value,
-        reason='. '.join(s for s in (how, row['reason']) if s),
-    )
-    if claim.evidence != 'run':
-        verdict = EVIDENCE_VERDICT[claim.evidence]
-    elif share is not None and share >= FAILED_SHARE:
-        verdict = 'failed run'
-        row['reason'] = f'predicts {label} for {share:.0%} of the test faces. ' + row['reason']
-    elif not settled(sched):
-        verdict = 'under-trained'
-    else:
-        verdict = 'reproduced' if abs(row['diff']) <= tol else 'not reproduced'
-    return dict(row, verdict=verdict)
+    return _verdict(claim, row, rec, vals, sched)
 
 # %% ../nbs/90_scoreboard.ipynb #d2ccf397
 COLUMNS = [
