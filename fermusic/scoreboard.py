@@ -778,6 +778,74 @@ def _md_table(df: pd.DataFrame) -> str:
     )
 
 
+def _write_report(
+    out: Path,  # the report folder
+    title: str,  # the command that made it
+    parts: list,  # [(heading, text or table)]
+):
+    "Write the same report as report.md and report.html in `out`."
+    md = (
+        f'# {title}\n\n'
+        + '\n\n'.join(
+            f'## {h}\n\n' + (_md_table(x) if isinstance(x, pd.DataFrame) else x) for h, x in parts
+        )
+        + '\n'
+    )
+    (out / 'report.md').write_text(md, encoding='utf-8')
+    (out / 'report.html').write_text(_html_report(title, parts), encoding='utf-8')
+
+# %% ../nbs/90_scoreboard.ipynb #a53f3389
+def _lessons(
+    papers: list,  # paper keys
+    # {paper: [notebook paths]}; None: the lessons in nbs/ (`PAPER_LESSONS`)
+    notebooks: dict | None,
+) -> tuple:
+    "([(paper, notebook)] to run, [(paper, notebook)] not in this checkout)."
+    nbdir = (repo_root() or Path.cwd()) / 'nbs'
+    todo, skipped = [], []
+    for p in papers:
+        paths = (
+            [Path(x) for x in notebooks.get(p, [])]
+            if notebooks is not None
+            else [nbdir / f'{n}.ipynb' for n, _ in PAPER_LESSONS[p]]
+        )
+        for nb in paths:
+            (todo if nb.exists() else skipped).append((p, nb))
+    return todo, skipped
+
+
+def _run_lesson(
+    nb: Path,  # the notebook
+    out: Path,  # the folder its executed copy goes to
+    profile: str,  # 'quick' or 'full'
+    paper: str,  # what `reproduce` was asked for (the records' command names it)
+    timeout: int | None,  # seconds allowed per cell
+    overrides: str | None,  # JSON settings; default: $FERMUSIC_OVERRIDES (as set)
+) -> tuple:
+    "(ok, error) of one headless run of `nb`; the error is its first and last line."
+    from fermusic.notebooks import execute_notebook
+
+    try:
+        env = kit_env()
+        # what the records name
+        cmd = env.command or f'fermusic reproduce {paper} --profile {profile}'
+        execute_notebook(
+            nb,
+            profile=profile,
+            out=out / nb.name,
+            timeout=timeout,
+            command=cmd,
+            overrides=overrides or env.raw.get(OVERRIDES_ENV),
+        )
+        return True, ''
+    except Exception as e:
+        msg = [l for l in re.sub(r'\x1b\[[0-9;]*m', '', str(e)).splitlines() if l.strip()] or [
+            type(e).__name__
+        ]
+        # what failed, and the error it raised
+        return False, msg[0] + (f' ... {msg[-1].strip()}' if len(msg) > 1 else '')
+
+# %% ../nbs/90_scoreboard.ipynb #9d358d27
 def reproduce(
     paper: str = 'all',  # a key of `PAPERS`, or 'all'
     profile: str | None = None,  # 'quick' or 'full'; default: the active profile
@@ -793,21 +861,10 @@ def reproduce(
 ) -> dict:
     """Run `paper`'s notebooks headless with `profile`, write report.md and report.html, and return
     the outcome (`status` 0 or 1)."""
-    from fermusic.notebooks import execute_notebook
-
     profile, papers = get_profile(profile), check_paper(paper)
     out = Path(out or Path(root or results_dir()) / profile / 'reproduce' / paper)
     (out / 'notebooks').mkdir(parents=True, exist_ok=True)
-    nbdir = (repo_root() or Path.cwd()) / 'nbs'
-    todo, skipped = [], []
-    for p in papers:
-        paths = (
-            [Path(x) for x in notebooks.get(p, [])]
-            if notebooks is not None
-            else [nbdir / f'{n}.ipynb' for n, _ in PAPER_LESSONS[p]]
-        )
-        for nb in paths:
-            (todo if nb.exists() else skipped).append((p, nb))
+    todo, skipped = _lessons(papers, notebooks)
     for p, nb in skipped:
         echo(f'skipped {nb.name}: lesson not merged yet')
     if not todo:
@@ -817,25 +874,7 @@ def reproduce(
     for i, (p, nb) in enumerate(todo, 1):
         echo(f'[{i}/{len(todo)}] {p}: {nb.name} ({profile} profile) ...')
         t0 = time.perf_counter()
-        try:
-            env = kit_env()
-            # what the records name
-            cmd = env.command or f'fermusic reproduce {paper} --profile {profile}'
-            execute_notebook(
-                nb,
-                profile=profile,
-                out=out / 'notebooks' / nb.name,
-                timeout=timeout,
-                command=cmd,
-                overrides=overrides or env.raw.get(OVERRIDES_ENV),
-            )
-            ok, err = True, ''
-        except Exception as e:
-            msg = [l for l in re.sub(r'\x1b\[[0-9;]*m', '', str(e)).splitlines() if l.strip()] or [
-                type(e).__name__
-            ]
-            # what failed, and the error it raised
-            ok, err = False, msg[0] + (f' ... {msg[-1].strip()}' if len(msg) > 1 else '')
+        ok, err = _run_lesson(nb, out / 'notebooks', profile, paper, timeout, overrides)
         secs = round(time.perf_counter() - t0, 1)
         echo(
             f'[{i}/{len(todo)}] {nb.name}: {"ok" if ok else "FAILED"} in {secs} s'
@@ -881,15 +920,7 @@ def reproduce(
             )
         )
     parts.append(('Scoreboard: paper vs ours (full-profile records)', board_text(board)))
-    md = (
-        f'# {title}\n\n'
-        + '\n\n'.join(
-            f'## {h}\n\n' + (_md_table(x) if isinstance(x, pd.DataFrame) else x) for h, x in parts
-        )
-        + '\n'
-    )
-    (out / 'report.md').write_text(md, encoding='utf-8')
-    (out / 'report.html').write_text(_html_report(title, parts), encoding='utf-8')
+    _write_report(out, title, parts)
     echo(f'{verdict}; report: {out / "report.md"} and report.html')
     return dict(
         status=status,
