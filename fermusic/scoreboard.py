@@ -427,7 +427,7 @@ def scoreboard(
             )
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)  # object: counts stay integers
 
-
+# %% ../nbs/90_scoreboard.ipynb #8d4a6fe6
 def summary(
     board: pd.DataFrame,  # from `scoreboard`
 ) -> pd.DataFrame:
@@ -684,7 +684,47 @@ def majority_floor(
     top = max(ev['per_class'][l]['support'] for l in ev['labels'])
     return wilson_interval(top, ev['n'], level)[1], top / ev['n'], ev['n']
 
+# %% ../nbs/90_scoreboard.ipynb #36d011a2
+def _quick_row(
+    c: Claim,  # a claim
+    recs: list,  # the quick records that count, newest first
+) -> dict:
+    "One claim's row of `quick_check`: its quick value against its check, and the status."
+    name = c.quick_record or c.record
+    row = dict(
+        paper=c.paper,
+        claim=c.claim,
+        expected=None,
+        tol=None,
+        quick=None,
+        diff=None,
+        status='no quick check',
+        run='',
+    )
+    if c.quick is None or name is None:
+        return row
+    rec = next((r for r in recs if r['paper'] == c.paper and r['name'] == name), None)
+    v = record_value(rec, c.metric)
+    row.update(quick=v, run=run_label(rec) if rec else '')
+    if v is None:
+        row['status'] = 'no quick record'
+    # above the floor: expected is the floor, tol its margin over the majority
+    elif c.quick[0] == LEARNS[0]:
+        floor, major, _ = majority_floor(rec, c.metric, c.quick[1])
+        row.update(
+            expected=floor,
+            tol=floor - major,
+            diff=v - floor,
+            status='ok' if v > floor else 'NOT LEARNING',
+        )
+    else:
+        exp, tol = c.quick
+        row.update(
+            expected=exp, tol=tol, diff=v - exp, status='ok' if abs(v - exp) <= tol else 'DRIFT'
+        )
+    return row
 
+# %% ../nbs/90_scoreboard.ipynb #495caaa6
 def quick_check(
     claims: list | None = None,  # default: `collect_claims()`
     root: Path | str | None = None,  # results folder; default: `results_dir()`
@@ -699,43 +739,7 @@ def quick_check(
         for r in load_records(root, profile='quick')
         if since is None or r.get('started', '') >= since
     ]
-    rows = []
-    for c in claims:
-        name = c.quick_record or c.record
-        row = dict(
-            paper=c.paper,
-            claim=c.claim,
-            expected=None,
-            tol=None,
-            quick=None,
-            diff=None,
-            status='no quick check',
-            run='',
-        )
-        if c.quick is not None and name is not None:
-            rec = next((r for r in recs if r['paper'] == c.paper and r['name'] == name), None)
-            v = record_value(rec, c.metric)
-            row.update(quick=v, run=run_label(rec) if rec else '')
-            if v is None:
-                row['status'] = 'no quick record'
-            # above the floor: expected is the floor, tol its margin over the majority
-            elif c.quick[0] == LEARNS[0]:
-                floor, major, _ = majority_floor(rec, c.metric, c.quick[1])
-                row.update(
-                    expected=floor,
-                    tol=floor - major,
-                    diff=v - floor,
-                    status='ok' if v > floor else 'NOT LEARNING',
-                )
-            else:
-                exp, tol = c.quick
-                row.update(
-                    expected=exp,
-                    tol=tol,
-                    diff=v - exp,
-                    status='ok' if abs(v - exp) <= tol else 'DRIFT',
-                )
-        rows.append(row)
+    rows = [_quick_row(c, recs) for c in claims]
     return pd.DataFrame(rows, dtype=object)  # object: counts stay integers
 
 
