@@ -582,7 +582,7 @@ PAPER_NUMBERS = [
     ),
 ]
 
-
+# %% ../nbs/90_scoreboard.ipynb #68854565
 def coverage(
     board: pd.DataFrame | None = None,  # from `scoreboard`; default: `scoreboard()`
 ) -> pd.DataFrame:
@@ -849,6 +849,27 @@ def _run_lesson(
         # what failed, and the error it raised
         return False, msg[0] + (f' ... {msg[-1].strip()}' if len(msg) > 1 else '')
 
+# %% ../nbs/90_scoreboard.ipynb #8103b16c
+def _outcome(
+    ran: list,  # a dict per notebook run: its `status`
+    todo: list,  # the notebooks there were to run
+    qc: pd.DataFrame,  # the quick check of the records they wrote (empty: full profile)
+    profile: str,  # 'quick' or 'full'
+) -> tuple:
+    "(status, verdict) of a `reproduce` run: 0 when every notebook ran and every quick check is ok."
+    bad = [] if qc.empty else qc[qc.status.isin(QUICK_FAILS)]
+    failed = [r for r in ran if r['status'] != 'ok']
+    status = int(bool(failed) or len(bad) > 0 or not todo)
+    verdict = (
+        'all notebooks ran' + (', every quick check ok' if profile == 'quick' else '')
+        if not status
+        else 'no notebook ran'
+        if not todo
+        else f'{len(failed)} notebook(s) failed, {len(bad)} quick check(s) outside tolerance, '
+        'not learning or missing'
+    )
+    return status, verdict
+
 # %% ../nbs/90_scoreboard.ipynb #9d358d27
 def reproduce(
     paper: str = 'all',  # a key of `PAPERS`, or 'all'
@@ -899,18 +920,8 @@ def reproduce(
         if profile == 'quick'
         else pd.DataFrame()
     )
-    bad = [] if qc.empty else qc[qc.status.isin(QUICK_FAILS)]
-    failed = [r for r in ran if r['status'] != 'ok']
-    status = int(bool(failed) or len(bad) > 0 or not todo)
+    status, verdict = _outcome(ran, todo, qc, profile)
     ranf = pd.DataFrame(ran, columns=['paper', 'notebook', 'status', 'seconds', 'error'])
-    verdict = (
-        'all notebooks ran' + (', every quick check ok' if profile == 'quick' else '')
-        if not status
-        else 'no notebook ran'
-        if not todo
-        else f'{len(failed)} notebook(s) failed, {len(bad)} quick check(s) outside tolerance, '
-        'not learning or missing'
-    )
     title = f"fermusic reproduce {paper} --profile {profile}"
     parts = [
         ('Outcome', f"{verdict}; {round(time.perf_counter() - t00, 1)} s; started {since}"),
