@@ -205,11 +205,14 @@ class Plateau:
         if v > self.best + self.min_delta: self.best, self.best_epoch, self.wait = v, epoch, 0; return True
         return False
 
-def kit_dataset_keys(ds:dict, size:int) -> dict:
-    "The same counts under the keys the kit's own records use (and its claims read): public_test, private_test, size, sizes."
-    out = dict(size=size, sizes=dict(train=ds['train'], val=ds['val'], test=ds.get('test')))
-    if 'PublicTest' in ds: out.update(public_test=ds['PublicTest'], private_test=ds['PrivateTest'])
-    return out
+def kit_dataset_keys(ds:dict, size:int, paper:str) -> dict:
+    """`ds` with its counts under the keys the paper's own records use (its lesson and claims read them), and no others:
+    yu2020 train, val, public_test, private_test; ugochukwu size, sizes; shinde (and any other) train, val, test."""
+    out = {k: ds[k] for k in ('name', 'path', 'labels', 'limit') if k in ds}
+    if paper == 'ugochukwu': return dict(out, size=size, sizes=dict(train=ds['train'], val=ds['val'], test=ds.get('test')))
+    out.update(train=ds['train'], val=ds['val'])
+    if paper == 'yu2020': return dict(out, public_test=ds['PublicTest'], private_test=ds['PrivateTest'])
+    return dict(out, test=ds.get('test'))
 
 def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     "Train and evaluate run `p` until it converges, ends its schedule or meets `deadline`; write its record."
@@ -238,7 +241,7 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     hist, best, stopped, n_train = {}, None, None, len(sp['train'])
     dataset = dict(name='fer2013', path=str(a.data), labels=sp['labels'], train=n_train, val=len(sp['val']),
                    **{k: len(v) for k, v in sp['tests'].items()}, limit=a.limit)
-    dataset.update(kit_dataset_keys(dataset, p['size']))
+    dataset = kit_dataset_keys(dataset, p['size'], p['paper'])
     params = {k: v for k, v in p['settings'].items() if not k.startswith('_')}
     if 'seed' in params: params['seed'] = seed   # the settings' default seed is not this run's
     params.update(batch_size=p['batch'], epochs=p['epochs'], precision=a.precision, loop='jax device scan (benchmarks/gpu_train.py)',

@@ -105,9 +105,9 @@ def _record_accuracy(rec:dict) -> dict:
 
 def _made_it(recs:list, path) -> dict|None:
     "The record that saved the model file at `path` (its `model_sha256`), else the best record of the run."
-    import hashlib
-    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else None
-    return next((r for r in recs if sha and r.get('model_sha256') == sha), recs[0] if recs else None)
+    from fermusic.records import record_of_model
+    try: return record_of_model(recs, path)
+    except (FileNotFoundError, ValueError): return recs[0] if recs else None
 
 
 def run(models, fer_path, quick:bool, seconds:float, log=print, profile:str|None=None) -> dict:

@@ -447,8 +447,6 @@ def score_table2(
     """Score a saved CNN on Table 2's fixed PrivateTest subset and on both whole test splits;
     returns its record."""
     model_path = Path(model_path or default_model_path(settings['variant']))
-    import hashlib
-
     from fermusic.train import load_model
 
     model = load_model(model_path)
@@ -462,7 +460,7 @@ def score_table2(
         profile=settings['_profile'],
         params=dict(
             model=rel_path(model_path),
-            model_sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
+            model_sha256=model_fields(model_path)['model_sha256'],
             table2_n=settings['table2_n'],
         ),
         dataset=dict(name='fer2013', split='PrivateTest', n=len(t2)),

@@ -26,8 +26,9 @@ from fermusic.config import (
 
 # %% auto #0
 __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
-           'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'model_fields', 'load_records',
-           'records_frame', 'evidence_key', 'full_records', 'compare', 'Claim', 'record_value']
+           'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'model_fields', 'record_of_model',
+           'load_records', 'records_frame', 'settled', 'evidence_key', 'full_records', 'compare', 'Claim',
+           'record_value']
 
 # %% ../nbs/02_records.ipynb #ce001fff
 def git_state(
@@ -221,7 +222,7 @@ class RunRecord(dict):
             }
         return self
 
-# %% ../nbs/02_records.ipynb #bf26961a
+# %% ../nbs/02_records.ipynb #445e8c66
 def record_path(rec: dict, root: Path | str | None = None) -> Path:
     "Where `rec` is written: <root>/<profile>/<paper>/<name>__seed<seed>__<timestamp>.json."
     stamp = rec['started'].replace(':', '').replace('-', '').split('.')[0].replace('+0000', 'Z')
@@ -245,7 +246,20 @@ def _reads_sample(dataset: dict | None) -> bool:
     except ValueError:
         return False
 
-# %% ../nbs/02_records.ipynb #397c3251
+
+def _check_not_sample(
+    profile: str,  # the record's profile
+    dataset: dict | None,  # the record's dataset fields
+):
+    "Refuse a full-profile record of a run on the shipped sample."
+    if profile == 'full' and _reads_sample(dataset):
+        raise ValueError(
+            f"a full-profile record of a run on the shipped sample ({dataset['path']}): the data "
+            f"were found in the quick profile. Set {PROFILE_ENV}=full and {DATA_ENV} "
+            "(or `fermusic --profile full`) before the run, or record it as quick."
+        )
+
+# %% ../nbs/02_records.ipynb #5815a563
 @contextmanager
 def recording(
     name: str,  # what was run, e.g. 'cnn8-7x7'
@@ -275,13 +289,7 @@ def recording(
         history={},
         notes=[],
     )
-    if rec['profile'] == 'full' and _reads_sample(dataset):
-        raise ValueError(
-            f"a full-profile record of a run on the shipped sample ({dataset['path']}): the data "
-            "were "
-            "found in the quick profile. Set {PROFILE_ENV}=full (or `fermusic --profile full`) and "
-            f"{DATA_ENV} before the run, or record it as quick."
-        )
+    _check_not_sample(rec['profile'], dataset)
     # the code and machine the run starts with
     rec.update(git=git_state(), versions=package_versions(), hardware=hardware())
     t0 = time.perf_counter()
@@ -303,6 +311,30 @@ def model_fields(
         model=rel_path(p),
         model_bytes=p.stat().st_size,
         model_sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
+    )
+
+# %% ../nbs/02_records.ipynb #8a99465c
+def record_of_model(
+    recs: list,  # run records, e.g. one run's from `full_records`
+    path: Path | str,  # a saved model file
+) -> dict:
+    """The first of `recs` whose `model_sha256` is the SHA-256 of the file at `path`: the run that
+    saved it."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f'{p}: no such model file; train the run that saves it, or pass the path of a saved '
+            'model'
+        )
+    sha = model_fields(p)['model_sha256']
+    for r in recs:
+        if r.get('model_sha256') == sha:
+            return r
+    raise ValueError(
+        f'{p}: none of the {len(recs)} records given saved this file (SHA-256 {sha[:12]}...): it '
+        'was '
+        'changed or replaced after its run, or its record is not committed. Restore the file its '
+        'record names, or re-run the training that saves it.'
     )
 
 # %% ../nbs/02_records.ipynb #98a1d63b
@@ -360,16 +392,27 @@ def records_frame(
     return pd.DataFrame(rows)
 
 # %% ../nbs/02_records.ipynb #55e6e955
+def settled(
+    # a run's `schedule` (`fermusic.train.run_schedule`); None: nothing trained by epochs
+    s: dict | None,
+) -> bool:
+    """Whether a schedule can back a verdict: no epochs, converged, or its planned end with
+    validation no longer improving."""
+    return (
+        s is None
+        or s.get('stopped') == 'converged'
+        or (s.get('stopped') == 'planned_end' and s.get('still_improving') is False)
+    )
+
+
 def evidence_key(
     r: dict,  # a run record
 ) -> tuple:
     """Sort key of a record as evidence for a paper's claim: a finished schedule first, then the
     paper's own recipe (no overrides), then the newest."""
-    s = r.get('schedule') or {}
-    done = s.get('stopped') == 'converged' or (
-        s.get('stopped') == 'planned_end' and s.get('still_improving') is False
-    )
-    return (done, not r.get('overrides'), r.get('started', ''))
+    s = r.get('schedule')
+    # a record without a schedule is not a finished one here
+    return (bool(s) and settled(s), not r.get('overrides'), r.get('started', ''))
 
 
 def full_records(

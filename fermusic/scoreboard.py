@@ -8,16 +8,15 @@ import datetime as dt, html, importlib, importlib.util, json, math, re, statisti
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_profile, repo_root, results_dir, kit_env, OVERRIDES_ENV
-from .records import Claim, full_records, load_records, record_value, to_jsonable
+from .records import Claim, full_records, load_records, record_value, settled, to_jsonable
 from .train import run_schedule, wilson_interval
 
 # %% auto #0
 __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'COLUMNS', 'ROW_COLUMNS', 'PAPER_NUMBERS',
-           'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'run_label', 'schedule_of', 'settled',
-           'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text',
-           'one_class_share', 'judge', 'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt', 'board_text',
-           'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown', 'majority_floor', 'quick_check',
-           'quick_text', 'reproduce']
+           'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'run_label', 'schedule_of', 'schedule_text',
+           'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text', 'one_class_share', 'judge',
+           'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt', 'board_text', 'paper_rows', 'coverage',
+           'coverage_text', 'scoreboard_markdown', 'majority_floor', 'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
 PAPERS = {
@@ -88,12 +87,14 @@ EVIDENCE_VERDICT = {
 
 
 def run_label(rec: dict) -> str:
-    "Where and when a record was made: 'name · CPU x2 · 2026-11-21' or with its accelerators."
+    """Where and when a record was made: 'name · CPU x2 · 2026-11-21', or with its device's kind
+    ('NVIDIA H200') where the record has it, else its accelerators."""
     hw = rec.get('hardware') or {}
-    dev = ', '.join(hw.get('accelerators') or []) or f"CPU x{hw.get('cpu_count', '?')}"
+    kind = (rec.get('throughput') or {}).get('device_kind')
+    dev = kind or ', '.join(hw.get('accelerators') or []) or f"CPU x{hw.get('cpu_count', '?')}"
     return f"{rec['name']} · {dev} · {(rec.get('started') or '')[:10]}"
 
-
+# %% ../nbs/90_scoreboard.ipynb #22a44fac
 def schedule_of(
     rec: dict | None,  # a run record
 ) -> dict | None:
@@ -131,18 +132,6 @@ def schedule_of(
         hist['val_accuracy'] = h['val_accuracy']
     return dict(
         run_schedule(hist, planned, stopped), derived_from='the record (it predates `schedule`)'
-    )
-
-
-def settled(
-    s: dict | None,  # from `schedule_of`
-) -> bool:
-    """Whether a schedule can back a verdict: no epochs, converged, or its planned end with
-    validation no longer improving."""
-    return (
-        s is None
-        or s['stopped'] == 'converged'
-        or (s['stopped'] == 'planned_end' and s.get('still_improving') is False)
     )
 
 
@@ -277,7 +266,68 @@ def one_class_share(
     cols = np.asarray(ev['confusion']).sum(axis=0)
     return float(cols.max() / max(cols.sum(), 1)), ev['labels'][int(cols.argmax())]
 
+# %% ../nbs/90_scoreboard.ipynb #dde50b37
+def _ours(
+    claim: Claim,  # the claim
+    runs: list,  # the records of its run, best evidence first
+    arith: bool,  # ours is arithmetic on the paper's own numbers (no record)
+) -> tuple:
+    """(ours, sd, the seeds' values, how many seeds were left out unsettled): the judged record's
+    value, or the mean of its seeds'."""
+    rec = runs[0] if runs else None
+    # a settled run is judged with the seeds that settled too; the others are named, not averaged
+    trained = claim.evidence in ('run', 'substitute')
+    seeds, unsettled = judged_seeds(runs) if trained else (seed_runs(runs), 0)
+    vals = (
+        []
+        if arith
+        else [v for v in (record_value(r, claim.metric) for r in seeds) if v is not None]
+    )
+    # arithmetic on the paper: no record
+    ours = claim.metric(None) if arith else record_value(rec, claim.metric)
+    sd = None
+    if len(vals) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        # several seeds: their mean and spread
+        ours, sd = statistics.fmean(vals), statistics.stdev(vals)
+    return ours, sd, vals, unsettled
 
+
+def _verdict(
+    claim: Claim,  # a claim with a paper value and ours
+    row: dict,  # its row so far (`ours`, `reason`)
+    rec: dict | None,  # the judged record
+    vals: list,  # the seeds' values
+    sched: dict | None,  # the judged run's schedule
+) -> dict:
+    "The row with its tolerance, difference and verdict."
+    tol, how = claim.tolerance, ''
+    if tol is None:
+        tol, how = rule_tolerance(claim, rec or {}, vals)
+    if tol is None and claim.evidence == 'substitute':
+        how = 'no tolerance: other data or settings, never judged'
+    elif tol is None:
+        raise ValueError(
+            f"{claim.paper}: claim {claim.claim!r}: the tolerance rule needs a rate in an "
+            f"evaluation, not {claim.metric!r}: give the Claim a `tolerance` and its reason"
+        )
+    share, label = one_class_share(rec or {}, claim.metric)
+    row.update(
+        tol=tol,
+        diff=row['ours'] - claim.paper_value,
+        reason='. '.join(s for s in (how, row['reason']) if s),
+    )
+    if claim.evidence != 'run':
+        verdict = EVIDENCE_VERDICT[claim.evidence]
+    elif share is not None and share >= FAILED_SHARE:
+        verdict = 'failed run'
+        row['reason'] = f'predicts {label} for {share:.0%} of the test faces. ' + row['reason']
+    elif not settled(sched):
+        verdict = 'under-trained'
+    else:
+        verdict = 'reproduced' if abs(row['diff']) <= tol else 'not reproduced'
+    return dict(row, verdict=verdict)
+
+# %% ../nbs/90_scoreboard.ipynb #7c580485
 def judge(
     claim: Claim,  # the claim
     recs: dict,  # {record name: [records, best evidence first]}
@@ -308,20 +358,7 @@ def judge(
         return dict(row, verdict='not measurable here')
     runs = recs.get(claim.record) or []
     rec = runs[0] if runs else None
-    # a settled run is judged with the seeds that settled too; the others are named, not averaged
-    trained = claim.evidence in ('run', 'substitute')
-    seeds, unsettled = judged_seeds(runs) if trained else (seed_runs(runs), 0)
-    vals = (
-        []
-        if arith
-        else [v for v in (record_value(r, claim.metric) for r in seeds) if v is not None]
-    )
-    # arithmetic on the paper: no record
-    ours = claim.metric(None) if arith else record_value(rec, claim.metric)
-    if len(vals) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-        # several seeds: their mean and spread
-        ours = statistics.fmean(vals)
-        row['sd'] = statistics.stdev(vals)
+    ours, row['sd'], vals, unsettled = _ours(claim, runs, arith)
     srec = (recs.get(claim.schedule_record) or [None])[0] if claim.schedule_record else rec
     # arithmetic trains nothing
     sched = schedule_of(srec) if claim.evidence in ('run', 'substitute') else None
@@ -342,32 +379,7 @@ def judge(
         return dict(row, verdict='not run yet')
     if claim.paper_value is None:
         return dict(row, verdict='no number in the paper')
-    tol, how = claim.tolerance, ''
-    if tol is None:
-        tol, how = rule_tolerance(claim, rec or {}, vals)
-    if tol is None and claim.evidence == 'substitute':
-        how = 'no tolerance: other data or settings, never judged'
-    elif tol is None:
-        raise ValueError(
-            f"{claim.paper}: claim {claim.claim!r}: the tolerance rule needs a rate in an "
-            f"evaluation, not {claim.metric!r}: give the Claim a `tolerance` and its reason"
-        )
-    share, label = one_class_share(rec or {}, claim.metric)
-    row.update(
-        tol=tol,
-        diff=ours - claim.paper_value,
-        reason='. '.join(s for s in (how, row['reason']) if s),
-    )
-    if claim.evidence != 'run':
-        verdict = EVIDENCE_VERDICT[claim.evidence]
-    elif share is not None and share >= FAILED_SHARE:
-        verdict = 'failed run'
-        row['reason'] = f'predicts {label} for {share:.0%} of the test faces. ' + row['reason']
-    elif not settled(sched):
-        verdict = 'under-trained'
-    else:
-        verdict = 'reproduced' if abs(row['diff']) <= tol else 'not reproduced'
-    return dict(row, verdict=verdict)
+    return _verdict(claim, row, rec, vals, sched)
 
 # %% ../nbs/90_scoreboard.ipynb #d2ccf397
 COLUMNS = [
@@ -415,7 +427,7 @@ def scoreboard(
             )
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)  # object: counts stay integers
 
-
+# %% ../nbs/90_scoreboard.ipynb #8d4a6fe6
 def summary(
     board: pd.DataFrame,  # from `scoreboard`
 ) -> pd.DataFrame:
@@ -570,7 +582,7 @@ PAPER_NUMBERS = [
     ),
 ]
 
-
+# %% ../nbs/90_scoreboard.ipynb #68854565
 def coverage(
     board: pd.DataFrame | None = None,  # from `scoreboard`; default: `scoreboard()`
 ) -> pd.DataFrame:
@@ -672,7 +684,47 @@ def majority_floor(
     top = max(ev['per_class'][l]['support'] for l in ev['labels'])
     return wilson_interval(top, ev['n'], level)[1], top / ev['n'], ev['n']
 
+# %% ../nbs/90_scoreboard.ipynb #36d011a2
+def _quick_row(
+    c: Claim,  # a claim
+    recs: list,  # the quick records that count, newest first
+) -> dict:
+    "One claim's row of `quick_check`: its quick value against its check, and the status."
+    name = c.quick_record or c.record
+    row = dict(
+        paper=c.paper,
+        claim=c.claim,
+        expected=None,
+        tol=None,
+        quick=None,
+        diff=None,
+        status='no quick check',
+        run='',
+    )
+    if c.quick is None or name is None:
+        return row
+    rec = next((r for r in recs if r['paper'] == c.paper and r['name'] == name), None)
+    v = record_value(rec, c.metric)
+    row.update(quick=v, run=run_label(rec) if rec else '')
+    if v is None:
+        row['status'] = 'no quick record'
+    # above the floor: expected is the floor, tol its margin over the majority
+    elif c.quick[0] == LEARNS[0]:
+        floor, major, _ = majority_floor(rec, c.metric, c.quick[1])
+        row.update(
+            expected=floor,
+            tol=floor - major,
+            diff=v - floor,
+            status='ok' if v > floor else 'NOT LEARNING',
+        )
+    else:
+        exp, tol = c.quick
+        row.update(
+            expected=exp, tol=tol, diff=v - exp, status='ok' if abs(v - exp) <= tol else 'DRIFT'
+        )
+    return row
 
+# %% ../nbs/90_scoreboard.ipynb #495caaa6
 def quick_check(
     claims: list | None = None,  # default: `collect_claims()`
     root: Path | str | None = None,  # results folder; default: `results_dir()`
@@ -687,43 +739,7 @@ def quick_check(
         for r in load_records(root, profile='quick')
         if since is None or r.get('started', '') >= since
     ]
-    rows = []
-    for c in claims:
-        name = c.quick_record or c.record
-        row = dict(
-            paper=c.paper,
-            claim=c.claim,
-            expected=None,
-            tol=None,
-            quick=None,
-            diff=None,
-            status='no quick check',
-            run='',
-        )
-        if c.quick is not None and name is not None:
-            rec = next((r for r in recs if r['paper'] == c.paper and r['name'] == name), None)
-            v = record_value(rec, c.metric)
-            row.update(quick=v, run=run_label(rec) if rec else '')
-            if v is None:
-                row['status'] = 'no quick record'
-            # above the floor: expected is the floor, tol its margin over the majority
-            elif c.quick[0] == LEARNS[0]:
-                floor, major, _ = majority_floor(rec, c.metric, c.quick[1])
-                row.update(
-                    expected=floor,
-                    tol=floor - major,
-                    diff=v - floor,
-                    status='ok' if v > floor else 'NOT LEARNING',
-                )
-            else:
-                exp, tol = c.quick
-                row.update(
-                    expected=exp,
-                    tol=tol,
-                    diff=v - exp,
-                    status='ok' if abs(v - exp) <= tol else 'DRIFT',
-                )
-        rows.append(row)
+    rows = [_quick_row(c, recs) for c in claims]
     return pd.DataFrame(rows, dtype=object)  # object: counts stay integers
 
 
@@ -766,6 +782,95 @@ def _md_table(df: pd.DataFrame) -> str:
     )
 
 
+def _write_report(
+    out: Path,  # the report folder
+    title: str,  # the command that made it
+    parts: list,  # [(heading, text or table)]
+):
+    "Write the same report as report.md and report.html in `out`."
+    md = (
+        f'# {title}\n\n'
+        + '\n\n'.join(
+            f'## {h}\n\n' + (_md_table(x) if isinstance(x, pd.DataFrame) else x) for h, x in parts
+        )
+        + '\n'
+    )
+    (out / 'report.md').write_text(md, encoding='utf-8')
+    (out / 'report.html').write_text(_html_report(title, parts), encoding='utf-8')
+
+# %% ../nbs/90_scoreboard.ipynb #a53f3389
+def _lessons(
+    papers: list,  # paper keys
+    # {paper: [notebook paths]}; None: the lessons in nbs/ (`PAPER_LESSONS`)
+    notebooks: dict | None,
+) -> tuple:
+    "([(paper, notebook)] to run, [(paper, notebook)] not in this checkout)."
+    nbdir = (repo_root() or Path.cwd()) / 'nbs'
+    todo, skipped = [], []
+    for p in papers:
+        paths = (
+            [Path(x) for x in notebooks.get(p, [])]
+            if notebooks is not None
+            else [nbdir / f'{n}.ipynb' for n, _ in PAPER_LESSONS[p]]
+        )
+        for nb in paths:
+            (todo if nb.exists() else skipped).append((p, nb))
+    return todo, skipped
+
+
+def _run_lesson(
+    nb: Path,  # the notebook
+    out: Path,  # the folder its executed copy goes to
+    profile: str,  # 'quick' or 'full'
+    paper: str,  # what `reproduce` was asked for (the records' command names it)
+    timeout: int | None,  # seconds allowed per cell
+    overrides: str | None,  # JSON settings; default: $FERMUSIC_OVERRIDES (as set)
+) -> tuple:
+    "(ok, error) of one headless run of `nb`; the error is its first and last line."
+    from fermusic.notebooks import execute_notebook
+
+    try:
+        env = kit_env()
+        # what the records name
+        cmd = env.command or f'fermusic reproduce {paper} --profile {profile}'
+        execute_notebook(
+            nb,
+            profile=profile,
+            out=out / nb.name,
+            timeout=timeout,
+            command=cmd,
+            overrides=overrides or env.raw.get(OVERRIDES_ENV),
+        )
+        return True, ''
+    except Exception as e:
+        msg = [l for l in re.sub(r'\x1b\[[0-9;]*m', '', str(e)).splitlines() if l.strip()] or [
+            type(e).__name__
+        ]
+        # what failed, and the error it raised
+        return False, msg[0] + (f' ... {msg[-1].strip()}' if len(msg) > 1 else '')
+
+# %% ../nbs/90_scoreboard.ipynb #8103b16c
+def _outcome(
+    ran: list,  # a dict per notebook run: its `status`
+    todo: list,  # the notebooks there were to run
+    qc: pd.DataFrame,  # the quick check of the records they wrote (empty: full profile)
+    profile: str,  # 'quick' or 'full'
+) -> tuple:
+    "(status, verdict) of a `reproduce` run: 0 when every notebook ran and every quick check is ok."
+    bad = [] if qc.empty else qc[qc.status.isin(QUICK_FAILS)]
+    failed = [r for r in ran if r['status'] != 'ok']
+    status = int(bool(failed) or len(bad) > 0 or not todo)
+    verdict = (
+        'all notebooks ran' + (', every quick check ok' if profile == 'quick' else '')
+        if not status
+        else 'no notebook ran'
+        if not todo
+        else f'{len(failed)} notebook(s) failed, {len(bad)} quick check(s) outside tolerance, '
+        'not learning or missing'
+    )
+    return status, verdict
+
+# %% ../nbs/90_scoreboard.ipynb #9d358d27
 def reproduce(
     paper: str = 'all',  # a key of `PAPERS`, or 'all'
     profile: str | None = None,  # 'quick' or 'full'; default: the active profile
@@ -781,21 +886,10 @@ def reproduce(
 ) -> dict:
     """Run `paper`'s notebooks headless with `profile`, write report.md and report.html, and return
     the outcome (`status` 0 or 1)."""
-    from fermusic.notebooks import execute_notebook
-
     profile, papers = get_profile(profile), check_paper(paper)
     out = Path(out or Path(root or results_dir()) / profile / 'reproduce' / paper)
     (out / 'notebooks').mkdir(parents=True, exist_ok=True)
-    nbdir = (repo_root() or Path.cwd()) / 'nbs'
-    todo, skipped = [], []
-    for p in papers:
-        paths = (
-            [Path(x) for x in notebooks.get(p, [])]
-            if notebooks is not None
-            else [nbdir / f'{n}.ipynb' for n, _ in PAPER_LESSONS[p]]
-        )
-        for nb in paths:
-            (todo if nb.exists() else skipped).append((p, nb))
+    todo, skipped = _lessons(papers, notebooks)
     for p, nb in skipped:
         echo(f'skipped {nb.name}: lesson not merged yet')
     if not todo:
@@ -805,25 +899,7 @@ def reproduce(
     for i, (p, nb) in enumerate(todo, 1):
         echo(f'[{i}/{len(todo)}] {p}: {nb.name} ({profile} profile) ...')
         t0 = time.perf_counter()
-        try:
-            env = kit_env()
-            # what the records name
-            cmd = env.command or f'fermusic reproduce {paper} --profile {profile}'
-            execute_notebook(
-                nb,
-                profile=profile,
-                out=out / 'notebooks' / nb.name,
-                timeout=timeout,
-                command=cmd,
-                overrides=overrides or env.raw.get(OVERRIDES_ENV),
-            )
-            ok, err = True, ''
-        except Exception as e:
-            msg = [l for l in re.sub(r'\x1b\[[0-9;]*m', '', str(e)).splitlines() if l.strip()] or [
-                type(e).__name__
-            ]
-            # what failed, and the error it raised
-            ok, err = False, msg[0] + (f' ... {msg[-1].strip()}' if len(msg) > 1 else '')
+        ok, err = _run_lesson(nb, out / 'notebooks', profile, paper, timeout, overrides)
         secs = round(time.perf_counter() - t0, 1)
         echo(
             f'[{i}/{len(todo)}] {nb.name}: {"ok" if ok else "FAILED"} in {secs} s'
@@ -844,18 +920,8 @@ def reproduce(
         if profile == 'quick'
         else pd.DataFrame()
     )
-    bad = [] if qc.empty else qc[qc.status.isin(QUICK_FAILS)]
-    failed = [r for r in ran if r['status'] != 'ok']
-    status = int(bool(failed) or len(bad) > 0 or not todo)
+    status, verdict = _outcome(ran, todo, qc, profile)
     ranf = pd.DataFrame(ran, columns=['paper', 'notebook', 'status', 'seconds', 'error'])
-    verdict = (
-        'all notebooks ran' + (', every quick check ok' if profile == 'quick' else '')
-        if not status
-        else 'no notebook ran'
-        if not todo
-        else f'{len(failed)} notebook(s) failed, {len(bad)} quick check(s) outside tolerance, '
-        'not learning or missing'
-    )
     title = f"fermusic reproduce {paper} --profile {profile}"
     parts = [
         ('Outcome', f"{verdict}; {round(time.perf_counter() - t00, 1)} s; started {since}"),
@@ -869,15 +935,7 @@ def reproduce(
             )
         )
     parts.append(('Scoreboard: paper vs ours (full-profile records)', board_text(board)))
-    md = (
-        f'# {title}\n\n'
-        + '\n\n'.join(
-            f'## {h}\n\n' + (_md_table(x) if isinstance(x, pd.DataFrame) else x) for h, x in parts
-        )
-        + '\n'
-    )
-    (out / 'report.md').write_text(md, encoding='utf-8')
-    (out / 'report.html').write_text(_html_report(title, parts), encoding='utf-8')
+    _write_report(out, title, parts)
     echo(f'{verdict}; report: {out / "report.md"} and report.html')
     return dict(
         status=status,

@@ -115,6 +115,22 @@ class EpochTimer(keras.callbacks.Callback):
         if logs is not None:
             logs['epoch_seconds'] = time.perf_counter() - self._t
 
+# %% ../nbs/03_train.ipynb #dc96dcb8
+def _build_for_fit(
+    model: keras.Model,  # a compiled model
+    y,  # training labels (None: none known, the metrics are left to Keras)
+):
+    "Build the optimizer's and the compiled metrics' variables before the first training step."
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    outs = getattr(model, 'outputs', None) or []
+    if y is None or len(outs) != 1:
+        return
+    out = outs[0]
+    y_pred = np.zeros((1, *out.shape[1:]), out.dtype)
+    model.compute_metrics(None, np.asarray(y[:1]), y_pred)
+    model.reset_metrics()
+
 # %% ../nbs/03_train.ipynb #5c974f82
 def fit(
     model: keras.Model,  # a compiled model
@@ -152,6 +168,7 @@ def fit(
         checkpoint.attach(train, augment, callbacks)
         cbs.append(checkpoint)
         start = epochs if checkpoint.meta['finished'] else checkpoint.initial_epoch
+    _build_for_fit(model, y if y is not None else getattr(train, 'y', None))
     h = model.fit(
         train,
         validation_data=vdata,
@@ -638,6 +655,41 @@ def _data_key(d) -> str | None:
         )
     return d.fingerprint()
 
+
+def _run_checkpoint(
+    model: keras.Model,  # the built model
+    x,  # the training data, as `fit_run` takes it
+    y,  # its labels, or None
+    val,  # the validation data, or None
+    settings: dict,  # the run's settings
+    aug,  # the run's augmentation layers, or None
+    state: Path | str | None,  # the run's state folder
+):
+    "The `Checkpoint` of a resumable run: its folder, and the spec it must match to resume."
+    if state is None:
+        raise ValueError('a resumable run needs a state folder (e.g. state_dir()/PAPER/RUN/seedN)')
+    data = dict(train=_data_key(x if y is None else (x, y)), val=_data_key(val))
+    return Checkpoint(state, run_spec(model, settings, data, aug), settings['epochs'])
+
+# %% ../nbs/03_train.ipynb #cf383a37
+def _run_end(
+    hist: dict,  # the history `fit` returned
+    ck,  # the run's `Checkpoint`, or None
+    cbs: list,  # the run's callbacks
+    epochs: int,  # the planned epochs
+    monitor: str,  # the validation score that picks the best epoch
+) -> tuple:
+    "(schedule, notes) of a run that ended; `RunPaused` while a resumable one is not finished."
+    if ck is not None and not ck.meta['finished']:
+        raise RunPaused(
+            f"paused after epoch {ck.initial_epoch} of {epochs}: run the same command again to "
+            f"continue from {ck.folder}"
+        )
+    run = len(hist['loss'])
+    stopped = ck.meta['stopped'] if ck is not None else why_stopped(run, epochs, cbs)
+    notes = [n for c in cbs if isinstance(c, TimeBudget) for n in c.notes(run, epochs)]
+    return run_schedule(hist, epochs, stopped, monitor=monitor, checkpoint=ck), notes
+
 # %% ../nbs/03_train.ipynb #91fbbb35
 def fit_run(
     build,  # called after the seed is set: returns the compiled model
@@ -667,14 +719,7 @@ def fit_run(
         *(standard_callbacks(s, monitor, val is not None) if callbacks is None else callbacks),
     ]
     aug = augmentation(**s['augment'], seed=seed) if s.get('augment') else None
-    ck = None
-    if s.get('resumable'):
-        if state is None:
-            raise ValueError(
-                'a resumable run needs a state folder (e.g. state_dir()/PAPER/RUN/seedN)'
-            )
-        data = dict(train=_data_key(x if y is None else (x, y)), val=_data_key(val))
-        ck = Checkpoint(state, run_spec(model, s, data, aug), s['epochs'])
+    ck = _run_checkpoint(model, x, y, val, s, aug, state) if s.get('resumable') else None
     hist = fit(
         model,
         x,
@@ -689,16 +734,7 @@ def fit_run(
         verbose=verbose,
         checkpoint=ck,
     )
-    if ck is not None and not ck.meta['finished']:
-        raise RunPaused(
-            f"paused after epoch {ck.initial_epoch} of {s['epochs']}: run the same command again "
-            "to "
-            f"continue from {ck.folder}"
-        )
-    run = len(hist['loss'])
-    stopped = ck.meta['stopped'] if ck is not None else why_stopped(run, s['epochs'], cbs)
-    notes = [n for c in cbs if isinstance(c, TimeBudget) for n in c.notes(run, s['epochs'])]
-    schedule = run_schedule(hist, s['epochs'], stopped, monitor=monitor, checkpoint=ck)
+    schedule, notes = _run_end(hist, ck, cbs, s['epochs'], monitor)
     return dict(model=model, history=hist, schedule=schedule, notes=notes)
 
 # %% ../nbs/03_train.ipynb #39164a1a
