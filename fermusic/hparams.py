@@ -372,6 +372,18 @@ def _run_params(cfg: dict, S: dict, key: str, epochs: int, planned: int) -> dict
     )
 
 
+def _frame_settings(cfg: dict, S: dict, epochs: int) -> dict:
+    "What the run frame (`fit_run`) reads: the schedule, the batch, the augmentation, the limits."
+    return dict(
+        epochs=epochs,
+        batch_size=cfg['batch_size'],
+        augment=S['augment'],
+        time_budget_min=S['run_budget_min'],
+        patience=S['patience'],
+        resumable=S['resumable'],
+    )
+
+
 def _run_notes(S: dict, epochs: int, planned: int, best: int | None) -> list:
     "The notes a run's record carries on the limits that touched it."
     notes = []
@@ -420,14 +432,6 @@ def train_run(
     if old is not None:
         return old
     x, y = data['train']
-    fs = dict(
-        epochs=epochs,
-        batch_size=cfg['batch_size'],
-        augment=S['augment'],
-        time_budget_min=S['run_budget_min'],
-        patience=S['patience'],
-        resumable=S['resumable'],
-    )  # what the run frame reads
 
     def build():
         with distribution_scope(S['distribution']):
@@ -442,7 +446,7 @@ def train_run(
             x,
             y,
             data['val'],
-            fs,
+            _frame_settings(cfg, S, epochs),
             seed=S['seed'],
             state=state_dir() / PAPER / name / f"seed{S['seed']}",
             extra=[EvaluateEach(*data['test'])],

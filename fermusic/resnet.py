@@ -443,7 +443,7 @@ def _cost_at(
         first_step_s=compile_s,
     )
 
-
+# %% ../nbs/40_cnn_vs_resnet.ipynb #41cb82fb
 def input_cost(
     name: str,  # 'cnn' or 'resnet50'
     # from `shinde_settings()` (weights are not needed: built from scratch)
@@ -529,6 +529,24 @@ def _run_data(
     )
     return x, y, xv, yv, dataset
 
+
+def _keep_run(
+    rec,  # the run's record (`recording`)
+    run: dict,  # what `fit_run` returned
+    model_name: str,  # 'cnn' or 'resnet50'
+    s: dict,  # settings
+) -> keras.Model:
+    """Put the run frame's account (history, schedule, notes) and the model's size in the record;
+    returns the model."""
+    model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
+    rec.epochs_run, rec.best_epoch = rec.schedule['epochs_run'], rec.schedule['best_epoch']
+    rec.notes.extend(run['notes'])
+    if model_name == 'resnet50' and not s['weights']:
+        rec.notes.append('ResNet50 from random initialisation: every layer trained, none frozen')
+    rec.params_count = model.count_params()
+    rec.trainable_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    return model
+
 # %% ../nbs/40_cnn_vs_resnet.ipynb #b7c404bd
 def run_shinde(
     model_name: str,  # 'cnn' or 'resnet50'
@@ -571,15 +589,7 @@ def run_shinde(
             monitor='val_loss',
             verbose=verbose,
         )
-        model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
-        rec.epochs_run, rec.best_epoch = rec.schedule['epochs_run'], rec.schedule['best_epoch']
-        rec.notes.extend(run['notes'])
-        if model_name == 'resnet50' and not s['weights']:
-            rec.notes.append(
-                'ResNet50 from random initialisation: every layer trained, none frozen'
-            )
-        rec.params_count = model.count_params()
-        rec.trainable_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        model = _keep_run(rec, run, model_name, s)
         if verbose:
             print(
                 f'trained {rec.epochs_run} epochs (best {rec.best_epoch}); evaluating', flush=True
