@@ -53,6 +53,8 @@ SHINDE_QUICK = dict(
     cost_batches=3,
     resumable=False,
 )
+
+# %% ../nbs/40_cnn_vs_resnet.ipynb #c10b4395
 SHINDE_FULL = dict(
     models=list(MODELS),
     epochs=30,
@@ -117,7 +119,7 @@ PAPER_TABLE2 = {
     ),
 }
 
-
+# %% ../nbs/40_cnn_vs_resnet.ipynb #9aae8b4d
 def load_train_test(
     # FER2013 csv or folders; default: `find_dataset('fer2013')`
     data_path: str | Path | None = None,
@@ -256,7 +258,7 @@ def download_available(
     t.join(timeout + 0.5)
     return bool(res and res[0])
 
-
+# %% ../nbs/40_cnn_vs_resnet.ipynb #5a67f5b4
 _FIX = (
     "On a machine with network access, run `keras.applications.ResNet50(include_top=False, "
     "weights='imagenet')` "
@@ -314,7 +316,7 @@ def freeze_before(
         l.trainable = i >= first
     return first
 
-
+# %% ../nbs/40_cnn_vs_resnet.ipynb #07263e41
 def resnet50(
     input_size: int = 224,  # side the 48x48 images are resized to inside the model (>= 32)
     # None (from scratch), 'imagenet', or a local no-top weights file
@@ -400,7 +402,48 @@ def build_model(
         )
     raise ValueError(f'unknown model {name!r}; choose one of {MODELS}')
 
+# %% ../nbs/40_cnn_vs_resnet.ipynb #5fad9dab
+def _cost_at(
+    name: str,  # 'cnn' or 'resnet50'
+    settings: dict,  # from `shinde_settings()`
+    size: int,  # input side
+    x: np.ndarray,  # one batch of 48x48 faces
+    y: np.ndarray,  # its labels
+    batches: int,  # timed training steps (after one untimed compile step)
+    seed: int,  # seed of the initialisation
+) -> dict:
+    """One model at one input size: parameters, seconds per image for training (median step) and
+    prediction, and the compile step."""
+    set_seed(seed)
+    m = build_model(name, dict(settings, weights=None), input_size=size)
+    # optimizer and metrics built before the first step: Keras on TensorFlow would build them
+    # inside it and trace the whole training step twice
+    m.optimizer.build(m.trainable_variables)
+    m.compute_metrics(x[:1], y[:1], m(x[:1]))
+    m.reset_metrics()
+    t0 = time.perf_counter()
+    m.train_on_batch(x, y)
+    compile_s = time.perf_counter() - t0
+    steps = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        m.train_on_batch(x, y)
+        steps.append(time.perf_counter() - t0)
+    xp = np.repeat(x, batches, axis=0)
+    m.predict(xp, batch_size=len(x), verbose=0)
+    t0 = time.perf_counter()
+    m.predict(xp, batch_size=len(x), verbose=0)
+    pred = (time.perf_counter() - t0) / len(xp)
+    return dict(
+        model=name,
+        input_size=size,
+        params=m.count_params(),
+        train_s_per_image=float(np.median(steps)) / len(x),
+        predict_s_per_image=pred,
+        first_step_s=compile_s,
+    )
 
+# %% ../nbs/40_cnn_vs_resnet.ipynb #41cb82fb
 def input_cost(
     name: str,  # 'cnn' or 'resnet50'
     # from `shinde_settings()` (weights are not needed: built from scratch)
@@ -413,41 +456,9 @@ def input_cost(
     """Seconds per image for training (median step) and prediction at each input size, with the
     ratio to the first size."""
     rng = np.random.default_rng(seed)
-    rows = []
     x = rng.integers(0, 256, (batch_size, 48, 48, 1)).astype('float32')
     y = rng.integers(0, 7, batch_size)
-    for s in sizes:
-        set_seed(seed)
-        m = build_model(name, dict(settings, weights=None), input_size=s)
-        # optimizer and metrics built before the first step: Keras on TensorFlow would build them
-        # inside it and trace the whole training step twice
-        m.optimizer.build(m.trainable_variables)
-        m.compute_metrics(x[:1], y[:1], m(x[:1]))
-        m.reset_metrics()
-        t0 = time.perf_counter()
-        m.train_on_batch(x, y)
-        compile_s = time.perf_counter() - t0
-        steps = []
-        for _ in range(batches):
-            t0 = time.perf_counter()
-            m.train_on_batch(x, y)
-            steps.append(time.perf_counter() - t0)
-        train = float(np.median(steps)) / batch_size
-        xp = np.repeat(x, batches, axis=0)
-        m.predict(xp, batch_size=batch_size, verbose=0)
-        t0 = time.perf_counter()
-        m.predict(xp, batch_size=batch_size, verbose=0)
-        pred = (time.perf_counter() - t0) / len(xp)
-        rows.append(
-            dict(
-                model=name,
-                input_size=s,
-                params=m.count_params(),
-                train_s_per_image=train,
-                predict_s_per_image=pred,
-                first_step_s=compile_s,
-            )
-        )
+    rows = [_cost_at(name, settings, s, x, y, batches, seed) for s in sizes]
     for r in rows:
         r['train_cost_vs_first'] = r['train_s_per_image'] / rows[0]['train_s_per_image']
     return rows
@@ -494,6 +505,49 @@ def run_name(name: str, settings: dict) -> str:
     raise ValueError(f'unknown model {name!r}; choose one of {MODELS}')
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #85705fc1
+def _run_data(
+    s: dict,  # settings
+    data: dict,  # `load_train_test` output
+    seed: int,  # seed of the subset and the split
+    data_path,  # where the data came from, for the record when the faces do not say
+) -> tuple:
+    """(x, y, x_val, y_val, dataset): the training subset split for validation (both stratified),
+    and the data's description for the record."""
+    tr, te = data['train'], data['test']
+    sub = stratified_subset(tr.y, s['train_subset'], seed)
+    x, xv, y, yv = train_val_split(tr.x[sub], tr.y[sub], s['val_fraction'], seed=seed)
+    src = tr.source or data_path
+    dataset = dict(
+        name='fer2013',
+        path=rel_path(src) if src else None,
+        kind=tr.kind,
+        train_available=tr.n,
+        train=len(y),
+        val=len(yv),
+        test=te.n,
+        class_counts=dict(train=class_counts(tr), test=class_counts(te)),
+    )
+    return x, y, xv, yv, dataset
+
+
+def _keep_run(
+    rec,  # the run's record (`recording`)
+    run: dict,  # what `fit_run` returned
+    model_name: str,  # 'cnn' or 'resnet50'
+    s: dict,  # settings
+) -> keras.Model:
+    """Put the run frame's account (history, schedule, notes) and the model's size in the record;
+    returns the model."""
+    model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
+    rec.epochs_run, rec.best_epoch = rec.schedule['epochs_run'], rec.schedule['best_epoch']
+    rec.notes.extend(run['notes'])
+    if model_name == 'resnet50' and not s['weights']:
+        rec.notes.append('ResNet50 from random initialisation: every layer trained, none frozen')
+    rec.params_count = model.count_params()
+    rec.trainable_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    return model
+
+# %% ../nbs/40_cnn_vs_resnet.ipynb #b7c404bd
 def run_shinde(
     model_name: str,  # 'cnn' or 'resnet50'
     settings: dict,  # from `shinde_settings()`
@@ -513,20 +567,8 @@ def run_shinde(
     if verbose:
         print(f'{name} seed {seed}: loading data', flush=True)
     data = data or load_train_test(data_path)
-    tr, te = data['train'], data['test']
-    sub = stratified_subset(tr.y, s['train_subset'], seed)
-    x, xv, y, yv = train_val_split(tr.x[sub], tr.y[sub], s['val_fraction'], seed=seed)
-    src = tr.source or data_path
-    dataset = dict(
-        name='fer2013',
-        path=rel_path(src) if src else None,
-        kind=tr.kind,
-        train_available=tr.n,
-        train=len(y),
-        val=len(yv),
-        test=te.n,
-        class_counts=dict(train=class_counts(tr), test=class_counts(te)),
-    )
+    te = data['test']
+    x, y, xv, yv, dataset = _run_data(s, data, seed, data_path)
     with recording(
         name,
         paper='shinde',
@@ -547,15 +589,7 @@ def run_shinde(
             monitor='val_loss',
             verbose=verbose,
         )
-        model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
-        rec.epochs_run, rec.best_epoch = rec.schedule['epochs_run'], rec.schedule['best_epoch']
-        rec.notes.extend(run['notes'])
-        if model_name == 'resnet50' and not s['weights']:
-            rec.notes.append(
-                'ResNet50 from random initialisation: every layer trained, none frozen'
-            )
-        rec.params_count = model.count_params()
-        rec.trainable_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        model = _keep_run(rec, run, model_name, s)
         if verbose:
             print(
                 f'trained {rec.epochs_run} epochs (best {rec.best_epoch}); evaluating', flush=True
@@ -567,7 +601,7 @@ def run_shinde(
             rec.update(model_fields(model_path))
     return rec, model, ev
 
-
+# %% ../nbs/40_cnn_vs_resnet.ipynb #517ff525
 def run_all(
     settings: dict,  # from `shinde_settings()`
     data_path: str | Path | None = None,  # FER2013 location; default: `find_dataset('fer2013')`
@@ -668,6 +702,8 @@ _WHY = {
     'resnet50': "needs ImageNet weights, which cannot be downloaded here (no network); where "
     "they can, the full profile writes 'resnet50-imagenet-224px'",
 }
+
+# %% ../nbs/40_cnn_vs_resnet.ipynb #06c3331d
 CLAIMS = [
     Claim(
         'shinde',
@@ -706,7 +742,7 @@ CLAIMS = [
     ),
 ]
 
-
+# %% ../nbs/40_cnn_vs_resnet.ipynb #2a9a08db
 def _test_size(_=None) -> int | None:
     """The one test-set size up to Table 1's 7,178 on which both of Table 2's printed accuracies are
     exact fractions."""

@@ -120,6 +120,32 @@ def test_claims_name_records_and_metrics():
     assert all(c.record is None and callable(c.metric) for c in CLAIMS if c.evidence == 'inconsistent')
     assert {c.record for c in CLAIMS if c.claim.startswith('Choice')} == {'ugochukwu-selection-report', 'ugochukwu-selection-val'}
 
+def _quick_status(root, pred=None):
+    "The quick check of `CLAIMS` against a learning-run record predicting `pred` on 210 balanced faces."
+    import numpy as np
+    from fermusic.data import EMOTIONS
+    from fermusic.records import recording
+    from fermusic.scoreboard import quick_check
+    from fermusic.train import classification_metrics
+    y = np.repeat(np.arange(7), 30)
+    if pred is not None:
+        with recording(H.LEARN_RUN, 'ugochukwu', seed=0, profile='quick', root=root) as r:
+            r.add_evaluation(classification_metrics(y, pred(y), EMOTIONS))
+    qc = quick_check(CLAIMS, root=root)
+    return qc[qc.status != 'no quick check'][['status', 'quick', 'expected']].values.tolist()
+
+def test_quick_check_beats_the_majority(tmp_path):
+    "Table 1's chosen run is quick-checked by LEARNS: one class or one face short of the 95% floor fails, one face over passes."
+    import numpy as np
+    [(st, q, floor)] = _quick_status(tmp_path/'one', lambda y: np.full_like(y, 3))   # all 'happy'
+    assert (st, round(q, 4), round(floor, 4)) == ('NOT LEARNING', 0.1429, 0.1966)
+    right = lambda k: (lambda y: np.where(np.arange(len(y)) < k, y, (y + 1) % 7))    # the first k right
+    assert _quick_status(tmp_path/'41', right(41))[0][0] == 'NOT LEARNING'                # 0.195
+    assert _quick_status(tmp_path/'42', right(42))[0][0] == 'ok'                          # 0.200
+    assert _quick_status(tmp_path/'none')[0][0] == 'no quick record'
+    with pytest.raises(ValueError, match='has no learn_check'): H.learning_run(ugo_settings('full'))
+
+
 def test_unknown_dataset():
     S = dict(ugo_settings(), dataset='affectnet')
     with pytest.raises(ValueError, match="dataset must be"): H.load_study_data(S)
