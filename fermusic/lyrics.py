@@ -614,29 +614,37 @@ def lyric_results(
     recs: list[dict],  # records from `fermusic.records.load_records`
     names=None,  # record names to show, in this order; default: every lyrics-* record
 ) -> pd.DataFrame:
-    """Accuracy (95% CI), macro F1 (fold mean and sd) and per-class recall of the newest record of
-    each lyric run."""
-    newest = {}
+    """Accuracy (95% CI), macro F1 (fold sd) and per-class recall of each lyric run: the mean over
+    its fold seeds (the newest record of each), with the seeds' spread."""
+    from statistics import fmean, stdev
+    from fermusic.train import wilson_interval
+
+    runs = {}  # name -> {seed: newest record}
     for r in recs:
-        if r['name'].startswith('lyrics-') and r['name'] not in newest:
-            newest[r['name']] = r
+        if r['name'].startswith('lyrics-'):
+            runs.setdefault(r['name'], {}).setdefault(r.get('seed'), r)
     rows = []
-    for n in names or sorted(newest):
-        if n not in newest:
+    for n in names or sorted(runs):
+        if n not in runs:
             continue
-        r = newest[n]
-        ev = next(iter(r['evaluations'].values()))
-        lo, hi = ev['accuracy_ci95']
+        evs = [next(iter(r['evaluations'].values())) for r in runs[n].values()]
+        acc, k = fmean(e['accuracy'] for e in evs), len(evs)
+        lo, hi = wilson_interval(round(acc * evs[0]['n']), evs[0]['n'])
         rows.append(
             dict(
                 run=n,
-                n=ev['n'],
-                accuracy=ev['accuracy'],
+                n=evs[0]['n'],
+                seeds=k,
+                accuracy=acc,
                 acc_ci95=f'{lo:.3f}-{hi:.3f}',
-                macro_f1=ev['f1'],
-                f1_fold_sd=ev.get('f1_sd'),
-                **{f'recall {c}': ev['per_class'][c]['recall'] for c in ev['labels']},
-                date=r['started'][:10],
+                acc_seed_sd=stdev(e['accuracy'] for e in evs) if k > 1 else None,
+                macro_f1=fmean(e['f1'] for e in evs),
+                f1_fold_sd=fmean(e.get('f1_sd') or 0 for e in evs),
+                **{
+                    f'recall {c}': fmean(e['per_class'][c]['recall'] for e in evs)
+                    for c in evs[0]['labels']
+                },
+                date=max(r['started'] for r in runs[n].values())[:10],
             )
         )
     return pd.DataFrame(rows).set_index('run') if rows else pd.DataFrame()
