@@ -642,7 +642,7 @@ def predict_multimodal(
         )
     return np.mean(ps, axis=0)
 
-# %% ../nbs/20_multimodal.ipynb #30eb263a
+# %% ../nbs/20_multimodal.ipynb #59021e99
 APPS = {'vgg16': 'VGG16', 'resnet50': 'ResNet50'}
 # (convolutions, filters) of VGG16's five blocks
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -664,7 +664,7 @@ def vgg16_bn(
         x = layers.MaxPooling2D(2, name=f'block{b}_pool')(x)
     return keras.Model(i, layers.GlobalAveragePooling2D(name='avg_pool')(x), name='vgg16_bn')
 
-
+# %% ../nbs/20_multimodal.ipynb #7cbe202d
 def app_baseline(
     name: str,  # 'vgg16' or 'resnet50'
     input_shape: tuple = (48, 48, 1),
@@ -702,10 +702,10 @@ def app_baseline(
     )
     return m
 
-# %% ../nbs/20_multimodal.ipynb #511cd4dd
+# %% ../nbs/20_multimodal.ipynb #8c86d486
 from dataclasses import dataclass
 
-
+# %% ../nbs/20_multimodal.ipynb #0a504fdf
 @dataclass
 class Split:
     "Faces of one split with their landmarks and HOG."
@@ -731,7 +731,7 @@ def split_of(faces: Faces, feats: dict, idx=slice(None)) -> Split:
         feats['hog'][idx],
     )
 
-
+# %% ../nbs/20_multimodal.ipynb #011e93e3
 def branches_of(kind: str) -> tuple:
     "'fusion' -> all three branches; 'image+hog' -> ('image', 'hog'); a baseline name -> ()."
     if kind in APPS:
