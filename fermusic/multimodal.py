@@ -351,7 +351,7 @@ class CBAM(layers.Layer):
             'kernel_size': self.kernel_size,
         }
 
-# %% ../nbs/20_multimodal.ipynb #2ae982a9
+# %% ../nbs/20_multimodal.ipynb #89b2d593
 BRANCHES = ('image', 'landmarks', 'hog')
 
 
@@ -360,7 +360,31 @@ def _dense_bn(x, units, prefix, k='', momentum=0.99):
     x = layers.BatchNormalization(momentum=momentum, name=f'{prefix}_fc{k}_bn')(x)
     return layers.Activation('relu', name=f'{prefix}_fc{k}_relu')(x)
 
+# %% ../nbs/20_multimodal.ipynb #a73383df
+def _cnn_branch(shape, filters, fcs, momentum):
+    "The image input and the CNN+CBAM branch's last vector."
+    inp = keras.Input(shape, name='image')
+    x = layers.Rescaling(1 / 255.0, name='cnn_rescale')(inp)
+    for k, f in enumerate(filters, 1):
+        x = layers.Conv2D(f, 3, padding='same', use_bias=False, name=f'cnn_conv{k}')(x)
+        x = layers.BatchNormalization(momentum=momentum, name=f'cnn_bn{k}')(x)
+        x = layers.Activation('relu', name=f'cnn_relu{k}')(x)
+        x = CBAM(name=f'cnn_cbam{k}')(x)
+        x = layers.MaxPooling2D(2, name=f'cnn_pool{k}')(x)
+    x = layers.Flatten(name='cnn_flatten')(x)
+    for k, u in enumerate(fcs, 1):
+        x = _dense_bn(x, u, 'cnn', k, momentum)
+    return inp, x
 
+
+def _fc_branch(name, prefix, dim, fcs, momentum):
+    "A vector input `name` of length `dim` and its fully connected branch's last vector."
+    inp = x = keras.Input((dim,), name=name)
+    for k, u in enumerate(fcs, 1):
+        x = _dense_bn(x, u, prefix, k, momentum)
+    return inp, x
+
+# %% ../nbs/20_multimodal.ipynb #fa358d6b
 def fusion_model(
     branches=BRANCHES,  # any non-empty subset of 'image', 'landmarks', 'hog'
     image_shape: tuple = (48, 48, 1),  # the CNN's input
@@ -382,29 +406,14 @@ def fusion_model(
     branches = tuple(b for b in BRANCHES if b in branches)
     if not branches:
         raise ValueError(f"branches must name at least one of {BRANCHES}")
+    make = dict(
+        image=lambda: _cnn_branch(image_shape, filters, cnn_fcs, bn_momentum),
+        landmarks=lambda: _fc_branch('landmarks', 'lnn', 2 * n_landmarks, lnn_fcs, bn_momentum),
+        hog=lambda: _fc_branch('hog', 'hnn', hog_dim, hnn_fcs, bn_momentum),
+    )
     inputs, feats = {}, []
-    if 'image' in branches:
-        x = inputs['image'] = keras.Input(image_shape, name='image')
-        x = layers.Rescaling(1 / 255.0, name='cnn_rescale')(x)
-        for k, f in enumerate(filters, 1):
-            x = layers.Conv2D(f, 3, padding='same', use_bias=False, name=f'cnn_conv{k}')(x)
-            x = layers.BatchNormalization(momentum=bn_momentum, name=f'cnn_bn{k}')(x)
-            x = layers.Activation('relu', name=f'cnn_relu{k}')(x)
-            x = CBAM(name=f'cnn_cbam{k}')(x)
-            x = layers.MaxPooling2D(2, name=f'cnn_pool{k}')(x)
-        x = layers.Flatten(name='cnn_flatten')(x)
-        for k, u in enumerate(cnn_fcs, 1):
-            x = _dense_bn(x, u, 'cnn', k, bn_momentum)
-        feats.append(x)
-    if 'landmarks' in branches:
-        x = inputs['landmarks'] = keras.Input((2 * n_landmarks,), name='landmarks')
-        for k, u in enumerate(lnn_fcs, 1):
-            x = _dense_bn(x, u, 'lnn', k, bn_momentum)
-        feats.append(x)
-    if 'hog' in branches:
-        x = inputs['hog'] = keras.Input((hog_dim,), name='hog')
-        for k, u in enumerate(hnn_fcs, 1):
-            x = _dense_bn(x, u, 'hnn', k, bn_momentum)
+    for b in branches:
+        inputs[b], x = make[b]()
         feats.append(x)
     x = layers.Concatenate(name='fusion')(feats) if len(feats) > 1 else feats[0]
     x = _dense_bn(x, fusion_units, 'fusion', '', bn_momentum)
@@ -516,12 +525,41 @@ def transform_faces(
     ps = np.stack([ps[..., 0].clip(0, w - 1), ps[..., 1].clip(0, h - 1)], -1)
     return dict(image=xs, landmarks=ps, hog=hog_features(xs, progress=False, **(hog or {})))
 
-# %% ../nbs/20_multimodal.ipynb #f3b5daff
+# %% ../nbs/20_multimodal.ipynb #b06948e7
 def model_inputs(model: keras.Model) -> list:
     "The names of the inputs `model` takes, e.g. ['image', 'landmarks', 'hog']."
     return [i.name for i in model.inputs]
 
+# %% ../nbs/20_multimodal.ipynb #0a2015a4
+def _check_lengths(x, pts, hog, y):
+    "Raise when the images, landmark sets, HOG rows and labels differ in number."
+    if y is not None and len(y) != len(x):
+        raise ValueError(f'{len(x)} images but {len(y)} labels')
+    if not (len(pts) == len(hog) == len(x)):
+        raise ValueError(
+            f'{len(x)} images, {len(pts)} landmark sets, {len(hog)} HOG rows: they must match'
+        )
 
+
+def _batch_inputs(ds, idx: np.ndarray) -> dict:
+    "The inputs `ds` (a `MultimodalDataset`) yields for the faces `idx`, moved when `ds.augment`."
+    if ds.augment:
+        d = transform_faces(
+            ds.x[idx],
+            ds.pts[idx],
+            random_affine(len(idx), ds.x.shape[1], ds.rotation, ds.translation, ds.rng),
+            ds.hog_params,
+        )
+    else:
+        d = dict(image=ds.x[idx], landmarks=ds.pts[idx], hog=ds.hog[idx])
+    d = dict(
+        image=d['image'].astype('float32'),
+        landmarks=landmark_vector(d['landmarks'], ds.x.shape[1]),
+        hog=d['hog'],
+    )
+    return {k: d[k] for k in ds.inputs}
+
+# %% ../nbs/20_multimodal.ipynb #189644b0
 class MultimodalDataset(keras.utils.PyDataset):
     """Batches of {'image', 'landmarks', 'hog'} (and labels), each image moved at random `factor`
     times an epoch if `augment`."""
@@ -545,21 +583,11 @@ class MultimodalDataset(keras.utils.PyDataset):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if y is not None and len(y) != len(x):
-            raise ValueError(f'{len(x)} images but {len(y)} labels')
-        if not (len(pts) == len(hog) == len(x)):
-            raise ValueError(
-                f'{len(x)} images, {len(pts)} landmark sets, {len(hog)} HOG rows: they must match'
-            )
+        _check_lengths(x, pts, hog, y)
         self.x, self.pts, self.hog, self.y, self.inputs = x, pts, hog, y, tuple(inputs)
-        self.batch_size, self.shuffle, self.augment, self.factor = (
-            batch_size,
-            shuffle,
-            augment,
-            int(factor),
-        )
-        self.rotation, self.translation, self.hog_params = rotation, translation, hog_params
-        self.rng = np.random.default_rng(seed)
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.factor, self.rotation, self.translation = int(factor), rotation, translation
+        self.hog_params, self.rng = hog_params, np.random.default_rng(seed)
         self._order()
 
     def _order(self):
@@ -571,21 +599,7 @@ class MultimodalDataset(keras.utils.PyDataset):
 
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        if self.augment:
-            d = transform_faces(
-                self.x[idx],
-                self.pts[idx],
-                random_affine(len(idx), self.x.shape[1], self.rotation, self.translation, self.rng),
-                self.hog_params,
-            )
-        else:
-            d = dict(image=self.x[idx], landmarks=self.pts[idx], hog=self.hog[idx])
-        d = dict(
-            image=d['image'].astype('float32'),
-            landmarks=landmark_vector(d['landmarks'], self.x.shape[1]),
-            hog=d['hog'],
-        )
-        d = {k: d[k] for k in self.inputs}
+        d = _batch_inputs(self, idx)
         return (d,) if self.y is None else (d, self.y[idx])
 
     def on_epoch_end(self):
@@ -597,7 +611,7 @@ class MultimodalDataset(keras.utils.PyDataset):
         labels."""
         return fingerprint(self.x, self.pts, self.hog, *([] if self.y is None else [self.y]))
 
-
+# %% ../nbs/20_multimodal.ipynb #112812eb
 def predict_multimodal(
     model: keras.Model,  # a trained `fusion_model`
     x: np.ndarray,
@@ -628,7 +642,7 @@ def predict_multimodal(
         )
     return np.mean(ps, axis=0)
 
-# %% ../nbs/20_multimodal.ipynb #30eb263a
+# %% ../nbs/20_multimodal.ipynb #59021e99
 APPS = {'vgg16': 'VGG16', 'resnet50': 'ResNet50'}
 # (convolutions, filters) of VGG16's five blocks
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -650,7 +664,7 @@ def vgg16_bn(
         x = layers.MaxPooling2D(2, name=f'block{b}_pool')(x)
     return keras.Model(i, layers.GlobalAveragePooling2D(name='avg_pool')(x), name='vgg16_bn')
 
-
+# %% ../nbs/20_multimodal.ipynb #7cbe202d
 def app_baseline(
     name: str,  # 'vgg16' or 'resnet50'
     input_shape: tuple = (48, 48, 1),
@@ -688,10 +702,10 @@ def app_baseline(
     )
     return m
 
-# %% ../nbs/20_multimodal.ipynb #511cd4dd
+# %% ../nbs/20_multimodal.ipynb #8c86d486
 from dataclasses import dataclass
 
-
+# %% ../nbs/20_multimodal.ipynb #0a504fdf
 @dataclass
 class Split:
     "Faces of one split with their landmarks and HOG."
@@ -717,7 +731,7 @@ def split_of(faces: Faces, feats: dict, idx=slice(None)) -> Split:
         feats['hog'][idx],
     )
 
-
+# %% ../nbs/20_multimodal.ipynb #011e93e3
 def branches_of(kind: str) -> tuple:
     "'fusion' -> all three branches; 'image+hog' -> ('image', 'hog'); a baseline name -> ()."
     if kind in APPS:
@@ -747,7 +761,7 @@ def build(kind: str, n_classes: int, S: dict) -> keras.Model:
         bn_momentum=mom,
     )
 
-# %% ../nbs/20_multimodal.ipynb #5e1a7c20
+# %% ../nbs/20_multimodal.ipynb #b0769548
 _FIT_KEYS = (
     'batch_size',
     'lr',
@@ -782,7 +796,59 @@ def run_settings(
         augment=dict(rotation=S['rotation'], translation=S['translation']) if base else None,
     )
 
+# %% ../nbs/20_multimodal.ipynb #4d23163b
+def _train_data(kind: str, train: Split, val: Split | None, S: dict, seed: int) -> tuple:
+    """(x, y, validation) for `fit_run`: repeated arrays for a baseline, `MultimodalDataset`s for a
+    fusion network."""
+    f = max(S['factor'], 1)
+    if kind in APPS:
+        return (
+            np.repeat(train.x, f, axis=0),
+            np.repeat(train.y, f),
+            None if val is None else (val.x, val.y),
+        )
+    kw = dict(
+        inputs=branches_of(kind),
+        batch_size=S['batch_size'],
+        rotation=S['rotation'],
+        translation=S['translation'],
+        hog_params=S['hog'],
+    )
+    x = MultimodalDataset(
+        train.x,
+        train.pts,
+        train.hog,
+        train.y,
+        shuffle=True,
+        factor=f,
+        seed=seed,
+        augment=bool(S['rotation'] or S['translation']),
+        **kw,
+    )
+    return x, None, None if val is None else MultimodalDataset(val.x, val.pts, val.hog, val.y, **kw)
 
+# %% ../nbs/20_multimodal.ipynb #1b240e49
+def _recalibrate(run: dict, kind: str, train: Split, S: dict, seed: int):
+    "Re-estimate the BN moving statistics of `run`'s model on `train`'s faces."
+    m = run['model']
+    bs = S['batch_size']
+    plain = (
+        ArrayDataset(train.x, batch_size=bs, shuffle=True, seed=seed)
+        if kind in APPS
+        else MultimodalDataset(
+            train.x,
+            train.pts,
+            train.hog,
+            inputs=model_inputs(m),
+            batch_size=bs,
+            shuffle=True,
+            seed=seed,
+        )
+    )
+    n = (S.get('baseline_bn_recalibrate') if kind in APPS else None) or S['bn_recalibrate']
+    recalibrate_bn(m, plain, n=n)
+
+# %% ../nbs/20_multimodal.ipynb #e497caa1
 def train_model(
     kind: str,  # 'fusion', 'image', 'image+landmarks', 'image+hog', ..., 'vgg16' or 'resnet50'
     train: Split,
@@ -796,61 +862,16 @@ def train_model(
     verbose: int = 0,  # Keras' progress output
 ) -> dict:
     "Train one model through `fermusic.train.fit_run`: {model, history, schedule, notes}."
-    f, R = max(S['factor'], 1), run_settings(kind, S, epochs)
-    if kind in APPS:
-        x, y, v = (
-            np.repeat(train.x, f, axis=0),
-            np.repeat(train.y, f),
-            None if val is None else (val.x, val.y),
-        )
-    else:
-        kw = dict(
-            inputs=branches_of(kind),
-            batch_size=S['batch_size'],
-            rotation=S['rotation'],
-            translation=S['translation'],
-            hog_params=S['hog'],
-        )
-        x, y = (
-            MultimodalDataset(
-                train.x,
-                train.pts,
-                train.hog,
-                train.y,
-                shuffle=True,
-                factor=f,
-                seed=seed,
-                augment=bool(S['rotation'] or S['translation']),
-                **kw,
-            ),
-            None,
-        )
-        v = None if val is None else MultimodalDataset(val.x, val.pts, val.hog, val.y, **kw)
+    x, y, v = _train_data(kind, train, val, S, seed)
+    R = run_settings(kind, S, epochs)
     run = fit_run(
         lambda: build(kind, n_classes, S), x, y, v, R, seed=seed, state=state, verbose=verbose
     )
-    # BN moving statistics re-estimated for the final weights (`recalibrate_bn`)
     if S.get('bn_recalibrate'):
-        m = run['model']
-        bs = S['batch_size']
-        plain = (
-            ArrayDataset(train.x, batch_size=bs, shuffle=True, seed=seed)
-            if kind in APPS
-            else MultimodalDataset(
-                train.x,
-                train.pts,
-                train.hog,
-                inputs=model_inputs(m),
-                batch_size=bs,
-                shuffle=True,
-                seed=seed,
-            )
-        )
-        n = (S.get('baseline_bn_recalibrate') if kind in APPS else None) or S['bn_recalibrate']
-        recalibrate_bn(m, plain, n=n)
+        _recalibrate(run, kind, train, S, seed)
     return run
 
-
+# %% ../nbs/20_multimodal.ipynb #7a67d188
 def predict_any(
     model: keras.Model, split: Split, S: dict, tta: int | None = None, seed: int = 0
 ) -> np.ndarray:
@@ -961,7 +982,7 @@ def robustness(
         out[k] = float((proba.argmax(1) == test.y).mean())
     return out
 
-# %% ../nbs/20_multimodal.ipynb #b93d2b44
+# %% ../nbs/20_multimodal.ipynb #e5e5d087
 def fer2013_data(S: dict, data_path=None) -> dict:
     """FER2013 splits with features (validation: carved from Training, or PublicTest), and the
     cleaned test masks."""
@@ -994,7 +1015,7 @@ def fer2013_data(S: dict, data_path=None) -> dict:
         nonface_all=None if nonface is None else int(ferplus_nonface(rows).sum()),
     )
 
-
+# %% ../nbs/20_multimodal.ipynb #be2e87f2
 def _dataset_info(f: Faces, D: dict) -> dict:
     return dict(
         name='fer2013',
@@ -1015,7 +1036,27 @@ def run_state(kind: str, dataset: str, seed: int, fold: int | None = None) -> Pa
     p = state_dir() / 'han' / group / f'{kind}-{dataset}' / f'seed{seed}'
     return p if fold is None else p / f'fold{fold}'
 
+# %% ../nbs/20_multimodal.ipynb #94af7ae8
+def _score_fer2013(rec, model: keras.Model, D: dict, S: dict, seed: int):
+    "Add `model`'s test scores and robustness on `D` (from `fer2013_data`) to the record `rec`."
+    t0 = time.perf_counter()
+    proba = predict_any(model, D['test'], S, seed=seed)
+    secs = time.perf_counter() - t0
+    rec.add_evaluation(dict(score(D['test'].y, proba, EMOTIONS), predict_seconds=secs), 'test')
+    rec.add_evaluation(
+        score(D['test'].y, predict_any(model, D['test'], S, tta=1), EMOTIONS), 'test_single_pass'
+    )
+    rec.add_evaluation(
+        score(D['test'].y[D['detected']], proba[D['detected']], EMOTIONS), 'test_detected'
+    )
+    if D['nonface'] is not None:
+        rec.add_evaluation(
+            score(D['test'].y[~D['nonface']], proba[~D['nonface']], EMOTIONS), 'test_ferplus_faces'
+        )
+    rec.metrics['mean_class_accuracy'] = rec.evaluations['test']['mean_class_accuracy']
+    rec.robustness = robustness(model, D['test'], EMOTIONS, S, 'fer2013-test')
 
+# %% ../nbs/20_multimodal.ipynb #136e4958
 def run_fer2013(
     S: dict,  # from `han_settings()`
     data_path=None,  # FER2013 csv or folders; default: `find_dataset('fer2013')`
@@ -1057,27 +1098,7 @@ def run_fer2013(
                     len(rec.history['loss']),
                     int(model.count_params()),
                 )
-                t0 = time.perf_counter()
-                proba = predict_any(model, D['test'], S, seed=seed)
-                secs = time.perf_counter() - t0
-                rec.add_evaluation(
-                    dict(score(D['test'].y, proba, EMOTIONS), predict_seconds=secs), 'test'
-                )
-                rec.add_evaluation(
-                    score(D['test'].y, predict_any(model, D['test'], S, tta=1), EMOTIONS),
-                    'test_single_pass',
-                )
-                rec.add_evaluation(
-                    score(D['test'].y[D['detected']], proba[D['detected']], EMOTIONS),
-                    'test_detected',
-                )
-                if D['nonface'] is not None:
-                    rec.add_evaluation(
-                        score(D['test'].y[~D['nonface']], proba[~D['nonface']], EMOTIONS),
-                        'test_ferplus_faces',
-                    )
-                rec.metrics['mean_class_accuracy'] = rec.evaluations['test']['mean_class_accuracy']
-                rec.robustness = robustness(model, D['test'], EMOTIONS, S, 'fer2013-test')
+                _score_fer2013(rec, model, D, S, seed)
                 rec.model = str(
                     save_for_inference(model, model_dir / f'han_{kind}_fer2013_seed{seed}.keras')
                 )
@@ -1119,7 +1140,7 @@ def shared_subjects(folds: list, subjects: np.ndarray) -> float:
     hits = [np.isin(subjects[te], subjects[tr]).sum() for tr, te in folds]
     return float(sum(hits) / sum(len(te) for _, te in folds))
 
-# %% ../nbs/20_multimodal.ipynb #c5b13656
+# %% ../nbs/20_multimodal.ipynb #abf91e03
 def _fit_val(tr: np.ndarray, y: np.ndarray, subjects: np.ndarray, S: dict, seed: int) -> tuple:
     """A fold's training indices split into (fit, validation), no subject in both; (tr, None)
     without `val_fraction`."""
@@ -1141,7 +1162,65 @@ def _fold_schedule(scheds: list) -> dict:
         train_seconds=sum(s.get('train_seconds', 0) for s in scheds),
     )
 
+# %% ../nbs/20_multimodal.ipynb #724b723a
+def _ck_dataset(f: Faces, feats: dict, folds: list) -> dict:
+    "The record's description of CK+ and its folds."
+    return dict(
+        name='ckplus',
+        path=rel_path(f.source) if f.source else None,
+        images=f.n,
+        subjects=int(len(set(f.subjects))),
+        folds=len(folds),
+        shared_subjects=shared_subjects(folds, f.subjects),
+        noise=noise_counts(feats),
+    )
 
+
+def _cross_validate(
+    kind: str, split: str, seed: int, folds: list, allx: Split, subjects, S: dict, verbose: int = 0
+) -> tuple:
+    """Train `kind` on each fold and predict its held-out faces: (probabilities with `tta` passes,
+    single-pass probabilities, fold accuracies, runs)."""
+    y = allx.y
+    proba, single = np.zeros((len(y), 7)), np.zeros((len(y), 7))
+    fold_acc, runs = [], []
+    for k, (tr, te) in enumerate(folds):
+        if verbose:
+            print(
+                f'{kind}, CK+ {split} folds, seed {seed}, fold {k + 1} of {len(folds)}', flush=True
+            )
+        fit_i, val_i = _fit_val(tr, y, subjects, S, seed)
+        run = train_model(
+            kind,
+            allx[fit_i],
+            None if val_i is None else allx[val_i],
+            7,
+            S,
+            seed=seed * 1000 + k,
+            state=run_state(kind, f'ckplus-{split}', seed, k),
+            verbose=verbose,
+        )
+        proba[te] = predict_any(run['model'], allx[te], S, seed=seed)
+        single[te] = predict_any(run['model'], allx[te], S, tta=1)
+        fold_acc.append(float((proba[te].argmax(1) == y[te]).mean()))
+        runs.append(run)
+        keras.backend.clear_session()
+    return proba, single, fold_acc, runs
+
+# %% ../nbs/20_multimodal.ipynb #ea478eeb
+def _fill_ck_record(rec, y: np.ndarray, proba, single, fold_acc: list, runs: list):
+    "Write a cross-validation's pooled scores, fold accuracies, histories and schedules into `rec`."
+    rec.add_evaluation(score(y, proba, CK_LABELS), 'test')
+    rec.add_evaluation(score(y, single, CK_LABELS), 'test_single_pass')
+    rec.metrics['mean_class_accuracy'] = rec.evaluations['test']['mean_class_accuracy']
+    hs = [r['history'] for r in runs]
+    rec.fold_accuracy = fold_acc
+    rec.history = dict(loss=[h['loss'][-1] for h in hs], accuracy=[h['accuracy'][-1] for h in hs])
+    rec.schedule = _fold_schedule([r['schedule'] for r in runs])
+    rec.epochs_run = max(len(h['loss']) for h in hs)  # per fold: `schedule.epochs_run`
+    rec.notes.extend(n for r in runs for n in r['notes'])
+
+# %% ../nbs/20_multimodal.ipynb #acede0f8
 def run_ckplus(
     S: dict,  # from `han_settings()`
     data_path=None,  # CK+48 folder or tar.gz; default: `find_dataset('ckplus')`
@@ -1164,15 +1243,7 @@ def run_ckplus(
     recs = []
     for split in S['ck_splits']:
         folds = ck_folds(y, f.subjects, split, S['ck_folds'])
-        ds = dict(
-            name='ckplus',
-            path=rel_path(f.source) if f.source else None,
-            images=f.n,
-            subjects=int(len(set(f.subjects))),
-            folds=len(folds),
-            shared_subjects=shared_subjects(folds, f.subjects),
-            noise=noise_counts(feats),
-        )
+        ds = _ck_dataset(f, feats, folds)
         for kind, seed in [(k, s) for k in S['ck_models'] for s in S['seeds']]:
             with recording(
                 f'{kind}-ckplus-{split}',
@@ -1182,45 +1253,12 @@ def run_ckplus(
                 params=dict(params, kind=kind, split=split),
                 dataset=ds,
             ) as rec:
-                proba, single = np.zeros((len(y), 7)), np.zeros((len(y), 7))
-                fold_acc, runs = [], []
-                for k, (tr, te) in enumerate(folds):
-                    if verbose:
-                        print(
-                            f'{kind}, CK+ {split} folds, seed {seed}, fold {k + 1} of {len(folds)}',
-                            flush=True,
-                        )
-                    fit_i, val_i = _fit_val(tr, y, f.subjects, SS, seed)
-                    run = train_model(
-                        kind,
-                        allx[fit_i],
-                        None if val_i is None else allx[val_i],
-                        7,
-                        SS,
-                        seed=seed * 1000 + k,
-                        state=run_state(kind, f'ckplus-{split}', seed, k),
-                        verbose=verbose,
-                    )
-                    proba[te] = predict_any(run['model'], allx[te], SS, seed=seed)
-                    single[te] = predict_any(run['model'], allx[te], SS, tta=1)
-                    fold_acc.append(float((proba[te].argmax(1) == y[te]).mean()))
-                    runs.append(run)
-                    keras.backend.clear_session()
-                rec.add_evaluation(score(y, proba, CK_LABELS), 'test')
-                rec.add_evaluation(score(y, single, CK_LABELS), 'test_single_pass')
-                rec.metrics['mean_class_accuracy'] = rec.evaluations['test']['mean_class_accuracy']
-                hs = [r['history'] for r in runs]
-                rec.fold_accuracy = fold_acc
-                rec.history = dict(
-                    loss=[h['loss'][-1] for h in hs], accuracy=[h['accuracy'][-1] for h in hs]
-                )
-                rec.schedule = _fold_schedule([r['schedule'] for r in runs])
-                rec.epochs_run = max(len(h['loss']) for h in hs)  # per fold: `schedule.epochs_run`
-                rec.notes.extend(n for r in runs for n in r['notes'])
+                res = _cross_validate(kind, split, seed, folds, allx, f.subjects, SS, verbose)
+                _fill_ck_record(rec, y, *res)
             recs.append(rec)
     return recs
 
-# %% ../nbs/20_multimodal.ipynb #f19fcb3a
+# %% ../nbs/20_multimodal.ipynb #f7ceef13
 PAPER_TABLE1 = (
     pd.DataFrame(
         {
@@ -1247,11 +1285,12 @@ PAPER_TABLE2 = (
     )
     / 100
 )
-from .scoreboard import seed_runs
-
 PAPER_OVERALL = {'fer2013': 0.8337, 'ckplus': 0.9941}
 
+# %% ../nbs/20_multimodal.ipynb #fff91623
+from .scoreboard import seed_runs
 
+# %% ../nbs/20_multimodal.ipynb #69fe3d50
 def per_class_column(
     rec: dict | list | None,  # a record, or the records of several seeds
     labels,
@@ -1293,11 +1332,11 @@ def plot_record_roc(rec: dict, split: str = 'test', title: str = '', ax=None):
     ax.legend(fontsize=7)
     return ax
 
-# %% ../nbs/20_multimodal.ipynb #1d48a140
+# %% ../nbs/20_multimodal.ipynb #67c8dc9c
 # the quick check: the quick fusion beats the majority class
 from .scoreboard import LEARNS
 
-
+# %% ../nbs/20_multimodal.ipynb #10a07b79
 def _c(claim, value, record, metric, tol=None, reason=''):
     return Claim('han', claim, value, record, metric, tol, reason=reason)
 
@@ -1307,6 +1346,8 @@ _FER = (
     'GPU)'
 )
 _CK = '{dataset.folds} subject-independent folds (paper: 500 epochs; its split is not stated)'
+
+# %% ../nbs/20_multimodal.ipynb #b01de071
 CLAIMS = [
     Claim(
         'han',
@@ -1357,6 +1398,10 @@ CLAIMS = [
         )
         for l in EMOTIONS
     ],
+]
+
+# %% ../nbs/20_multimodal.ipynb #1952ba9b
+CLAIMS += [
     _c(
         'CK+ overall accuracy, fusion (text, 4.2)',
         0.9941,
@@ -1396,8 +1441,63 @@ CLAIMS = [
     ),
 ]
 
-# %% ../nbs/20_multimodal.ipynb #1d48a141
+# %% ../nbs/20_multimodal.ipynb #12520b18
+CLAIMS += [
+    *[
+        _c(
+            f'Table 1: {col}, {l} accuracy',
+            PAPER_TABLE1.loc[l, col],
+            rec,
+            f'evaluations.test.per_class.{l}.recall',
+            reason=f'per-class recall. {why}',
+        )
+        for col, rec, why in (
+            ('VGG', 'vgg16-fer2013', 'VGG16 from scratch at Adam {params.lr:g}. ' + _FER),
+            ('ResNet', 'resnet50-fer2013', 'ResNet50 from scratch. ' + _FER),
+        )
+        for l in EMOTIONS
+    ]
+]
+
+# %% ../nbs/20_multimodal.ipynb #e5aa6aa5
+CLAIMS += [
+    *[
+        _c(
+            f'Table 2: {m}, {l} accuracy (CK+)',
+            PAPER_TABLE2.loc[l, col],
+            rec,
+            f'evaluations.test.per_class.{l}.recall',
+            reason=f'per-class recall. {_CK}',
+        )
+        for col, m, rec in (
+            ('OURS', 'fusion', 'fusion-ckplus-subject'),
+            ('VGG', 'VGG', 'vgg16-ckplus-subject'),
+            ('ResNet', 'ResNet', 'resnet50-ckplus-subject'),
+        )
+        for l in CK_LABELS
+    ]
+]
+
+# %% ../nbs/20_multimodal.ipynb #664e497c
 _QUOTED = 'quoted by the paper from other work; the kit does not re-train it'
+CLAIMS += [
+    *[
+        _c(f'Table 1: {col} column, {l}', PAPER_TABLE1.loc[l, col], None, '', reason=_QUOTED)
+        for col in ('[16]', '[5]')
+        for l in PAPER_TABLE1.index
+    ],
+    *[
+        _c(f'Table 2: {col} column, {l}', PAPER_TABLE2.loc[l, col], None, '', reason=_QUOTED)
+        for col in ('SVM', '[19]')
+        for l in PAPER_TABLE2.index
+    ],
+    _c('Text, 4.2: [16] reaches 75.2% on the original FER2013', 0.752, None, '', reason=_QUOTED),
+    _c('Text, 4.2: [16] reaches 76.1% on the aligned FER2013', 0.761, None, '', reason=_QUOTED),
+    _c('Text, 4.2: [5] reaches over 65% on the original FER2013', 0.65, None, '', reason=_QUOTED),
+    _c('Text, 4.2: [19] reaches 80.303% on CK+', 0.80303, None, '', reason=_QUOTED),
+]
+
+# %% ../nbs/20_multimodal.ipynb #2f859d17
 # Fig. 7: each network's confidence on single FER2013 images, original and disturbed (None: a wrong
 # prediction)
 _FIG7 = {
@@ -1427,7 +1527,25 @@ _FIG7 = {
     ),
 }
 
+# %% ../nbs/20_multimodal.ipynb #01979801
+CLAIMS += [
+    *[
+        _c(
+            f'Fig. 7: {net} confidence, {face}, {cond}',
+            v,
+            None,
+            '',
+            reason="one network's confidence on one image; the lesson's robustness table "
+            "measures whole test sets instead"
+            + ('' if v is not None else " ('NULL': a wrong prediction)"),
+        )
+        for face, conds in _FIG7.items()
+        for cond, vals in conds.items()
+        for net, v in zip(('fusion', 'VGG', 'ResNet'), vals)
+    ]
+]
 
+# %% ../nbs/20_multimodal.ipynb #e5025123
 def _weighted_recall(
     table: pd.DataFrame,  # PAPER_TABLE1 or PAPER_TABLE2
     labels,  # the table's classes
@@ -1444,69 +1562,12 @@ def _weighted_recall(
 
     return f
 
-
+# %% ../nbs/20_multimodal.ipynb #5d5c8c4a
 _NOT_PAPERS = (
     "the paper's cleaned test set may mix the classes otherwise, but no mix near the standard one "
     "gives its number"
 )
 CLAIMS += [
-    *[
-        _c(
-            f'Table 1: {col}, {l} accuracy',
-            PAPER_TABLE1.loc[l, col],
-            rec,
-            f'evaluations.test.per_class.{l}.recall',
-            reason=f'per-class recall. {why}',
-        )
-        for col, rec, why in (
-            ('VGG', 'vgg16-fer2013', 'VGG16 from scratch at Adam {params.lr:g}. ' + _FER),
-            ('ResNet', 'resnet50-fer2013', 'ResNet50 from scratch. ' + _FER),
-        )
-        for l in EMOTIONS
-    ],
-    *[
-        _c(
-            f'Table 2: {m}, {l} accuracy (CK+)',
-            PAPER_TABLE2.loc[l, col],
-            rec,
-            f'evaluations.test.per_class.{l}.recall',
-            reason=f'per-class recall. {_CK}',
-        )
-        for col, m, rec in (
-            ('OURS', 'fusion', 'fusion-ckplus-subject'),
-            ('VGG', 'VGG', 'vgg16-ckplus-subject'),
-            ('ResNet', 'ResNet', 'resnet50-ckplus-subject'),
-        )
-        for l in CK_LABELS
-    ],
-    *[
-        _c(f'Table 1: {col} column, {l}', PAPER_TABLE1.loc[l, col], None, '', reason=_QUOTED)
-        for col in ('[16]', '[5]')
-        for l in PAPER_TABLE1.index
-    ],
-    *[
-        _c(f'Table 2: {col} column, {l}', PAPER_TABLE2.loc[l, col], None, '', reason=_QUOTED)
-        for col in ('SVM', '[19]')
-        for l in PAPER_TABLE2.index
-    ],
-    _c('Text, 4.2: [16] reaches 75.2% on the original FER2013', 0.752, None, '', reason=_QUOTED),
-    _c('Text, 4.2: [16] reaches 76.1% on the aligned FER2013', 0.761, None, '', reason=_QUOTED),
-    _c('Text, 4.2: [5] reaches over 65% on the original FER2013', 0.65, None, '', reason=_QUOTED),
-    _c('Text, 4.2: [19] reaches 80.303% on CK+', 0.80303, None, '', reason=_QUOTED),
-    *[
-        _c(
-            f'Fig. 7: {net} confidence, {face}, {cond}',
-            v,
-            None,
-            '',
-            reason="one network's confidence on one image; the lesson's robustness table "
-            "measures whole test sets instead"
-            + ('' if v is not None else " ('NULL': a wrong prediction)"),
-        )
-        for face, conds in _FIG7.items()
-        for cond, vals in conds.items()
-        for net, v in zip(('fusion', 'VGG', 'ResNet'), vals)
-    ],
     Claim(
         'han',
         "CK+ overall 99.41% against Table 2's fusion recalls weighted by CK+48's class counts",
