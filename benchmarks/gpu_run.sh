@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     --minutes) MINUTES=$2; shift 2;;
     --stage) STAGE=1; shift;;
     --parallel) PARALLEL=1; shift;;
-    --seed) SEEDS=${2-}; args+=("$1" "${2-}"); shift $(($# > 1 ? 2 : 1));;
+    --seed) SEEDS=${2-}; args+=("${@:1:2}"); shift $(($# > 1 ? 2 : 1));;
     --seed=*) SEEDS=${1#--seed=}; args+=("$1"); shift;;
     *) args+=("$1"); pargs+=("$1"); shift;;
   esac
@@ -60,7 +60,7 @@ fi
 parallel_seeds() {   # --parallel: one gpu_train.py process per seed, all at once; returns the first failure's status
   local s r seeds=() pids=() failed=() bad=() extra=() frac=preset rc=0
   IFS=, read -ra seeds <<< "$SEEDS"
-  for s in "${seeds[@]}"; do
+  for s in "${seeds[@]:-}"; do   # none at all: one empty word, refused
     if ! [[ $s =~ ^[0-9]+$ ]] || [ "$(printf '%s\n' "${seeds[@]}" | grep -cx -- "$s")" != 1 ]; then
       echo "gpu_run.sh --parallel: --seed $SEEDS: '$s' is not a whole number >= 0 given once; fix the list" \
         | tee "$OUT/console.log"
