@@ -16,14 +16,15 @@
 #   calls 1..N-1, each carrying one stage:      bash benchmarks/gpu_run.sh --stage   (checks it arrived; seconds)
 #   call N, carrying the last stage and .whl:   bash benchmarks/gpu_run.sh [options] (joins the stages, trains)
 # Make the calls back to back: the stages wait on the warm machine, which is given back when idle.
-# Seeds at the same time on the one GPU (a small model leaves it mostly idle: compact's 3 seeds in a row, ~600 s,
-# are more than a call allows), each seed in its own gpu_train.py process:
+# Seeds at the same time on the one GPU (a small model leaves it mostly idle: compact's 3 seeds
+# in a row, ~600 s, are more than one call allows), each seed in its own gpu_train.py process:
 #   bash benchmarks/gpu_run.sh --minutes 9.3 --runs compact --seed 0,1,2 --parallel
-# Each process gets --seed S, its own folder $OUT/seed-S, the same minutes left and 0.9/N of the GPU's memory
-# (XLA_PYTHON_CLIENT_MEM_FRACTION and its new name XLA_CLIENT_MEM_FRACTION, unless either, or
-# XLA_PYTHON_CLIENT_PREALLOCATE, is set already: JAX's "GPU memory allocation" page); each record says it ran beside
-# the others (throughput.concurrent_runs = N and a note). Merged as one call's: console.log (each line prefixed
-# "[seed S] "), records.tgz, the models (seed 0's only, as before); non-zero exit if any seed failed, named at the end.
+# Each process gets --seed S, its own folder $OUT/seed-S, the same minutes left and 0.9/N of the
+# GPU's memory (XLA_PYTHON_CLIENT_MEM_FRACTION and its new name XLA_CLIENT_MEM_FRACTION, unless
+# either or XLA_PYTHON_CLIENT_PREALLOCATE is set already: JAX's "GPU memory allocation" page).
+# Each record says it ran beside the others (throughput.concurrent_runs = N, and a note). Merged
+# as one call's: console.log (each line prefixed "[seed S] "), records.tgz, the models (seed 0's
+# only, as without --parallel); the exit status is non-zero if any seed failed, named at the end.
 # GPU_RUN_TEST_FAIL_SEED=S (tests only) hands seed S's process an option it refuses.
 # A CPU dry run of this same script is tests/test_gpu_run.py.
 set -uo pipefail
@@ -57,48 +58,54 @@ if ! python3 -c "import keras" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; the
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-parallel_seeds() {   # --parallel: one gpu_train.py process per seed, all at once; returns the first failure's status
-  local s r seeds=() pids=() failed=() bad=() extra=() frac=preset rc=0
+parallel_seeds() {   # --parallel: a gpu_train.py process per seed, all at once
+  local s r seeds=() pids=() failed=() bad=() extra=() frac=preset rc=0 log="$OUT/console.log"
   IFS=, read -ra seeds <<< "$SEEDS"
   for s in "${seeds[@]:-}"; do   # none at all: one empty word, refused
     if ! [[ $s =~ ^[0-9]+$ ]] || [ "$(printf '%s\n' "${seeds[@]}" | grep -cx -- "$s")" != 1 ]; then
-      echo "gpu_run.sh --parallel: --seed $SEEDS: '$s' is not a whole number >= 0 given once; fix the list" \
-        | tee "$OUT/console.log"
+      echo "gpu_run.sh --parallel: --seed $SEEDS: '$s' is not a whole number >= 0 given once;" \
+        "fix the list" | tee "$log"
       return 2
     fi
   done
-  if [ -z "${XLA_PYTHON_CLIENT_MEM_FRACTION:-}${XLA_CLIENT_MEM_FRACTION:-}${XLA_PYTHON_CLIENT_PREALLOCATE:-}" ]; then
+  if [ -z "${XLA_PYTHON_CLIENT_MEM_FRACTION:-}${XLA_CLIENT_MEM_FRACTION:-}" ] &&
+     [ -z "${XLA_PYTHON_CLIENT_PREALLOCATE:-}" ]; then
     frac=$(python3 -c "print(f'{0.9 / ${#seeds[@]}:.3f}')")
     export XLA_PYTHON_CLIENT_MEM_FRACTION=$frac XLA_CLIENT_MEM_FRACTION=$frac
   fi
-  echo "parallel: seeds ${seeds[*]} as ${#seeds[@]} processes on one device, GPU memory fraction $frac each" \
-    > "$OUT/console.log"
+  echo "parallel: seeds ${seeds[*]} as ${#seeds[@]} processes on one device," \
+    "GPU memory fraction $frac each" > "$log"
   for s in "${seeds[@]}"; do
     mkdir -p "$OUT/seed-$s"
     extra=(); if [ "${GPU_RUN_TEST_FAIL_SEED-}" = "$s" ]; then extra=(--test-fail); fi
-    ( python3 benchmarks/gpu_train.py "${pargs[@]}" --out "$OUT/seed-$s" --minutes "$LEFT" --seed "$s" \
-        --concurrent "${#seeds[@]}" "${extra[@]}" 2>&1 | sed -u "s/^/[seed $s] /" >> "$OUT/console.log" ) &
+    ( python3 benchmarks/gpu_train.py "${pargs[@]}" --out "$OUT/seed-$s" --minutes "$LEFT" \
+        --seed "$s" --concurrent "${#seeds[@]}" "${extra[@]}" 2>&1 \
+        | sed -u "s/^/[seed $s] /" >> "$log" ) &
     pids+=($!)
   done
   for i in "${!seeds[@]}"; do
     wait "${pids[$i]}"; r=$?
-    if [ "$r" != 0 ]; then failed+=("seed ${seeds[$i]} (exit $r)"); bad+=("${seeds[$i]}"); [ "$rc" = 0 ] && rc=$r; fi
+    if [ "$r" != 0 ]; then
+      failed+=("seed ${seeds[$i]} (exit $r)"); bad+=("${seeds[$i]}"); [ "$rc" = 0 ] && rc=$r
+    fi
   done
-  for s in "${seeds[@]}"; do   # merge: records (their names carry the seed), models (seed 0's), then the folder goes
-    if [ -d "$OUT/seed-$s/results" ]; then mkdir -p "$OUT/results" && cp -r "$OUT/seed-$s/results/." "$OUT/results/"; fi
+  for s in "${seeds[@]}"; do   # merge records (their names carry the seed) and models (seed 0's)
+    if [ -d "$OUT/seed-$s/results" ]; then
+      mkdir -p "$OUT/results" && cp -r "$OUT/seed-$s/results/." "$OUT/results/"
+    fi
     for m in "$OUT/seed-$s"/*.keras; do
       [ -f "$m" ] || continue
-      if [ -e "$OUT/${m##*/}" ]; then echo "parallel: seed $s's ${m##*/} left out: one came back already" >> "$OUT/console.log"
+      if [ -e "$OUT/${m##*/}" ]; then echo "parallel: seed $s's ${m##*/} left out" >> "$log"
       else mv "$m" "$OUT/"; fi
     done
     rm -rf "$OUT/seed-$s"
   done
-  tail -n 40 "$OUT/console.log"
+  tail -n 40 "$log"
   for s in "${bad[@]}"; do   # the lines of a failed seed may lie further up, among the others'
-    echo "--- seed $s failed; its last lines:"; grep -F "[seed $s] " "$OUT/console.log" | tail -n 8
+    echo "--- seed $s failed; its last lines:"; grep -F "[seed $s] " "$log" | tail -n 8
   done
-  if [ "$rc" != 0 ]; then echo "parallel: FAILED: ${failed[*]}" | tee -a "$OUT/console.log"
-  else echo "parallel: all ${#seeds[@]} seeds exited 0" | tee -a "$OUT/console.log"; fi
+  if [ "$rc" != 0 ]; then echo "parallel: FAILED: ${failed[*]}" | tee -a "$log"
+  else echo "parallel: all ${#seeds[@]} seeds exited 0" | tee -a "$log"; fi
   return "$rc"
 }
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
