@@ -15,6 +15,7 @@ optimizer, in mixed precision. Each run writes a fermusic run record under `--ou
 
     KERAS_BACKEND=jax python benchmarks/gpu_train.py --data .gpu/fer2013 --out $OUT [--minutes 9] [--runs yu,shinde-cnn]
     ... --runs compact,han-image,han-vgg16,han-resnet50 --seed 0      # the runs the 2-core CPU cannot finish
+    ... --runs compact --seed 1 --concurrent 3    # one of 3 at once (gpu_run.sh --parallel)
     # CPU dry run (what tests/test_gpu_run.py does): --profile quick --limit 40 --epochs 2 --batch 4 --size 32
 
 Usually started through `benchmarks/gpu_run.sh`, which installs the carried wheels and packs the records.
@@ -39,6 +40,9 @@ def parse(argv=None):
     ap.add_argument('--seed', default='0', help='seed, or comma-separated seeds: every run once per seed; '
                     "the model file is saved from seed 0's run only")
     ap.add_argument('--eval-batch', type=int, default=512, help='faces per prediction step')
+    ap.add_argument('--concurrent', type=int, default=1,
+                    help='gpu_train.py processes sharing the device at the same time, this one '
+                    'included (gpu_run.sh --parallel sets it): above 1, written into each record')
     ap.add_argument('--han-factor', type=int, default=1, help="Han runs: passes over the moved faces per epoch "
                     "(the paper's expansion: 30; the kit's converge schedule: 1)")
     g = ap.add_argument_group('dry-run shrinkers (each one is written into the records)')
@@ -299,6 +303,11 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
         rec.throughput = dict(train_images_per_s=float(np.median(ips[1:] or ips)), first_epoch_s=hist['epoch_seconds'][0],
                               precision=a.precision, device=str(jax.devices()[0]),
                               device_kind=jax.devices()[0].device_kind)
+        if a.concurrent > 1:   # gpu_run.sh --parallel: the speeds above are shared-device speeds
+            rec.throughput['concurrent_runs'] = a.concurrent
+            rec.notes.append(f'trained as one of {a.concurrent} gpu_train.py processes sharing the '
+                             'device at the same time (gpu_run.sh --parallel): its images/s and '
+                             'epoch seconds are shared-device speeds, not solo ones')
         if p.get('save') and seed == 0:
             keras.mixed_precision.set_global_policy('float32')          # save a float32 copy: same weights, the kit's dtype
             m32 = p['build'](); m32.set_weights(model.get_weights())
@@ -440,6 +449,9 @@ def han_evaluate(rec, model, p:dict, state, d:dict, xd, sp:dict, a, seed:int, pr
 
 def main(argv=None):
     t_start = time.time(); a = parse(argv)
+    if a.concurrent < 1:
+        raise SystemExit(f'--concurrent {a.concurrent}: the processes sharing the device, this one '
+                         'included, are at least 1')
     deadline = t_start + a.minutes * 60 - 15          # 15 s for packing the records
     if os.environ.get('KERAS_BACKEND', 'jax') != 'jax': raise SystemExit('gpu_train.py needs KERAS_BACKEND=jax')
     os.environ['KERAS_BACKEND'] = 'jax'

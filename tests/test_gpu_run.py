@@ -224,3 +224,58 @@ def test_gpu_run_compact_han_dry(tmp_path):
     r = subprocess.run(cmd + ['--minutes', '0.6'], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and 'compact seed 0: skipped' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert sorted(p.name for p in out2.iterdir()) == ['console.log', 'device.txt']
+
+def _parallel_call(tmp_path, out, seeds, minutes, **env):
+    "gpu_run.sh --parallel on the shipped sample (compact, 1 tiny epoch): its result, OUT's names."
+    from pack_fer2013 import pack
+    from fermusic.data import load_fer2013
+    if not (tmp_path/'fer').exists():
+        f = load_fer2013(ROOT/'data'/'fer2013_sample')
+        pack(f.x, f.y, f.split, tmp_path/'fer', codec='png')
+    env = dict(os.environ, OUT=str(out), KERAS_BACKEND='jax',
+               PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}', **env)
+    cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'),
+           '--profile', 'quick', '--runs', 'compact', '--seed', seeds, '--parallel',
+           '--limit', '70', '--epochs', '1', '--batch', '4', '--steps', '1', '--eval-batch', '16',
+           '--minutes', minutes]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    return r, sorted(p.name for p in out.iterdir())
+
+def test_gpu_run_parallel_failure(tmp_path):
+    "gpu_run.sh --parallel: a seed whose process fails fails the call and is named at the end, the "
+    "other seed runs on; a bad seed list is refused. (Seconds: with no time left, seed 0 skips.)"
+    r, names = _parallel_call(tmp_path, tmp_path/'out', '0,1', '0.6', GPU_RUN_TEST_FAIL_SEED='1')
+    out = r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 2 and '\nparallel: FAILED: seed 1 (exit 2)\n' in r.stdout, out
+    assert '--- seed 1 failed; its last lines:\n[seed 1] ' in r.stdout, out
+    assert names == ['console.log', 'device.txt'], names   # no seed-S folder, no record left behind
+    log = (tmp_path/'out'/'console.log').read_text()
+    assert 'compact seed 0: skipped' in log and '[seed 1] ' in log and '--test-fail' in log, log
+    for bad in ('0,0', ''):   # a seed twice; none at all
+        r, names = _parallel_call(tmp_path, tmp_path/f'bad{bad}', bad, '0.6')
+        assert r.returncode == 2 and 'not a whole number >= 0 given once' in r.stdout, r.stdout
+        assert names == ['console.log', 'device.txt'], names
+
+@pytest.mark.slow   # two compact compiles at once, ~3 minutes on 2 loaded cores (CONTRIBUTING.md)
+def test_gpu_run_parallel_dry(tmp_path):
+    "gpu_run.sh --parallel --seed 0,1: two processes at once, merged as one call's: both records, "
+    "each saying it ran beside another; seed 0's model once; one console.log naming both; exit 0."
+    import hashlib
+    r, names = _parallel_call(tmp_path, tmp_path/'out', '0,1', '8')
+    out = r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0 and 'parallel: all 2 seeds exited 0' in r.stdout, out
+    assert names == ['compact_fer2013.keras', 'console.log', 'device.txt', 'records.tgz'], names
+    with tarfile.open(tmp_path/'out'/'records.tgz') as t:
+        recs = {m.name: json.load(t.extractfile(m))
+                for m in t.getmembers() if m.name.endswith('.json')}
+    assert sorted(n.split('__')[1] for n in recs) == ['seed0', 'seed1'], list(recs)
+    assert all(n.startswith('results/quick/kit/compact__') for n in recs), list(recs)
+    by_seed = {rec['seed']: rec for rec in recs.values()}
+    for rec in by_seed.values():
+        assert rec['throughput']['concurrent_runs'] == 2, rec['throughput']
+        assert any('one of 2 gpu_train.py processes' in n for n in rec['notes']), rec['notes']
+        assert rec['epochs_run'] == 1 and '--concurrent 2' in rec['command']
+    sha = hashlib.sha256((tmp_path/'out'/'compact_fer2013.keras').read_bytes()).hexdigest()
+    assert by_seed[0]['model_sha256'] == sha and 'model_sha256' not in by_seed[1]
+    log = (tmp_path/'out'/'console.log').read_text()
+    for s in (0, 1): assert f'[seed {s}] ' in log and f'compact__seed{s}__' in log, log[-3000:]
