@@ -211,11 +211,12 @@ class Plateau:
 
 def kit_dataset_keys(ds:dict, size:int, paper:str) -> dict:
     """`ds` with its counts under the keys the paper's own records use (its lesson and claims read them), and no others:
-    yu2020 train, val, public_test, private_test; ugochukwu size, sizes; shinde (and any other) train, val, test."""
+    yu2020 and kit train, val, public_test, private_test; ugochukwu size, sizes; shinde (and any other) train, val, test."""
     out = {k: ds[k] for k in ('name', 'path', 'labels', 'limit') if k in ds}
     if paper == 'ugochukwu': return dict(out, size=size, sizes=dict(train=ds['train'], val=ds['val'], test=ds.get('test')))
     out.update(train=ds['train'], val=ds['val'])
-    if paper == 'yu2020': return dict(out, public_test=ds['PublicTest'], private_test=ds['PrivateTest'])
+    if paper in ('yu2020', 'kit'):   # the kit's compact run: run_compact's keys too
+        return dict(out, public_test=ds['PublicTest'], private_test=ds['PrivateTest'])
     return dict(out, test=ds.get('test'))
 
 def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
@@ -338,7 +339,8 @@ def plan_compact(a) -> dict:
     from fermusic.config import rel_path
     s = compact_settings('full')
     return dict(run='compact', name='compact', paper='kit', settings=s, labels='fer2013',
-                build=lambda: compact_cnn(s['widths'], s['stem'], lr=s['lr']), val=('fraction', s['val_fraction']),
+                build=lambda: compact_cnn(s['widths'], s['stem'], lr=s['lr'], upsample=s.get('upsample')),
+                val=('fraction', s['val_fraction']),
                 tests=[('PrivateTest', ['PrivateTest']), ('PublicTest', ['PublicTest'])],   # PrivateTest fills `metrics`
                 batch=s['batch_size'], epochs=s['epochs'], augment=dict(s['augment']), kit_augment=True,
                 early=('val_accuracy', s['patience']) if s.get('patience') else None,   # as `standard_callbacks`: 0/None = off

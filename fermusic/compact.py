@@ -11,7 +11,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['COMPACT_QUICK', 'COMPACT_FULL', 'COMPACT_CPU', 'TARGETS', 'SHARED', 'compact_settings', 'compact_cnn', 'count_flops',
            'default_compact_path', 'run_compact', 'faces_per_s', 'training_status', 'cost_table', 'pareto_front',
-           'plot_pareto', 'shared_class_scores', 'peers_markdown']
+           'plot_pareto', 'shared_class_scores', 'peers_markdown', 'seed_table']
 
 # %% ../nbs/15_compact.ipynb #02c2c19e
 import keras
@@ -45,6 +45,7 @@ _AUG = dict(rotation=10, translation=0.1, zoom=0.1, flip=True)
 COMPACT_QUICK = dict(
     widths=[16, 32, 64, 128],
     stem=8,
+    upsample=None,
     epochs=3,
     batch_size=32,
     lr=1e-3,
@@ -59,6 +60,7 @@ COMPACT_QUICK = dict(
 COMPACT_FULL = dict(
     widths=[16, 32, 64, 128],
     stem=8,
+    upsample=None,
     epochs=1000,
     batch_size=32,
     lr=1e-3,
@@ -106,6 +108,8 @@ def compact_cnn(
     lr: float = 1e-3,  # Adam's learning rate
     input_shape: tuple = (48, 48, 1),  # H x W x C of the faces
     n_classes: int = 7,  # number of classes
+    # side the face is resized to first (bilinear; `fer`: 64); None: as given
+    upsample: int | None = None,
 ) -> keras.Model:
     """A mini-Xception-style CNN, compiled with cross-entropy on integer labels; takes raw 0-255
     pixels."""
@@ -116,7 +120,10 @@ def compact_cnn(
             '64, 128)'
         )
     inp = keras.Input(input_shape, name='face')
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name='rescale')(inp)  # 0..255 -> -1..1
+    x = inp
+    if upsample:  # more cells in every feature map, for 1.8x the multiply-adds at 64
+        x = layers.Resizing(upsample, upsample, interpolation='bilinear', name='upsample')(x)
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name='rescale')(x)  # 0..255 -> -1..1
     x = _conv_bn(x, stem, 'stem1', padding='valid')
     x = _conv_bn(x, stem, 'stem2', padding='valid')
     for i, w in enumerate(widths, 1):
@@ -212,7 +219,7 @@ def run_compact(
         save=save_record,
     ) as rec:
         run = fit_run(
-            lambda: compact_cnn(s['widths'], s['stem'], lr=s['lr']),
+            lambda: compact_cnn(s['widths'], s['stem'], lr=s['lr'], upsample=s.get('upsample')),
             x,
             y,
             (xv, yv),
@@ -365,6 +372,8 @@ def cost_table(
                 model=name,
                 kind=e.get('kind'),
                 accuracy=e.get('accuracy'),
+                # the same model with its mirror image's probabilities averaged in (two passes)
+                accuracy_mirror=(e.get('mirror') or {}).get('accuracy'),
                 macro_f1=e.get('f1'),
                 split=e.get('split'),
                 params=e.get('params'),
@@ -461,8 +470,8 @@ def shared_class_scores(
 def peers_markdown(
     rec: dict | None = None,  # a 'peers' record; default: the latest committed full one
 ) -> str:
-    """The README's table of emotion models: accuracy, macro F1, CK+, parameters, FLOPs, faces/s,
-    file size, training."""
+    """The README's table of emotion models: accuracy (alone and mirror-averaged), macro F1, CK+,
+    parameters, FLOPs, faces/s, file size, training."""
     import re, pandas as pd
 
     if rec is None:
@@ -473,10 +482,9 @@ def peers_markdown(
         return '*No full `peers` record yet: run `benchmarks/peers.py` on the full data.*'
     fmt = lambda v, f: '-' if v is None or pd.isna(v) else format(v, f)
     rows = [
-        '| model | accuracy (PrivateTest) | macro F1 | CK+, 6 shared classes | parameters | '
-        'MFLOP / face '
-        '| faces/s, 1 thread | file MB | training |',
-        '|' + ' --- |' * 9,
+        '| model | accuracy (PrivateTest) | with its mirror | macro F1 | CK+, 6 shared classes '
+        '| parameters | MFLOP / face | faces/s, 1 thread | file MB | training |',
+        '|' + ' --- |' * 10,
     ]
     for n, r in cost_table(rec['results']['models']).iterrows():
         sp = (
@@ -487,13 +495,60 @@ def peers_markdown(
         # 'test (from its record)': '(test, from its record)'
         acc = fmt(r.accuracy, '.1%') + (f' ({sp})' if sp else '')
         rows.append(
-            f"| {n} | {acc} | {fmt(r.macro_f1, '.3f')} | {fmt(r.ckplus6, '.1%')} | "
+            f"| {n} | {acc} | {fmt(r.accuracy_mirror, '.1%')} | {fmt(r.macro_f1, '.3f')} "
+            f"| {fmt(r.ckplus6, '.1%')} | "
             f"{fmt(r.params, ',.0f')} "
             f"| {fmt(r.mflops, '.1f')} | {fmt(r.faces_per_s, '.0f')} | {fmt(r.file_mb, '.2f')} | "
             f"{r.status} |"
         )
     la, cpu = rec['results'].get('load_average'), (rec.get('hardware') or {}).get('cpu')
     return '\n'.join(rows) + (
+        "\n\n'With its mirror': each face's probabilities averaged with its left-right mirror's "
+        "(two "
+        "passes, so half the faces/s), for the models the benchmark scores itself."
         f"\n\nMeasured by `benchmarks/peers.py` on {rec['started'][:10]} ({cpu}; load average "
         f"before/after {la}: faces/s depend on the machine and on what else it runs)."
     )
+
+# %% ../nbs/15_compact.ipynb #ea242852
+def _where(r: dict) -> str:
+    "Where a record's run trained: the accelerator's kind, else the CPU."
+    return (r.get('throughput') or {}).get('device_kind') or (r.get('hardware') or {}).get(
+        'cpu', '?'
+    )
+
+
+def _by_seed(rs: list) -> list:
+    "Records in the order of their seeds."
+    return sorted(rs, key=lambda r: (r.get('seed') is None, r.get('seed') or 0))
+
+
+def seed_table(
+    recs: list,  # one run's full records, best evidence first (`full_records('kit')['compact']`)
+    # a dotted path into a record (`record_value`)
+    metric: str = 'evaluations.PrivateTest.accuracy',
+):
+    """One row per schedule (the records' `overrides`): each seed's value; the settled seeds' mean
+    and sd."""
+    import pandas as pd
+    from fermusic.records import record_value, settled
+    from fermusic.scoreboard import seed_runs
+
+    groups = {}
+    for r in recs:
+        groups.setdefault(json.dumps(r.get('overrides') or {}, sort_keys=True), []).append(r)
+    rows = []
+    for key, rs in groups.items():
+        one = seed_runs(rs)
+        ok = [record_value(r, metric) for r in one if settled(r.get('schedule'))]
+        rows.append(
+            dict(
+                overrides=key,
+                where=', '.join(sorted({_where(r) for r in one})),
+                seeds={r.get('seed'): round(record_value(r, metric), 4) for r in _by_seed(one)},
+                settled=f'{len(ok)} of {len(one)}',
+                mean=float(np.mean(ok)) if ok else np.nan,
+                sd=float(np.std(ok, ddof=1)) if len(ok) > 1 else np.nan,
+            )
+        )
+    return pd.DataFrame(rows)

@@ -12,11 +12,12 @@ from .records import Claim, full_records, load_records, record_value, settled, t
 from .train import run_schedule, wilson_interval
 
 # %% auto #0
-__all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'COLUMNS', 'ROW_COLUMNS', 'PAPER_NUMBERS',
-           'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'run_label', 'schedule_of', 'schedule_text',
-           'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text', 'one_class_share', 'judge',
-           'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt', 'board_text', 'paper_rows', 'coverage',
-           'coverage_text', 'scoreboard_markdown', 'majority_floor', 'quick_check', 'quick_text', 'reproduce']
+__all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'NO_FIT_MARGIN', 'COLUMNS', 'ROW_COLUMNS',
+           'PAPER_NUMBERS', 'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'run_label', 'schedule_of',
+           'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text',
+           'one_class_share', 'no_fit', 'judge', 'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt',
+           'board_text', 'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown', 'majority_floor',
+           'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
 PAPERS = {
@@ -244,6 +245,27 @@ def reason_text(
 # %% ../nbs/90_scoreboard.ipynb #7a1c0e05
 # a model that gives one class to at least 90% of the test faces "predicts one class": a failed run
 FAILED_SHARE = 0.9
+# a stopped run whose best training accuracy stays within 5 points of always answering the test
+# split's
+# most frequent class never fitted its own training data: a failed run too
+NO_FIT_MARGIN = 0.05
+
+
+def _confusion(
+    rec: dict,  # a run record
+    # the claim's metric: its evaluation's confusion matrix is read (default: the first)
+    metric=None,
+):
+    """The confusion matrix (true rows, predicted columns) and labels of the claim's evaluation, or
+    None."""
+    evs = {
+        k: v
+        for k, v in (rec.get('evaluations') or {}).items()
+        if isinstance(v, dict) and v.get('confusion')
+    }
+    m = re.match(r'evaluations\.([^.]+)\.', metric) if isinstance(metric, str) else None
+    ev = (evs.get(m.group(1)) if m else None) or next(iter(evs.values()), None)
+    return None if ev is None else (np.asarray(ev['confusion']), ev['labels'])
 
 
 def one_class_share(
@@ -253,18 +275,25 @@ def one_class_share(
 ) -> tuple:
     """(share of test predictions in the most-predicted class, that class) from a confusion matrix,
     or (None, None)."""
-    evs = {
-        k: v
-        for k, v in (rec.get('evaluations') or {}).items()
-        if isinstance(v, dict) and v.get('confusion')
-    }
-    m = re.match(r'evaluations\.([^.]+)\.', metric) if isinstance(metric, str) else None
-    ev = evs.get(m.group(1)) if m else None
-    ev = ev or next(iter(evs.values()), None)
-    if ev is None:
+    c = _confusion(rec, metric)
+    if c is None:
         return None, None
-    cols = np.asarray(ev['confusion']).sum(axis=0)
-    return float(cols.max() / max(cols.sum(), 1)), ev['labels'][int(cols.argmax())]
+    cols = c[0].sum(axis=0)
+    return float(cols.max() / max(cols.sum(), 1)), c[1][int(cols.argmax())]
+
+# %% ../nbs/90_scoreboard.ipynb #b9330e53
+def no_fit(
+    rec: dict,  # a run record with a training history
+    metric=None,  # the claim's metric: its evaluation's confusion matrix gives the class shares
+) -> tuple | None:
+    """(best training accuracy, the test split's most frequent class share) when the first is within
+    `NO_FIT_MARGIN` of the second, else None."""
+    acc, c = (rec.get('history') or {}).get('accuracy'), _confusion(rec, metric)
+    if not acc or c is None:
+        return None
+    rows = c[0].sum(axis=1)
+    best, majority = float(max(acc)), float(rows.max() / max(rows.sum(), 1))
+    return (best, majority) if best < majority + NO_FIT_MARGIN else None
 
 # %% ../nbs/90_scoreboard.ipynb #dde50b37
 def _ours(
@@ -323,6 +352,12 @@ def _verdict(
         row['reason'] = f'predicts {label} for {share:.0%} of the test faces. ' + row['reason']
     elif not settled(sched):
         verdict = 'under-trained'
+    elif nf := no_fit(rec or {}, claim.metric):
+        verdict = 'failed run'
+        row['reason'] = (
+            f'never fitted its training data: best training accuracy {nf[0]:.0%}, always answering '
+            f'the most frequent class {nf[1]:.0%}. ' + row['reason']
+        )
     else:
         verdict = 'reproduced' if abs(row['diff']) <= tol else 'not reproduced'
     return dict(row, verdict=verdict)
