@@ -207,7 +207,7 @@ def _runs_start(args):
     bars)."""
     from fermusic.runs import start_run
 
-    res = start_run(args.name, data=args.data, background=not args.foreground)
+    res = start_run(args.name, data=args.data, background=not args.foreground, nice=args.nice)
     if args.foreground:
         return res['returncode']
     print(
@@ -239,6 +239,15 @@ def _add_runs_commands(sub):
     c.add_argument('--data', help='the full datasets folder (default: $FERMUSIC_DATA)')
     c.add_argument(
         '--foreground', action='store_true', help='run here until it ends, with progress bars'
+    )
+    c.add_argument(
+        '--nice',
+        type=int,
+        choices=range(20),
+        default=10,
+        metavar='N',
+        help='priority of a background run, 0-19 (default 10: it yields to other work; '
+        '0 when it has the machine to itself)',
     )
     c.set_defaults(func=_runs_start)
     runs.add_parser('status', help=_runs_status.__doc__).set_defaults(func=_runs_status)
