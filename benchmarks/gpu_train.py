@@ -247,6 +247,11 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     dataset = dict(name='fer2013', path=str(a.data), labels=sp['labels'], train=n_train, val=len(sp['val']),
                    **{k: len(v) for k, v in sp['tests'].items()}, limit=a.limit)
     dataset = kit_dataset_keys(dataset, p['size'], p['paper'])
+    if p['paper'] == 'shinde':   # Table 1's class counts, as the lesson's records keep them (`resnet.class_counts`)
+        from fermusic.data import EMOTIONS
+        n_of = lambda idx: dict(zip(EMOTIONS, np.bincount(sp['y'][idx], minlength=len(EMOTIONS)).tolist()))
+        dataset['class_counts'] = dict(train=n_of(np.concatenate([sp['train'], sp['val']])),
+                                       test=n_of(np.concatenate(list(sp['tests'].values()))))
     params = {k: v for k, v in p['settings'].items() if not k.startswith('_')}
     if 'seed' in params: params['seed'] = seed   # the settings' default seed is not this run's
     params.update(batch_size=p['batch'], epochs=p['epochs'], precision=a.precision, loop='jax device scan (benchmarks/gpu_train.py)',

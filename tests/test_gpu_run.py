@@ -103,7 +103,7 @@ def test_epoch_equals_keras_steps():
 
 @pytest.mark.slow   # about a minute: run with `pytest -m slow` after changing benchmarks/ (CONTRIBUTING.md)
 def test_gpu_run_dry(tmp_path):
-    "gpu_run.sh on the shipped sample: Yu's CNN8 and one Ugochukwu run, 2 epochs each, records and model come back in OUT."
+    "gpu_run.sh on the shipped sample: Yu's CNN8, Shinde's CNN and one Ugochukwu run, 2 epochs each, records and model come back in OUT."
     from pack_fer2013 import pack
     from fermusic.data import load_fer2013
     f = load_fer2013(ROOT/'data'/'fer2013_sample')
@@ -111,7 +111,7 @@ def test_gpu_run_dry(tmp_path):
     out = tmp_path/'out'
     env = dict(os.environ, OUT=str(out), KERAS_BACKEND='jax', PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
     cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'), '--profile', 'quick', '--minutes', '8',
-           '--runs', 'yu,ugochukwu', '--ugo-lrs', '0.001', '--limit', '70', '--epochs', '2', '--batch', '2', '--steps', '1',
+           '--runs', 'yu,shinde-cnn,ugochukwu', '--ugo-lrs', '0.001', '--limit', '70', '--epochs', '2', '--batch', '2', '--steps', '1',
            '--eval-batch', '16', '--size', '32']
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -125,6 +125,9 @@ def test_gpu_run_dry(tmp_path):
     assert set(yu['evaluations']) == {'PrivateTest', 'PublicTest'} and yu['evaluations']['PrivateTest']['n'] == 17
     assert yu['dataset']['train'] + yu['dataset']['val'] == 70 and yu['params']['lr'] == 1e-4
     assert ugo['name'] == 'ugochukwu-lr0.001-e50-d2-b64' and len(ugo['history']['test_accuracy']) == 2
+    sh = recs['shinde']['dataset']   # Table 1's class counts: Training (train + val) and the test faces
+    assert sum(sh['class_counts']['train'].values()) == sh['train'] + sh['val'] == 70, sh
+    assert sum(sh['class_counts']['test'].values()) == sh['test'] and list(sh['class_counts']['test'])[0] == 'angry', sh
     model = tmp_path/'m.keras'
     model.write_bytes(b''.join((out/n).read_bytes() for n in names if n.startswith('cnn8_fer2013.keras.part-')))
     from fermusic.train import load_model
