@@ -247,9 +247,10 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
     dataset = dict(name='fer2013', path=str(a.data), labels=sp['labels'], train=n_train, val=len(sp['val']),
                    **{k: len(v) for k, v in sp['tests'].items()}, limit=a.limit)
     dataset = kit_dataset_keys(dataset, p['size'], p['paper'])
-    if p['paper'] == 'shinde':   # Table 1's class counts, as the lesson's records keep them (`resnet.class_counts`)
-        from fermusic.data import EMOTIONS
-        n_of = lambda idx: dict(zip(EMOTIONS, np.bincount(sp['y'][idx], minlength=len(EMOTIONS)).tolist()))
+    if p['paper'] == 'shinde':   # Table 1's class counts, as the lesson's records keep them
+        from types import SimpleNamespace
+        from fermusic.resnet import class_counts
+        n_of = lambda idx: class_counts(SimpleNamespace(y=sp['y'][idx]))
         dataset['class_counts'] = dict(train=n_of(np.concatenate([sp['train'], sp['val']])),
                                        test=n_of(np.concatenate(list(sp['tests'].values()))))
     params = {k: v for k, v in p['settings'].items() if not k.startswith('_')}

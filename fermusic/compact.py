@@ -503,21 +503,13 @@ def peers_markdown(
         )
     la, cpu = rec['results'].get('load_average'), (rec.get('hardware') or {}).get('cpu')
     return '\n'.join(rows) + (
-        "\n\n'With its mirror': each face's probabilities averaged with its left-right mirror's "
-        "(two "
-        "passes, so half the faces/s), for the models the benchmark scores itself."
+        "\n\n'With its mirror': each face's probabilities averaged with its left-right mirror's"
+        " (two passes, so half the faces/s), for the models the benchmark scores itself."
         f"\n\nMeasured by `benchmarks/peers.py` on {rec['started'][:10]} ({cpu}; load average "
         f"before/after {la}: faces/s depend on the machine and on what else it runs)."
     )
 
 # %% ../nbs/15_compact.ipynb #ea242852
-def _where(r: dict) -> str:
-    "Where a record's run trained: the accelerator's kind, else the CPU."
-    return (r.get('throughput') or {}).get('device_kind') or (r.get('hardware') or {}).get(
-        'cpu', '?'
-    )
-
-
 def _by_seed(rs: list) -> list:
     "Records in the order of their seeds."
     return sorted(rs, key=lambda r: (r.get('seed') is None, r.get('seed') or 0))
@@ -532,7 +524,7 @@ def seed_table(
     and sd."""
     import pandas as pd
     from fermusic.records import record_value, settled
-    from fermusic.scoreboard import seed_runs
+    from fermusic.scoreboard import device_label, seed_runs
 
     groups = {}
     for r in recs:
@@ -544,7 +536,7 @@ def seed_table(
         rows.append(
             dict(
                 overrides=key,
-                where=', '.join(sorted({_where(r) for r in one})),
+                where=', '.join(sorted({device_label(r) for r in one})),
                 seeds={r.get('seed'): round(record_value(r, metric), 4) for r in _by_seed(one)},
                 settled=f'{len(ok)} of {len(one)}',
                 mean=float(np.mean(ok)) if ok else np.nan,

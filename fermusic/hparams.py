@@ -850,15 +850,16 @@ def run_rows(
     recs: list,  # run records with a per-epoch history holding test_loss
 ) -> pd.DataFrame:
     "One row per record: device, schedule, final metrics and where the test loss was lowest."
+    from fermusic.scoreboard import device_label
+
     rows = []
     for r in recs:
-        h, s, hw = r['history'], r.get('schedule') or {}, r['hardware']
-        kind = (r.get('throughput') or {}).get('device_kind')
+        h, s = r['history'], r.get('schedule') or {}
         rows.append(
             dict(
                 lr=r['params']['lr'],
                 seed=r['seed'],
-                device=kind or ', '.join(hw['accelerators']) or f"CPU x{hw['cpu_count']}",
+                device=device_label(r),
                 epochs=len(h['loss']),
                 best_val_epoch=s.get('best_epoch'),
                 still_improving=s.get('still_improving'),

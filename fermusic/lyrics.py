@@ -618,16 +618,18 @@ def lyric_results(
     its fold seeds (the newest record of each), with the seeds' spread."""
     from statistics import fmean, stdev
     from fermusic.train import wilson_interval
+    from fermusic.scoreboard import seed_runs
 
-    runs = {}  # name -> {seed: newest record}
+    by_name = {}
     for r in recs:
         if r['name'].startswith('lyrics-'):
-            runs.setdefault(r['name'], {}).setdefault(r.get('seed'), r)
+            by_name.setdefault(r['name'], []).append(r)
+    runs = {n: seed_runs(rs) for n, rs in by_name.items()}  # name -> the first record of each seed
     rows = []
     for n in names or sorted(runs):
         if n not in runs:
             continue
-        evs = [next(iter(r['evaluations'].values())) for r in runs[n].values()]
+        evs = [next(iter(r['evaluations'].values())) for r in runs[n]]
         acc, k = fmean(e['accuracy'] for e in evs), len(evs)
         lo, hi = wilson_interval(round(acc * evs[0]['n']), evs[0]['n'])
         rows.append(
@@ -644,7 +646,7 @@ def lyric_results(
                     f'recall {c}': fmean(e['per_class'][c]['recall'] for e in evs)
                     for c in evs[0]['labels']
                 },
-                date=max(r['started'] for r in runs[n].values())[:10],
+                date=max(r['started'] for r in runs[n])[:10],
             )
         )
     return pd.DataFrame(rows).set_index('run') if rows else pd.DataFrame()

@@ -13,8 +13,8 @@ from .train import run_schedule, wilson_interval
 
 # %% auto #0
 __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'NO_FIT_MARGIN', 'COLUMNS', 'ROW_COLUMNS',
-           'PAPER_NUMBERS', 'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'run_label', 'schedule_of',
-           'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text',
+           'PAPER_NUMBERS', 'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'device_label', 'run_label',
+           'schedule_of', 'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text',
            'one_class_share', 'no_fit', 'judge', 'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt',
            'board_text', 'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown', 'majority_floor',
            'quick_check', 'quick_text', 'reproduce']
@@ -87,13 +87,17 @@ EVIDENCE_VERDICT = {
 }
 
 
-def run_label(rec: dict) -> str:
-    """Where and when a record was made: 'name · CPU x2 · 2026-11-21', or with its device's kind
-    ('NVIDIA H200') where the record has it, else its accelerators."""
+def device_label(rec: dict) -> str:
+    """What a record's run trained on: its device's kind ('NVIDIA H200') where the record has it,
+    else its accelerators, else 'CPU x2'."""
     hw = rec.get('hardware') or {}
     kind = (rec.get('throughput') or {}).get('device_kind')
-    dev = kind or ', '.join(hw.get('accelerators') or []) or f"CPU x{hw.get('cpu_count', '?')}"
-    return f"{rec['name']} · {dev} · {(rec.get('started') or '')[:10]}"
+    return kind or ', '.join(hw.get('accelerators') or []) or f"CPU x{hw.get('cpu_count', '?')}"
+
+
+def run_label(rec: dict) -> str:
+    "Where and when a record was made: 'name · CPU x2 · 2026-11-21' (`device_label`)."
+    return f"{rec['name']} · {device_label(rec)} · {(rec.get('started') or '')[:10]}"
 
 # %% ../nbs/90_scoreboard.ipynb #22a44fac
 def schedule_of(
@@ -245,9 +249,8 @@ def reason_text(
 # %% ../nbs/90_scoreboard.ipynb #7a1c0e05
 # a model that gives one class to at least 90% of the test faces "predicts one class": a failed run
 FAILED_SHARE = 0.9
-# a stopped run whose best training accuracy stays within 5 points of always answering the test
-# split's
-# most frequent class never fitted its own training data: a failed run too
+# a stopped run whose best training accuracy stays within 5 points of always answering the
+# test split's most frequent class never fitted its own training data: a failed run too
 NO_FIT_MARGIN = 0.05
 
 
