@@ -25,6 +25,13 @@
 # Each record says it ran beside the others (throughput.concurrent_runs = N, and a note). Merged
 # as one call's: console.log (each line prefixed "[seed S] "), records.tgz, the models (seed 0's
 # only, as without --parallel); the exit status is non-zero if any seed failed, named at the end.
+# Variants of a run at the same time (a sweep), each with its own FERMUSIC_OVERRIDES merged over the
+# caller's, every variant once per seed:
+#   bash benchmarks/gpu_run.sh --minutes 9.3 --runs compact --seed 0 --parallel \
+#     --variants '{"upsample": 64};{"widths": [24, 48, 96, 192]}'
+# Variant K (from 1, in the order given) runs as "vK seed S" in $OUT/run-vK-sS; its records keep
+# their overrides (a name taken by another variant's record gets __vK before .json) and its seed-0
+# models come back as vK-<name>.keras.
 # GPU_RUN_TEST_FAIL_SEED=S (tests only) hands seed S's process an option it refuses.
 # A CPU dry run of this same script is tests/test_gpu_run.py.
 set -uo pipefail
@@ -35,6 +42,7 @@ MINUTES=9.3
 STAGE=0
 PARALLEL=0
 SEEDS=0
+VARIANTS=''
 args=()    # gpu_train.py's options, as given
 pargs=()   # the same less --seed: each --parallel process gets its own
 while [ $# -gt 0 ]; do
@@ -42,11 +50,15 @@ while [ $# -gt 0 ]; do
     --minutes) MINUTES=$2; shift 2;;
     --stage) STAGE=1; shift;;
     --parallel) PARALLEL=1; shift;;
+    --variants) VARIANTS=${2-}; shift $(($# > 1 ? 2 : 1));;
     --seed) SEEDS=${2-}; args+=("${@:1:2}"); shift $(($# > 1 ? 2 : 1));;
     --seed=*) SEEDS=${1#--seed=}; args+=("$1"); shift;;
     *) args+=("$1"); pargs+=("$1"); shift;;
   esac
 done
+if [ -n "$VARIANTS" ] && [ "$PARALLEL" = 0 ]; then
+  echo "gpu_run.sh: --variants runs its variants side by side: add --parallel"; exit 2
+fi
 if [ "$STAGE" = 1 ]; then   # a staging call: the carried stage now waits here for the last call
   du -sh .gpu/stage-* 2>/dev/null || { echo "no .gpu/stage-K arrived: name it in carry"; exit 2; }
   exit 0
@@ -58,8 +70,16 @@ if ! python3 -c "import keras" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; the
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-parallel_seeds() {   # --parallel: a gpu_train.py process per seed, all at once
-  local s r seeds=() pids=() failed=() bad=() extra=() frac=preset rc=0 log="$OUT/console.log"
+merge_overrides() {   # the caller's FERMUSIC_OVERRIDES with variant $1 over them, as one JSON object
+  python3 -c 'import json, os, sys
+try: base, v = json.loads(os.environ.get("FERMUSIC_OVERRIDES") or "{}"), json.loads(sys.argv[1])
+except ValueError as e: sys.exit(f"not JSON ({e})")
+if not (isinstance(base, dict) and isinstance(v, dict)): sys.exit("not a JSON object")
+print(json.dumps({**base, **v}))' "$1"
+}
+parallel_seeds() {   # --parallel: a gpu_train.py process per seed (per variant and seed), all at once
+  local s r k i n d ov word=seeds seeds=() variants=('') tags=() dirs=() pre=() jseed=() ovs=()
+  local pids=() failed=() bad=() extra=() frac=preset rc=0 log="$OUT/console.log"
   IFS=, read -ra seeds <<< "$SEEDS"
   for s in "${seeds[@]:-}"; do   # none at all: one empty word, refused
     if ! [[ $s =~ ^[0-9]+$ ]] || [ "$(printf '%s\n' "${seeds[@]}" | grep -cx -- "$s")" != 1 ]; then
@@ -68,44 +88,68 @@ parallel_seeds() {   # --parallel: a gpu_train.py process per seed, all at once
       return 2
     fi
   done
+  if [ -n "$VARIANTS" ]; then IFS=';' read -ra variants <<< "$VARIANTS"; word=runs; fi
+  for k in "${!variants[@]}"; do
+    if [ -n "$VARIANTS" ] && ! ov=$(merge_overrides "${variants[$k]}" 2>&1); then
+      echo "gpu_run.sh --variants: variant $((k + 1)) '${variants[$k]}': $ov; give JSON objects" \
+        "separated by ';'" | tee "$log"
+      return 2
+    fi
+    for s in "${seeds[@]}"; do
+      if [ -n "$VARIANTS" ]; then
+        tags+=("v$((k + 1)) seed $s"); dirs+=("$OUT/run-v$((k + 1))-s$s"); pre+=("v$((k + 1))-")
+      else
+        tags+=("seed $s"); dirs+=("$OUT/seed-$s"); pre+=('')
+      fi
+      jseed+=("$s"); ovs+=("${ov-}")
+    done
+  done
+  n=${#tags[@]}
   if [ -z "${XLA_PYTHON_CLIENT_MEM_FRACTION:-}${XLA_CLIENT_MEM_FRACTION:-}" ] &&
      [ -z "${XLA_PYTHON_CLIENT_PREALLOCATE:-}" ]; then
-    frac=$(python3 -c "print(f'{0.9 / ${#seeds[@]}:.3f}')")
+    frac=$(python3 -c "print(f'{0.9 / $n:.3f}')")
     export XLA_PYTHON_CLIENT_MEM_FRACTION=$frac XLA_CLIENT_MEM_FRACTION=$frac
   fi
-  echo "parallel: seeds ${seeds[*]} as ${#seeds[@]} processes on one device," \
+  echo "parallel: $(IFS=,; echo "${tags[*]}") as $n processes on one device," \
     "GPU memory fraction $frac each" > "$log"
-  for s in "${seeds[@]}"; do
-    mkdir -p "$OUT/seed-$s"
-    extra=(); if [ "${GPU_RUN_TEST_FAIL_SEED-}" = "$s" ]; then extra=(--test-fail); fi
-    ( python3 benchmarks/gpu_train.py "${pargs[@]}" --out "$OUT/seed-$s" --minutes "$LEFT" \
-        --seed "$s" --concurrent "${#seeds[@]}" "${extra[@]}" 2>&1 \
-        | sed -u "s/^/[seed $s] /" >> "$log" ) &
+  for i in "${!tags[@]}"; do
+    if [ -n "$VARIANTS" ]; then echo "[${tags[$i]}] FERMUSIC_OVERRIDES=${ovs[$i]}" >> "$log"; fi
+    mkdir -p "${dirs[$i]}"
+    extra=(); if [ "${GPU_RUN_TEST_FAIL_SEED-}" = "${jseed[$i]}" ]; then extra=(--test-fail); fi
+    ( if [ -n "$VARIANTS" ]; then export FERMUSIC_OVERRIDES="${ovs[$i]}"; fi
+      python3 benchmarks/gpu_train.py "${pargs[@]}" --out "${dirs[$i]}" --minutes "$LEFT" \
+        --seed "${jseed[$i]}" --concurrent "$n" "${extra[@]}" 2>&1 \
+        | sed -u "s/^/[${tags[$i]}] /" >> "$log" ) &
     pids+=($!)
   done
-  for i in "${!seeds[@]}"; do
+  for i in "${!tags[@]}"; do
     wait "${pids[$i]}"; r=$?
     if [ "$r" != 0 ]; then
-      failed+=("seed ${seeds[$i]} (exit $r)"); bad+=("${seeds[$i]}"); [ "$rc" = 0 ] && rc=$r
+      failed+=("${tags[$i]} (exit $r)"); bad+=("$i"); [ "$rc" = 0 ] && rc=$r
     fi
   done
-  for s in "${seeds[@]}"; do   # merge records (their names carry the seed) and models (seed 0's)
-    if [ -d "$OUT/seed-$s/results" ]; then
-      mkdir -p "$OUT/results" && cp -r "$OUT/seed-$s/results/." "$OUT/results/"
+  for i in "${!tags[@]}"; do   # merge records (their names carry the seed) and seed-0 models
+    d=${dirs[$i]}
+    if [ -d "$d/results" ]; then
+      while IFS= read -r f; do   # a name another variant's record took: __vK before .json
+        r="$OUT/results/$f"; mkdir -p "$(dirname "$r")"
+        if [ -e "$r" ]; then r="${r%.json}__${pre[$i]%-}.json"; fi
+        cp "$d/results/$f" "$r"
+      done < <(cd "$d/results" && find . -type f | sed 's|^\./||')
     fi
-    for m in "$OUT/seed-$s"/*.keras; do
+    for m in "$d"/*.keras; do
       [ -f "$m" ] || continue
-      if [ -e "$OUT/${m##*/}" ]; then echo "parallel: seed $s's ${m##*/} left out" >> "$log"
-      else mv "$m" "$OUT/"; fi
+      if [ -e "$OUT/${pre[$i]}${m##*/}" ]; then echo "parallel: ${tags[$i]}'s ${m##*/} left out" >> "$log"
+      else mv "$m" "$OUT/${pre[$i]}${m##*/}"; fi
     done
-    rm -rf "$OUT/seed-$s"
+    rm -rf "$d"
   done
   tail -n 40 "$log"
-  for s in "${bad[@]}"; do   # the lines of a failed seed may lie further up, among the others'
-    echo "--- seed $s failed; its last lines:"; grep -F "[seed $s] " "$log" | tail -n 8
+  for i in "${bad[@]}"; do   # the lines of a failed run may lie further up, among the others'
+    echo "--- ${tags[$i]} failed; its last lines:"; grep -F "[${tags[$i]}] " "$log" | tail -n 8
   done
   if [ "$rc" != 0 ]; then echo "parallel: FAILED: ${failed[*]}" | tee -a "$log"
-  else echo "parallel: all ${#seeds[@]} seeds exited 0" | tee -a "$log"; fi
+  else echo "parallel: all $n $word exited 0" | tee -a "$log"; fi
   return "$rc"
 }
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3

@@ -228,7 +228,7 @@ def test_gpu_run_compact_han_dry(tmp_path):
     assert r.returncode == 0 and 'compact seed 0: skipped' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert sorted(p.name for p in out2.iterdir()) == ['console.log', 'device.txt']
 
-def _parallel_call(tmp_path, out, seeds, minutes, **env):
+def _parallel_call(tmp_path, out, seeds, minutes, extra=(), **env):
     "gpu_run.sh --parallel on the shipped sample (compact, 1 tiny epoch): its result, OUT's names."
     from pack_fer2013 import pack
     from fermusic.data import load_fer2013
@@ -240,7 +240,7 @@ def _parallel_call(tmp_path, out, seeds, minutes, **env):
     cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'),
            '--profile', 'quick', '--runs', 'compact', '--seed', seeds, '--parallel',
            '--limit', '70', '--epochs', '1', '--batch', '4', '--steps', '1', '--eval-batch', '16',
-           '--minutes', minutes]
+           '--minutes', minutes, *extra]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     return r, sorted(p.name for p in out.iterdir())
 
@@ -282,3 +282,35 @@ def test_gpu_run_parallel_dry(tmp_path):
     assert by_seed[0]['model_sha256'] == sha and 'model_sha256' not in by_seed[1]
     log = (tmp_path/'out'/'console.log').read_text()
     for s in (0, 1): assert f'[seed {s}] ' in log and f'compact__seed{s}__' in log, log[-3000:]
+
+def test_gpu_run_variants_refused(tmp_path):
+    "gpu_run.sh --variants: a variant that is not a JSON object, or no --parallel, is refused by "
+    "name before anything trains. (Seconds.)"
+    for i, (v, msg) in enumerate([('{"upsample": 64};{upsample}', "variant 2 '{upsample}': not JSON"),
+                                  ('[64]', "variant 1 '[64]': not a JSON object")]):
+        r, names = _parallel_call(tmp_path, tmp_path/f'v{i}', '0', '0.6', ('--variants', v))
+        assert r.returncode == 2 and msg in r.stdout, r.stdout + r.stderr[-2000:]
+        assert names == ['console.log', 'device.txt'], names
+    r = subprocess.run(['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--variants', '{}'],
+                       env=dict(os.environ, OUT=str(tmp_path/'np')), capture_output=True, text=True)
+    assert r.returncode == 2 and 'add --parallel' in r.stdout, r.stdout + r.stderr
+
+@pytest.mark.slow   # two compact compiles at once, ~3 minutes on 2 loaded cores (CONTRIBUTING.md)
+def test_gpu_run_variants_dry(tmp_path):
+    "gpu_run.sh --parallel --variants A;B --seed 0: one process per variant, each record keeping its "
+    "variant's overrides over the caller's, the models named vK-, one console.log, exit 0."
+    vs = ('{"widths": [4, 8]}', '{"widths": [4, 8], "stem": 4}')
+    r, names = _parallel_call(tmp_path, tmp_path/'out', '0', '8', ('--variants', ';'.join(vs)),
+                              FERMUSIC_OVERRIDES='{"lr": 0.002}')
+    out = r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0 and 'parallel: all 2 runs exited 0' in r.stdout, out
+    assert names == ['console.log', 'device.txt', 'records.tgz', 'v1-compact_fer2013.keras',
+                     'v2-compact_fer2013.keras'], names
+    with tarfile.open(tmp_path/'out'/'records.tgz') as t:
+        recs = [json.load(t.extractfile(m)) for m in t.getmembers() if m.name.endswith('.json')]
+    got = sorted((rec['params']['stem'], rec['overrides'], rec['params']['widths'],
+                  rec['throughput']['concurrent_runs']) for rec in recs)
+    assert got == [(4, {'lr': 0.002, 'widths': [4, 8], 'stem': 4}, [4, 8], 2),
+                   (8, {'lr': 0.002, 'widths': [4, 8]}, [4, 8], 2)], got
+    log = (tmp_path/'out'/'console.log').read_text()
+    for k in (1, 2): assert f'[v{k} seed 0] ' in log, log[-3000:]
