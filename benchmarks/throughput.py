@@ -11,11 +11,11 @@ update, as `jax.jit(step).lower(...).cost_analysis()` counts them: 2 per multipl
 achieved GFLOP/s are set against the CPU's FP32 peak (`cpu_peak`). The results go into one run record
 (paper 'kit', name 'benchmark-throughput'); `markdown_table` turns it into the README's table.
 
-    FERMUSIC_PROFILE=full python benchmarks/throughput.py                    # everything, on an idle machine
+    python benchmarks/throughput.py         # everything, on an idle machine: a full-profile record
     python benchmarks/throughput.py --quick --models cnn8-7x7 --backends tensorflow jax   # a tiny check
     python benchmarks/throughput.py --table results/full/kit/benchmark-throughput__....json
 
---quick (2 timed batches of one small batch size) always writes a quick-profile record (git-ignored).
+--quick (2 timed batches of one small batch size) writes a quick-profile record (git-ignored); without it, a full one.
 Timings depend on what else the machine runs: the record stores the load average before and after.
 """
 import argparse, json, os, subprocess, sys, time
@@ -213,15 +213,41 @@ def markdown_table(rec:dict, # a 'benchmark-throughput' record (or its `results`
                     f"| {fmt(r.get('first_step_s'), '.1f')} | {fmt(r.get('pipeline_s_per_batch') and r['pipeline_s_per_batch'] * 1e3, '.0f')} "
                     f"| {fmt(r.get('step_s') and r['step_s'] * 1e3, '.0f')} | {fmt(r.get('with_pipeline_images_per_s'), '.1f')} "
                     f"| {fmt(r.get('gflops_per_s'), '.0f')}{share(r)} | {r.get('status')} |")
-    p = res['peak']
     head = ('**Placeholder: to be measured on an idle machine.** The numbers below come from a tiny test run '
             '(`--quick`, 2 timed batches, on a machine busy with other work) and only show the table\'s form.\n\n') if placeholder else ''
-    hw = rec.get('hardware') or {}
-    foot = (f"\n\nPeak: {p['gflops']:.0f} GFLOP/s FP32 = {p['how']}. FLOPs: {next(iter(res['flops'].values()), {}).get('flops_how') or 'not measured'}. "
+    return head + '\n'.join(rows) + _foot(rec)
+
+def _foot(rec:dict) -> str:
+    "The tables' footnote: the peak and how it was had, how FLOPs were counted, the machine, its load."
+    res = rec.get('results', rec); p, hw = res['peak'], rec.get('hardware') or {}
+    fmt = lambda v, f: '-' if v is None else format(v, f)
+    return (f"\n\nPeak: {p['gflops']:.0f} GFLOP/s FP32 = {p['how']}. FLOPs: {next(iter(res['flops'].values()), {}).get('flops_how') or 'not measured'}. "
             f"Machine: {hw.get('cpu', p['cpu'])}, {rec.get('date', (rec.get('started') or '')[:10])}; "
             f"load average before/after {fmt((rec.get('load_average_before') or [None])[0], '.1f')}/{fmt((rec.get('load_average_after') or [None])[0], '.1f')}."
             + (f" Skipped: {'; '.join(res['skipped'])}." if res.get('skipped') else ''))
-    return head + '\n'.join(rows) + foot
+
+def summary_table(rec:dict, # a 'benchmark-throughput' record
+                  ) -> str:
+    "The README's short table: per model, each backend's best images/s (and its batch), the fastest setting and where its time goes."
+    res = rec.get('results', rec)
+    backends = list(dict.fromkeys(r['backend'] for r in res['runs']))
+    rows = ['| model | GFLOP / training image | ' + ' | '.join(f'{b} images/s (batch)' for b in backends)
+            + ' | fastest | its GFLOP/s (of peak) | its step / pipeline ms per batch |', '|' + ' --- |' * (len(backends) + 5)]
+    for m in dict.fromkeys(r['model'] for r in res['runs']):
+        runs = [r for r in res['runs'] if r['model'] == m and r.get('train_images_per_s')]
+        best = lambda rs: max(rs, key=lambda r: r['train_images_per_s']) if rs else None
+        cell = lambda r: '-' if r is None else (f"{r['train_images_per_s']:.1f} ({r['batch']})"
+                                                + ('' if r.get('status') == 'done' else '*'))
+        f, gf = best(runs), (res['flops'].get(m) or {}).get('train_flops_per_image')
+        pipe = f and f.get('pipeline_s_per_batch')
+        rows.append(f"| {m} | {'-' if not gf else format(gf / 1e9, '.2f')} | "
+                    + ' | '.join(cell(best([r for r in runs if r['backend'] == b])) for b in backends)
+                    + (f" | {f['backend']}, batch {f['batch']}" if f else ' | -')
+                    + (f" | {f['gflops_per_s']:.0f} ({f['peak_fraction']:.0%})" if f and f.get('gflops_per_s') else ' | -')
+                    + (f" | {f['step_s'] * 1e3:.0f} / {pipe * 1e3:.0f} |" if f and pipe else ' | - |'))
+    capped = any(r.get('status') != 'done' for r in res['runs'])
+    return ('\n'.join(rows) + ('\n\n\\* capped: stopped by the per-measurement time limit; images/s from the steps it '
+                               'finished.' if capped else '') + _foot(rec))
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -235,17 +261,20 @@ def main(argv=None):
     ap.add_argument('--no-save', action='store_true', help='print only, write no record')
     ap.add_argument('--table', default=None, help='print the Markdown table of this record and exit')
     ap.add_argument('--placeholder', action='store_true', help='with --table: label the table as a placeholder')
+    ap.add_argument('--summary', action='store_true', help="with --table: the README's short table, one row per model")
     ap.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--result', default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker: return worker(json.loads(a.worker), Path(a.result))
-    if a.table: print(markdown_table(json.loads(Path(a.table).read_text()), a.placeholder)); return
+    if a.table:
+        rec = json.loads(Path(a.table).read_text())
+        print(summary_table(rec) if a.summary else markdown_table(rec, a.placeholder)); return
     if a.quick:
         a.steps, a.warmup, a.cap = 2, 1, min(a.cap, 240.)
         if a.batches == [32, 64, 128]: a.batches = [16]
     from fermusic.records import recording
     params = dict(models=a.models, backends=a.backends, batches=a.batches, steps=a.steps, warmup=a.warmup, cap_s=a.cap, quick=a.quick)
-    with recording('benchmark-throughput', paper='kit', seed=0, profile='quick' if a.quick else None, params=params,
+    with recording('benchmark-throughput', paper='kit', seed=0, profile='quick' if a.quick else 'full', params=params,
                    dataset=dict(name='synthetic', note='random pixels and features: speed does not depend on content'),
                    save=not a.no_save) as rec:
         rec.load_average_before = os.getloadavg()

@@ -381,6 +381,7 @@ def cost_table(
                 faces_per_s=fps,
                 file_mb=None if fb is None else fb / 1e6,
                 ckplus6=e.get('ckplus6'),
+                ckplus6_mirror=(e.get('mirror') or {}).get('ckplus6'),
                 status=e.get('status'),
             )
         )
@@ -483,8 +484,9 @@ def peers_markdown(
     fmt = lambda v, f: '-' if v is None or pd.isna(v) else format(v, f)
     rows = [
         '| model | accuracy (PrivateTest) | with its mirror | macro F1 | CK+, 6 shared classes '
-        '| parameters | MFLOP / face | faces/s, 1 thread | file MB | training |',
-        '|' + ' --- |' * 10,
+        '| CK+ with its mirror | parameters | MFLOP / face | faces/s, 1 thread | file MB | '
+        'training |',
+        '|' + ' --- |' * 11,
     ]
     for n, r in cost_table(rec['results']['models']).iterrows():
         sp = (
@@ -496,7 +498,7 @@ def peers_markdown(
         acc = fmt(r.accuracy, '.1%') + (f' ({sp})' if sp else '')
         rows.append(
             f"| {n} | {acc} | {fmt(r.accuracy_mirror, '.1%')} | {fmt(r.macro_f1, '.3f')} "
-            f"| {fmt(r.ckplus6, '.1%')} | "
+            f"| {fmt(r.ckplus6, '.1%')} | {fmt(r.ckplus6_mirror, '.1%')} | "
             f"{fmt(r.params, ',.0f')} "
             f"| {fmt(r.mflops, '.1f')} | {fmt(r.faces_per_s, '.0f')} | {fmt(r.file_mb, '.2f')} | "
             f"{r.status} |"

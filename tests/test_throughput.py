@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'benchmarks'))
-from throughput import cpu_peak, summarise, markdown_table
+from throughput import cpu_peak, summarise, markdown_table, summary_table
 
 CPUINFO = 'model name\t: Test CPU\ncpu MHz\t\t: 2100.000\nflags\t\t: fpu avx avx2 fma avx512f\n'
 
@@ -22,3 +22,17 @@ def test_summary_and_table():
     t = markdown_table(dict(results=res, started='2026-11-26T00:00:00'), placeholder=True)
     assert t.startswith('**Placeholder') and '| cnn8-7x7 | 5.20 | jax | 8 | 2.7 | 9.0 | 500 | 3000 | 2.3 | 14 (5%) | done |' in t
     assert '| cnn8-7x7 | 5.20 | tensorflow | 64 | - |' in t and 'torch: not installed' in t
+
+def test_summary_table():
+    "One row per model: each backend's best images/s with its batch (* when capped), the fastest setting, its share of peak."
+    run = lambda be, b, step, status='done': summarise(dict(model='m', backend=be, batch=b, steps_s=[step], pipeline_s=[0.01],
+                                                           status=status))
+    runs = [run('tensorflow', 32, 1.), run('tensorflow', 64, 1.), run('jax', 32, 4., 'capped at 75 s'),
+            dict(model='m', backend='jax', batch=64, status='capped at 75 s')]
+    for r in runs:
+        if r.get('train_images_per_s'): r.update(gflops_per_s=r['train_images_per_s'], peak_fraction=r['train_images_per_s'] / 200)
+    res = dict(peak=cpu_peak(CPUINFO, cores=2), flops={'m': dict(train_flops_per_image=1e9)}, runs=runs, skipped=[])
+    t = summary_table(dict(results=res, started='2026-11-27T00:00:00')).splitlines()
+    assert t[0].startswith('| model | GFLOP / training image | tensorflow images/s (batch) | jax images/s (batch) | fastest')
+    assert t[2] == '| m | 1.00 | 64.0 (64) | 8.0 (32)* | tensorflow, batch 64 | 64 (32%) | 1000 / 10 |', t[2]
+    assert '\\* capped' in t[4] and t[-1].startswith('Peak: 269 GFLOP/s')
