@@ -15,10 +15,11 @@ from fermusic.config import (
     DATA_ENV,
     OVERRIDES_ENV,
     COMMAND_ENV,
+    BACKEND_ENV,
 )
 
 # %% auto #0
-__all__ = ['FULL_RUNS', 'run_overrides', 'run_pid', 'run_command', 'start_run', 'runs_status']
+__all__ = ['FULL_RUNS', 'CPU_BACKEND', 'run_overrides', 'run_pid', 'run_command', 'start_run', 'runs_status']
 
 # %% ../nbs/07_runs.ipynb #7143253a
 def _per_seed(mod, settings, run, path):
@@ -167,13 +168,20 @@ def run_pid(
     return pid
 
 # %% ../nbs/07_runs.ipynb #94be959c
+# the fastest Keras backend for training on a CPU, for every model the lessons train (README, "Speed
+# on
+# 2 CPU cores": TensorFlow without XLA, 1.1-8.9x faster than with it, 1.3-12.5x faster than JAX)
+CPU_BACKEND = 'tensorflow'
+
+
 def run_command(
     name: str,  # a key of `FULL_RUNS`
     data: str | Path | None = None,  # the full datasets' folder (default: $FERMUSIC_DATA)
     # Keras output: 2 one line per epoch (logs), 1 progress bars (a terminal)
     verbose: int = 2,
 ) -> tuple:
-    "The environment and argument list that start (or resume) `name`."
+    """The environment and argument list that start (or resume) `name` (Keras backend: `CPU_BACKEND`
+    unless $KERAS_BACKEND names one)."""
     data = data or kit_env().data
     if not data:
         raise ValueError(f'full runs need the full datasets: pass --data DIR or set {DATA_ENV}')
@@ -181,6 +189,7 @@ def run_command(
         PROFILE_ENV: 'full',
         DATA_ENV: str(Path(data).resolve()),
         OVERRIDES_ENV: json.dumps(run_overrides(name)),
+        BACKEND_ENV: os.environ.get(BACKEND_ENV) or CPU_BACKEND,
     }
     return env, [sys.executable, '-c', FULL_RUNS[name]['code'].format(verbose=verbose)]
 
