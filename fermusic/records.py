@@ -398,6 +398,8 @@ def settled(
 ) -> bool:
     """Whether a schedule can back a verdict: no epochs, converged, or its planned end with
     validation no longer improving."""
+    if s is not None and s.get('folds'):  # a cross-validation: every fold settled
+        return all(settled(f) for f in s['folds'])
     return (
         s is None
         or s.get('stopped') == 'converged'

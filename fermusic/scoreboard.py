@@ -141,9 +141,17 @@ def schedule_of(
 
 
 def schedule_text(s: dict | None) -> str:
-    "A schedule in a few words: '10/12 epochs, time budget, still improving'."
+    """A schedule in a few words: '10/12 epochs, time budget, still improving'; a cross-validation's
+    (`folds`): '5 folds, 15-27/100 epochs, converged'."""
     if not s:
         return ''
+    if s.get('folds'):
+        runs, fs = s['epochs_run'], s['folds']
+        imp = any(f.get('still_improving') for f in fs)
+        return (
+            f"{len(fs)} folds, {min(runs)}-{max(runs)}/{max(f['epochs_planned'] for f in fs)} "
+            f"epochs, {s['stopped'].replace('_', ' ')}{', still improving' * imp}"
+        )
     imp = {True: ', still improving', False: ', no longer improving'}.get(
         s.get('still_improving'), ''
     )
