@@ -168,9 +168,8 @@ def run_pid(
     return pid
 
 # %% ../nbs/07_runs.ipynb #94be959c
-# the fastest Keras backend for training on a CPU, for every model the lessons train (README, "Speed
-# on
-# 2 CPU cores": TensorFlow without XLA, 1.1-8.9x faster than with it, 1.3-12.5x faster than JAX)
+# the fastest CPU training backend for every model the lessons train (README, "Speed on 2 CPU
+# cores": TensorFlow without XLA, 1.1-8.9x faster than with it, 1.3-12.5x faster than JAX)
 CPU_BACKEND = 'tensorflow'
 
 
