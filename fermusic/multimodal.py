@@ -1153,10 +1153,13 @@ def _fit_val(tr: np.ndarray, y: np.ndarray, subjects: np.ndarray, S: dict, seed:
 
 
 def _fold_schedule(scheds: list) -> dict:
-    """One schedule for a cross-validation: every fold's, and the least complete fold's reason for
-    stopping."""
+    """One schedule for a cross-validation: every fold's, the least complete fold's reason for
+    stopping, the most epochs planned, and whether any fold was still improving."""
+    imp = [s['still_improving'] for s in scheds if s.get('still_improving') is not None]
     return dict(
         stopped=max((s['stopped'] for s in scheds), key=STOPS.index),
+        epochs_planned=max(s.get('epochs_planned', 0) for s in scheds),
+        still_improving=any(imp) if imp else None,
         folds=scheds,
         epochs_run=[s['epochs_run'] for s in scheds],
         train_seconds=sum(s.get('train_seconds', 0) for s in scheds),

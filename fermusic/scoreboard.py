@@ -14,9 +14,9 @@ from .train import run_schedule, wilson_interval
 # %% auto #0
 __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'NO_FIT_MARGIN', 'COLUMNS', 'ROW_COLUMNS',
            'PAPER_NUMBERS', 'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'device_label', 'run_label',
-           'schedule_of', 'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds', 'reason_text',
-           'one_class_share', 'no_fit', 'judge', 'scoreboard', 'summary', 'tally', 'scoreboard_json', 'fmt',
-           'board_text', 'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown', 'majority_floor',
+           'schedule_of', 'fold_epochs', 'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds',
+           'reason_text', 'one_class_share', 'no_fit', 'judge', 'scoreboard', 'summary', 'tally', 'scoreboard_json',
+           'fmt', 'board_text', 'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown', 'majority_floor',
            'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
@@ -140,13 +140,20 @@ def schedule_of(
     )
 
 
+def fold_epochs(s: dict | None) -> list:
+    "Epochs run by each fold of a cross-validation's schedule, or `[epochs_run]`; [] for none."
+    if not s:
+        return []
+    return list(s['epochs_run']) if s.get('folds') else [s['epochs_run']]
+
+
 def schedule_text(s: dict | None) -> str:
     """A schedule in a few words: '10/12 epochs, time budget, still improving'; a cross-validation's
     (`folds`): '5 folds, 15-27/100 epochs, converged'."""
     if not s:
         return ''
     if s.get('folds'):
-        runs, fs = s['epochs_run'], s['folds']
+        runs, fs = fold_epochs(s), s['folds']
         imp = any(f.get('still_improving') for f in fs)
         return (
             f"{len(fs)} folds, {min(runs)}-{max(runs)}/{max(f['epochs_planned'] for f in fs)} "

@@ -36,3 +36,14 @@ def test_summary_table():
     assert t[0].startswith('| model | GFLOP / training image | tensorflow images/s (batch) | jax images/s (batch) | fastest')
     assert t[2] == '| m | 1.00 | 64.0 (64) | 8.0 (32)* | tensorflow, batch 64 | 64 (32%) | 1000 / 10 |', t[2]
     assert '\\* capped' in t[4] and t[-1].startswith('Peak: 269 GFLOP/s')
+
+def test_readme_table_is_current():
+    "README.md's CPU speed table is `--table R --summary` of the record it names (regenerate: paste it into nbs/index.ipynb)."
+    import json, re
+    root = Path(__file__).resolve().parents[1]
+    readme = (root/'README.md').read_text(encoding='utf-8')
+    m = re.search(r'record `(results/full/kit/benchmark-throughput__[^`]+\.json)`', readme)
+    assert m, 'README.md names no benchmark-throughput record'
+    rec = json.loads((root/m.group(1)).read_text(encoding='utf-8'))
+    assert summary_table(rec) in readme, f'the README CPU table is not summary_table({m.group(1)}): ' \
+        f'python benchmarks/throughput.py --table {m.group(1)} --summary, paste into nbs/index.ipynb, fermusic nb readme'
