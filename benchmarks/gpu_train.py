@@ -364,6 +364,7 @@ def han_gpu_settings(kind:str, factor:int=1) -> dict:
     from fermusic.multimodal import han_settings, HAN_FULL, HAN_ABLATIONS_CPU, HAN_BASELINES_CPU, APPS
     over = HAN_BASELINES_CPU if kind in APPS else HAN_ABLATIONS_CPU
     return {**han_settings('full'), **over, 'models': [kind], 'epochs': HAN_FULL['epochs'], 'factor': factor,
+            'val_recalibrate': False,   # the device loop scores validation with the moving averages
             **get_overrides()}   # FERMUSIC_OVERRIDES still have the last word
 
 def plan_han(a, kind:str) -> dict:

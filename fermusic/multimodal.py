@@ -47,6 +47,7 @@ from fermusic.train import (
     fingerprint,
     predict_proba,
     recalibrate_bn,
+    RecalibratedValidation,
     ArrayDataset,
     augmentation,
     save_for_inference,
@@ -82,6 +83,8 @@ HAN_FULL = dict(
     bn_momentum=0.99,
     ck_bn_momentum=0.9,
     bn_recalibrate=60,
+    # validation scored after re-estimating BN statistics each epoch (`RecalibratedValidation`)
+    val_recalibrate=False,
     baseline_bn_recalibrate=None,
     seeds=[0],
     val_fraction=0.1,
@@ -125,8 +128,15 @@ HAN_CKPLUS_CPU = dict(
     lr_patience=3,
     seeds=[0, 1, 2],
 )
+# early stopping reads validation scored as the test is, after re-estimating BN statistics
 HAN_FER2013_CPU = dict(
-    _CONVERGE, models=['fusion'], epochs=60, patience=5, lr_patience=2, seeds=[0]
+    _CONVERGE,
+    models=['fusion'],
+    epochs=60,
+    patience=5,
+    lr_patience=2,
+    seeds=[0],
+    val_recalibrate=True,
 )
 HAN_ABLATIONS_CPU = dict(HAN_FER2013_CPU, models=['image', 'image+landmarks', 'image+hog'])
 HAN_BASELINES_CPU = dict(
@@ -828,25 +838,30 @@ def _train_data(kind: str, train: Split, val: Split | None, S: dict, seed: int) 
     return x, None, None if val is None else MultimodalDataset(val.x, val.pts, val.hog, val.y, **kw)
 
 # %% ../nbs/20_multimodal.ipynb #1b240e49
+def _plain_batches(kind: str, train: Split, S: dict, seed: int):
+    "Plain (unmoved), shuffled training batches of the inputs model `kind` reads."
+    bs = S['batch_size']
+    if kind in APPS:
+        return ArrayDataset(train.x, batch_size=bs, shuffle=True, seed=seed)
+    return MultimodalDataset(
+        train.x,
+        train.pts,
+        train.hog,
+        inputs=branches_of(kind),
+        batch_size=bs,
+        shuffle=True,
+        seed=seed,
+    )
+
+
+def _bn_batches(kind: str, S: dict) -> int:
+    "How many plain batches re-estimate BN statistics for model `kind`."
+    return (S.get('baseline_bn_recalibrate') if kind in APPS else None) or S['bn_recalibrate']
+
+
 def _recalibrate(run: dict, kind: str, train: Split, S: dict, seed: int):
     "Re-estimate the BN moving statistics of `run`'s model on `train`'s faces."
-    m = run['model']
-    bs = S['batch_size']
-    plain = (
-        ArrayDataset(train.x, batch_size=bs, shuffle=True, seed=seed)
-        if kind in APPS
-        else MultimodalDataset(
-            train.x,
-            train.pts,
-            train.hog,
-            inputs=model_inputs(m),
-            batch_size=bs,
-            shuffle=True,
-            seed=seed,
-        )
-    )
-    n = (S.get('baseline_bn_recalibrate') if kind in APPS else None) or S['bn_recalibrate']
-    recalibrate_bn(m, plain, n=n)
+    recalibrate_bn(run['model'], _plain_batches(kind, train, S, seed), n=_bn_batches(kind, S))
 
 # %% ../nbs/20_multimodal.ipynb #e497caa1
 def train_model(
@@ -864,8 +879,20 @@ def train_model(
     "Train one model through `fermusic.train.fit_run`: {model, history, schedule, notes}."
     x, y, v = _train_data(kind, train, val, S, seed)
     R = run_settings(kind, S, epochs)
+    extra = []
+    if S.get('val_recalibrate') and v is not None and S.get('bn_recalibrate'):
+        plain = _plain_batches(kind, train, S, seed)
+        extra = [RecalibratedValidation(plain, v, n=_bn_batches(kind, S))]
     run = fit_run(
-        lambda: build(kind, n_classes, S), x, y, v, R, seed=seed, state=state, verbose=verbose
+        lambda: build(kind, n_classes, S),
+        x,
+        y,
+        v,
+        R,
+        seed=seed,
+        state=state,
+        extra=extra,
+        verbose=verbose,
     )
     if S.get('bn_recalibrate'):
         _recalibrate(run, kind, train, S, seed)

@@ -15,8 +15,8 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['STOPS', 'augmentation', 'ArrayDataset', 'EpochTimer', 'fit', 'TimeBudget', 'tiny_cnn', 'run_key', 'spec_diff',
            'fingerprint', 'public_settings', 'run_spec', 'Checkpoint', 'why_stopped', 'RunPaused', 'run_schedule',
-           'standard_callbacks', 'fit_run', 'all_layers', 'recalibrate_bn', 'as_model_input', 'load_model',
-           'save_for_inference', 'predict_proba', 'wilson_interval', 'classification_metrics', 'evaluate',
+           'standard_callbacks', 'fit_run', 'all_layers', 'recalibrate_bn', 'RecalibratedValidation', 'as_model_input',
+           'load_model', 'save_for_inference', 'predict_proba', 'wilson_interval', 'classification_metrics', 'evaluate',
            'layer_table', 'roc_curves', 'plot_history', 'plot_confusion', 'plot_roc', 'show_faces', 'plot_class_counts']
 
 # %% ../nbs/03_train.ipynb #ae19601c
@@ -782,6 +782,27 @@ def recalibrate_bn(
         for l, m in zip(bns, old):
             l.momentum = m
     return len(bns)
+
+# %% ../nbs/03_train.ipynb #c792cd35
+class RecalibratedValidation(keras.callbacks.Callback):
+    """Each epoch: `recalibrate_bn` on fixed plain batches, then the validation score again, in
+    `logs`."""
+
+    def __init__(
+        self,
+        batches,  # plain training batches (`recalibrate_bn`'s `batches`), the same every epoch
+        val,  # the validation PyDataset (or (x, y)) that `fit` scores
+        n: int = 60,  # batches to re-estimate on
+    ):
+        super().__init__()
+        self.batches, self.val, self.n = batches, val, n
+
+    def on_epoch_end(self, epoch, logs=None):
+        recalibrate_bn(self.model, self.batches, n=self.n)
+        x, y = (self.val, None) if isinstance(self.val, keras.utils.PyDataset) else self.val
+        res = self.model.evaluate(x, y, verbose=0, return_dict=True)
+        if logs is not None:
+            logs.update({f'val_{k}': float(v) for k, v in res.items()})
 
 # %% ../nbs/03_train.ipynb #701e47a5
 def as_model_input(
