@@ -122,15 +122,18 @@ FULL_RUNS.update(
         ),
         'han-baselines': dict(
             paper='han',
-            state='han/baselines',
+            state=('han/baselines/vgg16-fer2013', 'han/baselines/resnet50-fer2013'),
             overrides='fermusic.multimodal:HAN_BASELINES_CPU',
-            code=(
-                'from fermusic.multimodal import han_settings, run_fer2013, run_ckplus\nS = '
-                'han_settings()\n'
-                'run_fer2013(S, verbose={verbose})\nrun_ckplus(S, verbose={verbose})'
-            ),
-            what='Han et al.: VGG16 and ResNet50 on FER2013 and on 5 subject-independent CK+ '
-            'folds, to early stopping',
+            code=_HAN_FER,
+            what='Han et al.: VGG16 and ResNet50 on FER2013, to early stopping',
+        ),
+        'han-baselines-ckplus': dict(
+            paper='han',
+            state=('han/baselines/resnet50-ckplus', 'han/baselines/vgg16-ckplus'),
+            overrides='fermusic.multimodal:HAN_BASELINES_CPU',
+            code=_HAN_CK,
+            what='Han et al.: ResNet50 and VGG16 on 5 subject-independent CK+ folds, to early '
+            'stopping',
         ),
     }
 )
@@ -233,6 +236,12 @@ def _fmt_s(s):
     return '-' if s is None else (f'{s / 3600:.1f} h' if s >= 3600 else f'{s / 60:.0f} min')
 
 
+def _prefixes(name: str) -> tuple:
+    "The checkpoint-folder prefixes of run `name` (its `state`: one prefix, or a tuple of them)."
+    s = FULL_RUNS[name]['state']
+    return (s,) if isinstance(s, str) else tuple(s)
+
+
 def runs_status(
     root: Path | str | None = None,  # the state folder (default: `state_dir()`)
 ):
@@ -242,7 +251,7 @@ def runs_status(
 
     root = Path(root or state_dir())
     rows = []
-    running = {FULL_RUNS[n]['state'] for n in FULL_RUNS if run_pid(n, root)}
+    running = {s for n in FULL_RUNS if run_pid(n, root) for s in _prefixes(n)}
     for f in sorted(root.glob('**/progress.json')):
         m = json.loads(f.read_text())
         h = m.get('history', {})
