@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #ca67a9c2
 from __future__ import annotations
-import math, time, random, json, hashlib, socket, datetime as dt
+import math, time, random, json, hashlib, socket, weakref, datetime as dt
 from pathlib import Path
 import numpy as np
 from .config import set_seed, thread_count
@@ -756,6 +756,25 @@ def all_layers(
     walk(model)
     return out
 
+# %% ../nbs/03_train.ipynb #f8e46675
+_BN_FORWARD = weakref.WeakKeyDictionary()  # model -> {momentum: compiled forward pass}
+
+
+def _bn_forward(
+    model: keras.Model,  # the model whose statistics are re-estimated
+    momentum: float,  # the momentum the layers hold while it runs (compiled in as a constant)
+):
+    """`model`'s training-mode forward pass: a `tf.function` kept per model and momentum on
+    TensorFlow, the eager call on other backends."""
+    if keras.backend.backend() != 'tensorflow':
+        return lambda x: model(x, training=True)
+    import tensorflow as tf
+
+    fns = _BN_FORWARD.setdefault(model, {})
+    if momentum not in fns:
+        fns[momentum] = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+    return fns[momentum]
+
 # %% ../nbs/03_train.ipynb #2030c51c
 def recalibrate_bn(
     model: keras.Model,  # a trained model with BatchNormalization layers
@@ -773,11 +792,12 @@ def recalibrate_bn(
     old = [l.momentum for l in bns]
     for l in bns:
         l.momentum = momentum
+    forward = _bn_forward(model, momentum)
     try:
         for k in range(n):
             b = batches[k % len(batches)]
             # forward only: no optimizer step
-            model(b[0] if isinstance(b, tuple) else b, training=True)
+            forward(b[0] if isinstance(b, tuple) else b)
     finally:
         for l, m in zip(bns, old):
             l.momentum = m
