@@ -772,7 +772,8 @@ def _bn_forward(
 
     fns = _BN_FORWARD.setdefault(model, {})
     if momentum not in fns:
-        fns[momentum] = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        fns[momentum] = tf.function(lambda x: ref()(x, training=True), reduce_retracing=True)
     return fns[momentum]
 
 # %% ../nbs/03_train.ipynb #2030c51c
