@@ -16,8 +16,8 @@ __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SH
            'PAPER_NUMBERS', 'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'device_label', 'run_label',
            'schedule_of', 'fold_epochs', 'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds',
            'reason_text', 'one_class_share', 'no_fit', 'judge', 'scoreboard', 'summary', 'tally', 'scoreboard_json',
-           'fmt', 'board_text', 'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown', 'majority_floor',
-           'quick_check', 'quick_text', 'reproduce']
+           'fmt', 'board_text', 'run_table', 'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown',
+           'majority_floor', 'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
 PAPERS = {
@@ -545,6 +545,43 @@ def _formatted(df: pd.DataFrame, cols) -> pd.DataFrame:
         t[c] = [fmt(v) for v in df[c]]
     t['diff'] = [fmt(v, sign=True) for v in df['diff']]
     return t.fillna('')
+
+# %% ../nbs/90_scoreboard.ipynb #f7008f2e
+_MEASURED = ('reproduced', 'not reproduced', 'under-trained', 'failed run', 'substitute')
+
+
+def run_table(
+    board: pd.DataFrame | None = None,  # from `scoreboard`; default: `scoreboard()`
+    root: Path | str | None = None,  # results folder; default: `results_dir()`
+) -> pd.DataFrame:
+    """One row per trained run the board judges: device, seeds, schedule, training hours, its
+    headline row and all its rows' verdicts."""
+    board = scoreboard(root=root) if board is None else board
+    cache, rows = {}, []
+    for (paper, name), g in board[board.schedule.notna()].groupby(['paper', 'record'], sort=False):
+        if paper not in cache:
+            cache[paper] = full_records(paper, root)
+        judged, _ = judged_seeds(cache[paper][name])
+        rec, n = judged[0], g.verdict.value_counts()
+        head = (
+            g[g.verdict.isin(_MEASURED)].iloc[0] if g.verdict.isin(_MEASURED).any() else g.iloc[0]
+        )
+        rows.append(
+            dict(
+                paper=paper,
+                run=name,
+                device=device_label(rec),
+                seeds=len(judged),
+                schedule=schedule_text(head.schedule),  # the board's (a claim may name another run)
+                hours=sum(r.get('duration_s') or 0 for r in judged) / 3600,
+                headline=head.claim,
+                paper_value=head.paper_value,
+                ours=head.ours,
+                verdict=head.verdict,
+                rows=', '.join(f'{n[v]} {v}' for v in VERDICTS if v in n),
+            )
+        )
+    return pd.DataFrame(rows)
 
 # %% ../nbs/90_scoreboard.ipynb #c0a1b2d4
 ROW_COLUMNS = ['paper_value', 'ours', 'diff', 'tol', 'verdict', 'schedule', 'reason', 'run']
