@@ -22,6 +22,15 @@ def test_readme_scoreboard_is_current():
     assert out.getvalue().strip() == m.group(0)
 
 
+def test_readme_runs_are_current():
+    "README.md's table of trained runs is what `run_table_markdown` gives now (regenerate as the scoreboard)."
+    readme = (ROOT/'README.md').read_text(encoding='utf-8')
+    m = re.search(r'<!-- runs:.*?<!-- /runs -->', readme, re.S)
+    assert m, 'README.md has no runs block'
+    assert m.group(0) == SB.run_table_markdown(), \
+        'the README runs table is stale: fermusic nb run nbs/index.ipynb && fermusic nb readme'
+
+
 def test_readme_coverage_is_current():
     "The README states how many result numbers the papers print and how many have rows, as `coverage_text` gives it now."
     assert SB.coverage_text() in (ROOT/'README.md').read_text(encoding='utf-8'), \
