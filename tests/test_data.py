@@ -224,7 +224,7 @@ def test_image_folder_errors_and_archive(tmp_path, sample):
     (d/'x.txt').write_text('no')
     (d/'.hidden'/'a.png').write_bytes(png(sample.x[0]))
     with pytest.warns(UserWarning), pytest.raises(DataError, match=r'no readable images \(2 files skipped\)'): load_image_folder(d)
-    f = load_image_folder(d, allow_empty=True, size=8)
+    with pytest.warns(UserWarning, match='skipped 2 file'): f = load_image_folder(d, allow_empty=True, size=8)
     assert f.n == 0 and f.skipped == [('.hidden/', 'hidden folder: not read; rename it to include it'), ('x.txt', NOT_IMAGE)]
     with pytest.raises(DatasetNotFoundError): load_image_folder(tmp_path/'nope')
     (d/'b.png').write_bytes(png(sample.x[0]))
