@@ -220,12 +220,18 @@ def _runs_status(args):
     """Every checkpointed run: epoch k of N, best validation score, time per epoch and left, running
     or not."""
     from fermusic.runs import runs_status, FULL_RUNS
+    from fermusic.config import state_dir, STATE_ENV
 
     t = runs_status()
     print(
         t.to_string(index=False)
         if len(t)
         else 'no checkpointed runs yet; start one with `fermusic runs start NAME`'
+    )
+    # a run resumes only where its checkpoints are: say where, and how to keep them elsewhere
+    print(
+        f'\ncheckpoints: {state_dir()} (on this machine only; set {STATE_ENV} to keep them on a '
+        'disk that outlives it)'
     )
     print('\nruns:', ', '.join(f'{n} ({r["what"]})' for n, r in FULL_RUNS.items()))
 
