@@ -8,10 +8,15 @@
 - tests/nbval_sanitize.cfg replaces memory addresses, temporary paths, timestamps, durations and progress
   bars before comparing; it is used without having to name it on the command line.
 - Kernels run in this environment (`--nbval-current-env`), not whatever kernel a notebook names.
+- A notebook cell with the comment line `# NBVAL_SLOW` (the kit's own marker, not nbval's) gets pytest's
+  `slow` mark, so the default suite leaves it out like the other opt-in checks; so must every later cell
+  that uses what it made. `pytest --nbval -m "" nbs/LESSON.ipynb` runs a lesson whole.
 See CONTRIBUTING.md for the markers (NBVAL_IGNORE_OUTPUT, ...) the notebooks use.
 """
 import os
 from pathlib import Path
+
+import pytest
 
 os.environ['FERMUSIC_PROFILE'] = 'quick'
 os.environ.pop('FERMUSIC_OVERRIDES', None)
@@ -41,3 +46,17 @@ def pytest_configure(config):
     if getattr(opt, 'nbval', False) or getattr(opt, 'nbval_lax', False):
         if not opt.nbval_sanitize_with: opt.nbval_sanitize_with = str(HERE/'tests'/'nbval_sanitize.cfg')
         if not opt.nbval_kernel_name: opt.nbval_current_env = True
+
+
+SLOW_MARKER = 'NBVAL_SLOW'
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by mark (`-m "not slow"`)
+def pytest_collection_modifyitems(items):
+    "Mark notebook cells that carry a `# NBVAL_SLOW` comment line `slow`."
+    for item in items:
+        cell = getattr(item, 'cell', None)
+        if cell is not None and type(item).__name__ == 'IPyNbCell':
+            comments = [l.strip() for l in cell.source.splitlines() if l.strip().startswith('#')]
+            if SLOW_MARKER in {c.lstrip('#').strip() for c in comments}:
+                item.add_marker(pytest.mark.slow)

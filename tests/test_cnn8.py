@@ -1,4 +1,4 @@
-"Bad input and edge cases of `fermusic.cnn8` (the lesson nbs/10_cnn8_fer2013.ipynb covers the normal paths)."
+"Bad input and edge cases of `fermusic.cnn8`, and `run_cnn8` end to end at a tiny scale (lesson 10 covers the normal paths; its 8-epoch run is a slow cell)."
 import numpy as np, pytest
 import keras
 from fermusic.cnn8 import (cnn8, cnn8_settings, save_for_inference, gabor_features,
@@ -90,3 +90,23 @@ def test_all_layers_finds_what_keras_private_walk_finds():
         ours = all_layers(m)
         theirs = [l for l in m._flatten_layers() if not isinstance(l, keras.layers.InputLayer)]
         assert len(ours) == len(theirs) and {id(l) for l in ours} == {id(l) for l in theirs}, m.name
+
+def test_run_cnn8_trains_scores_and_records(tmp_path, monkeypatch):
+    "`run_cnn8` end to end on 70 sample faces, one epoch: the record, its two test splits and the saved model (the lesson's 8-epoch run is a slow cell)."
+    import json
+    from fermusic.cnn8 import run_cnn8, load_fer_splits
+    from fermusic.records import model_fields
+    monkeypatch.setenv('FERMUSIC_RESULTS', str(tmp_path/'results'))
+    monkeypatch.setenv('FERMUSIC_PROFILE', 'quick')
+    sp = load_fer_splits()
+    sp['Training'] = sp['Training'][stratified_subset(sp['Training'].y, 70, seed=0)]
+    s = dict(cnn8_settings(), epochs=1)
+    rec, m, evs = run_cnn8(s, seed=0, splits=sp, model_path=tmp_path/'cnn8.keras')
+    assert (rec.profile, rec.epochs_run, rec.dataset['train'] + rec.dataset['val']) == ('quick', 1, 70)
+    assert abs(rec.history['loss'][0] - np.log(7)) < 0.15, rec.history['loss']       # untrained: about ln 7
+    assert {k: ev['n'] for k, ev in rec.evaluations.items()} == {'PrivateTest': 105, 'PublicTest': 105}
+    assert rec.metrics['accuracy'] == evs['PrivateTest']['accuracy']
+    assert rec.model_sha256 == model_fields(tmp_path/'cnn8.keras')['model_sha256']
+    (f,) = (tmp_path/'results'/'quick'/'yu2020').glob('cnn8-7x7__seed0__*.json')
+    saved = json.loads(f.read_text())
+    assert saved['schedule']['stopped'] == 'planned_end' and saved['git'] and saved['hardware']['threads']

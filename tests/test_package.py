@@ -50,9 +50,25 @@ def _readme_test_command():
 
 
 def test_ci_runs_readme_test_command():
-    "The last command of .ci/run is the README's test command."
+    "CI runs the README's test command, then every lesson that has slow cells whole."
     ci = [l.strip() for l in (ROOT/'.ci'/'run').read_text().splitlines() if l.strip() and not l.strip().startswith('#')]
-    assert ci[-1] == _readme_test_command()
+    cmd = _readme_test_command()
+    assert cmd in ci, f'.ci/run does not run the README test command {cmd!r}'
+    assert ci[ci.index(cmd) + 1:] == ['pytest --nbval -m "" $(grep -l \'# NBVAL_SLOW\' nbs/*.ipynb)']
+    slow = [p.name for p in sorted((ROOT/'nbs').glob('*.ipynb')) if '# NBVAL_SLOW' in p.read_text(encoding='utf-8')]
+    assert slow, 'no lesson has a slow cell: drop the second pass from .ci/run'
+
+
+def test_slow_cells_are_marked_slow(pytestconfig):
+    "A notebook cell with a `# NBVAL_SLOW` line gets pytest's `slow` mark (conftest.py), so the default run leaves it out."
+    import nbformat
+    from conftest import pytest_collection_modifyitems
+    class IPyNbCell:     # stands in for nbval's item: what the hook reads is its class name, `cell` and its marks
+        def __init__(self, src): self.cell, self.marks = nbformat.v4.new_code_cell(src), []
+        def add_marker(self, m): self.marks.append(m.name)
+    items = [IPyNbCell(s) for s in ('# NBVAL_IGNORE_OUTPUT\n# NBVAL_SLOW\nx = 1', 'x = 1  # NBVAL_SLOW', 'x = 1')]
+    pytest_collection_modifyitems(items)
+    assert [i.marks for i in items] == [['slow'], [], []]
 
 
 def test_notebooks_are_stored_run():
