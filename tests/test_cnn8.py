@@ -97,7 +97,6 @@ def test_run_cnn8_trains_scores_and_records(tmp_path, monkeypatch):
     from fermusic.cnn8 import run_cnn8, load_fer_splits
     from fermusic.records import model_fields
     monkeypatch.setenv('FERMUSIC_RESULTS', str(tmp_path/'results'))
-    monkeypatch.setenv('FERMUSIC_PROFILE', 'quick')
     sp = load_fer_splits()
     sp['Training'] = sp['Training'][stratified_subset(sp['Training'].y, 70, seed=0)]
     s = dict(cnn8_settings(), epochs=1)
