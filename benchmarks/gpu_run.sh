@@ -29,6 +29,10 @@
 # caller's, every variant once per seed:
 #   bash benchmarks/gpu_run.sh --minutes 9.3 --runs compact --seed 0 --parallel \
 #     --variants '{"upsample": 64};{"widths": [24, 48, 96, 192]}'
+# A variant's keys that start with -- are not settings but gpu_train.py options for that variant's processes
+# (after the caller's: argparse keeps the last), so other runs, or another precision, can share the call:
+#   --runs compact --variants '{"upsample": 64};{"--runs": "shinde-cnn", "--precision": "float32"}'
+# (--seed, --out, --minutes, --concurrent and --data stay gpu_run.sh's.)
 # Variant K (from 1, in the order given) runs as "vK seed S" in $OUT/run-vK-sS; its records keep
 # their overrides (a name taken by another variant's record gets __vK before .json) and its seed-0
 # models come back as vK-<name>.keras.
@@ -70,15 +74,24 @@ if ! python3 -c "import keras" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; the
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-merge_overrides() {   # the caller's FERMUSIC_OVERRIDES with variant $1 over them, as one JSON object
+merge_overrides() {   # the caller's FERMUSIC_OVERRIDES with variant $1 over them, as one JSON object, then
+  # (tab-separated) the gpu_train.py options the variant gives as "--name": value keys, which are not settings
   python3 -c 'import json, os, sys
 try: base, v = json.loads(os.environ.get("FERMUSIC_OVERRIDES") or "{}"), json.loads(sys.argv[1])
 except ValueError as e: sys.exit(f"not JSON ({e})")
 if not (isinstance(base, dict) and isinstance(v, dict)): sys.exit("not a JSON object")
-print(json.dumps({**base, **v}))' "$1"
+opts = [k for k in v if k.startswith("--")]
+for k in opts:
+    if k in ("--seed", "--out", "--minutes", "--concurrent", "--data"):
+        sys.exit(f"{k} is set by gpu_run.sh for every process, not by a variant")
+    if not isinstance(v[k], (str, int, float)) or "\t" in str(v[k]) or str(v[k]) == "":
+        sys.exit(f"{k}: {json.dumps(v[k])} is not one option value")
+words = [w for k in opts for w in (k, str(v.pop(k)))]
+print("\t".join([json.dumps({**base, **v}), *words]))' "$1"
 }
 parallel_seeds() {   # --parallel: a gpu_train.py process per seed (per variant and seed), all at once
-  local s r k i n d ov word=seeds seeds=() variants=('') tags=() dirs=() pre=() jseed=() ovs=()
+  local s r k i n d ov vo word=seeds seeds=() variants=('') tags=() dirs=() pre=() jseed=() ovs=()
+  local vopts=() words=()
   local pids=() failed=() bad=() extra=() frac=preset rc=0 log="$OUT/console.log"
   IFS=, read -ra seeds <<< "$SEEDS"
   for s in "${seeds[@]:-}"; do   # none at all: one empty word, refused
@@ -95,13 +108,15 @@ parallel_seeds() {   # --parallel: a gpu_train.py process per seed (per variant 
         "separated by ';'" | tee "$log"
       return 2
     fi
+    vo=''
+    if [ -n "$VARIANTS" ] && [[ $ov == *$'\t'* ]]; then vo=${ov#*$'\t'}; ov=${ov%%$'\t'*}; fi
     for s in "${seeds[@]}"; do
       if [ -n "$VARIANTS" ]; then
         tags+=("v$((k + 1)) seed $s"); dirs+=("$OUT/run-v$((k + 1))-s$s"); pre+=("v$((k + 1))-")
       else
         tags+=("seed $s"); dirs+=("$OUT/seed-$s"); pre+=('')
       fi
-      jseed+=("$s"); ovs+=("${ov-}")
+      jseed+=("$s"); ovs+=("${ov-}"); vopts+=("$vo")
     done
   done
   n=${#tags[@]}
@@ -113,12 +128,15 @@ parallel_seeds() {   # --parallel: a gpu_train.py process per seed (per variant 
   echo "parallel: $(IFS=,; echo "${tags[*]}") as $n processes on one device," \
     "GPU memory fraction $frac each" > "$log"
   for i in "${!tags[@]}"; do
-    if [ -n "$VARIANTS" ]; then echo "[${tags[$i]}] FERMUSIC_OVERRIDES=${ovs[$i]}" >> "$log"; fi
+    if [ -n "$VARIANTS" ]; then
+      echo "[${tags[$i]}] FERMUSIC_OVERRIDES=${ovs[$i]}${vopts[$i]:+ ${vopts[$i]//$'\t'/ }}" >> "$log"
+    fi
     mkdir -p "${dirs[$i]}"
     extra=(); if [ "${GPU_RUN_TEST_FAIL_SEED-}" = "${jseed[$i]}" ]; then extra=(--test-fail); fi
+    words=(); if [ -n "${vopts[$i]}" ]; then IFS=$'\t' read -ra words <<< "${vopts[$i]}"; fi
     ( if [ -n "$VARIANTS" ]; then export FERMUSIC_OVERRIDES="${ovs[$i]}"; fi
-      python3 benchmarks/gpu_train.py "${pargs[@]}" --out "${dirs[$i]}" --minutes "$LEFT" \
-        --seed "${jseed[$i]}" --concurrent "$n" "${extra[@]}" 2>&1 \
+      python3 benchmarks/gpu_train.py "${pargs[@]}" "${words[@]}" --out "${dirs[$i]}" \
+        --minutes "$LEFT" --seed "${jseed[$i]}" --concurrent "$n" "${extra[@]}" 2>&1 \
         | sed -u "s/^/[${tags[$i]}] /" >> "$log" ) &
     pids+=($!)
   done

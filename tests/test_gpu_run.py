@@ -287,7 +287,10 @@ def test_gpu_run_variants_refused(tmp_path):
     "gpu_run.sh --variants: a variant that is not a JSON object, or no --parallel, is refused by "
     "name before anything trains. (Seconds.)"
     for i, (v, msg) in enumerate([('{"upsample": 64};{upsample}', "variant 2 '{upsample}': not JSON"),
-                                  ('[64]', "variant 1 '[64]': not a JSON object")]):
+                                  ('[64]', "variant 1 '[64]': not a JSON object"),
+                                  ('{"--seed": "1"}', '--seed is set by gpu_run.sh for every'),
+                                  ('{"--runs": ""}', '--runs: "" is not one option value'),
+                                  ('{"--runs": ["yu"]}', '--runs: ["yu"] is not one option value')]):
         r, names = _parallel_call(tmp_path, tmp_path/f'v{i}', '0', '0.6', ('--variants', v))
         assert r.returncode == 2 and msg in r.stdout, r.stdout + r.stderr[-2000:]
         assert names == ['console.log', 'device.txt'], names
@@ -297,20 +300,30 @@ def test_gpu_run_variants_refused(tmp_path):
 
 @pytest.mark.slow   # two compact compiles at once, ~3 minutes on 2 loaded cores (CONTRIBUTING.md)
 def test_gpu_run_variants_dry(tmp_path):
-    "gpu_run.sh --parallel --variants A;B --seed 0: one process per variant, each record keeping its "
-    "variant's overrides over the caller's, the models named vK-, one console.log, exit 0."
-    vs = ('{"widths": [4, 8]}', '{"widths": [4, 8], "stem": 4}')
+    "gpu_run.sh --parallel --variants A;B;C --seed 0: one process per variant, each record keeping "
+    "its variant's overrides over the caller's, a variant's \"--name\" keys given to its processes "
+    "alone as gpu_train.py options, the models named vK-, one console.log, exit 0."
+    vs = ('{"widths": [4, 8]}', '{"widths": [4, 8], "stem": 4}',
+          '{"--runs": "shinde-cnn", "--precision": "float32"}')
     r, names = _parallel_call(tmp_path, tmp_path/'out', '0', '8', ('--variants', ';'.join(vs)),
                               FERMUSIC_OVERRIDES='{"lr": 0.002}')
     out = r.stdout[-3000:] + r.stderr[-3000:]
-    assert r.returncode == 0 and 'parallel: all 2 runs exited 0' in r.stdout, out
+    assert r.returncode == 0 and 'parallel: all 3 runs exited 0' in r.stdout, out
     assert names == ['console.log', 'device.txt', 'records.tgz', 'v1-compact_fer2013.keras',
                      'v2-compact_fer2013.keras'], names
     with tarfile.open(tmp_path/'out'/'records.tgz') as t:
         recs = [json.load(t.extractfile(m)) for m in t.getmembers() if m.name.endswith('.json')]
+    compact = [rec for rec in recs if rec['name'] == 'compact']
     got = sorted((rec['params']['stem'], rec['overrides'], rec['params']['widths'],
-                  rec['throughput']['concurrent_runs']) for rec in recs)
-    assert got == [(4, {'lr': 0.002, 'widths': [4, 8], 'stem': 4}, [4, 8], 2),
-                   (8, {'lr': 0.002, 'widths': [4, 8]}, [4, 8], 2)], got
+                  rec['throughput']['concurrent_runs']) for rec in compact)
+    assert got == [(4, {'lr': 0.002, 'widths': [4, 8], 'stem': 4}, [4, 8], 3),
+                   (8, {'lr': 0.002, 'widths': [4, 8]}, [4, 8], 3)], got
+    (shinde,) = [rec for rec in recs if rec['name'] != 'compact']   # v3 ran Shinde's CNN alone
+    assert shinde['paper'] == 'shinde' and shinde['overrides'] == {'lr': 0.002}, shinde['name']
+    assert shinde['params']['lr'] == 0.002 and '--runs shinde-cnn' in shinde['command']
+    assert shinde['params']['precision'] == 'float32', shinde['params']
+    assert {rec['params']['precision'] for rec in compact} == {'mixed_bfloat16'}, compact
     log = (tmp_path/'out'/'console.log').read_text()
-    for k in (1, 2): assert f'[v{k} seed 0] ' in log, log[-3000:]
+    for k in (1, 2, 3): assert f'[v{k} seed 0] ' in log, log[-3000:]
+    want = '[v3 seed 0] FERMUSIC_OVERRIDES={"lr": 0.002} --runs shinde-cnn --precision float32'
+    assert want in log, log[:2000]
