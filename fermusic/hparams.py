@@ -35,7 +35,7 @@ from fermusic.data import (
     train_val_split,
 )
 from .sort import sort_images
-from .records import recording, load_records, full_records, Claim
+from .records import recording, load_records, full_records, Claim, train_seconds
 from .train import evaluate, fit_run, public_settings
 
 # %% ../nbs/30_hparams_rafdb.ipynb #e09e4f67
@@ -870,7 +870,7 @@ def run_rows(
                 discrepancy=r['metrics']['discrepancy_test'],
                 min_test_loss=min(h['test_loss']),
                 at_epoch=int(np.argmin(h['test_loss'])) + 1,
-                seconds=r['duration_s'],
+                seconds=train_seconds(r),
             )
         )
     return pd.DataFrame(rows)

@@ -27,8 +27,8 @@ from fermusic.config import (
 # %% auto #0
 __all__ = ['PACKAGES', 'EVIDENCE', 'git_state', 'package_versions', 'accelerators', 'hardware', 'current_command', 'to_jsonable',
            'write_json_atomic', 'RunRecord', 'record_path', 'recording', 'model_fields', 'record_of_model',
-           'load_records', 'records_frame', 'settled', 'evidence_key', 'full_records', 'compare', 'Claim',
-           'record_value']
+           'load_records', 'records_frame', 'settled', 'evidence_key', 'full_records', 'train_seconds', 'compare',
+           'Claim', 'record_value']
 
 # %% ../nbs/02_records.ipynb #ce001fff
 def git_state(
@@ -427,6 +427,18 @@ def full_records(
     for r in load_records(root, paper=paper, profile='full'):
         out.setdefault(r['name'], []).append(r)
     return {k: sorted(v, key=evidence_key, reverse=True) for k, v in out.items()}
+
+# %% ../nbs/02_records.ipynb #0c33e30e
+def train_seconds(
+    rec: dict,  # a run record
+) -> float:
+    """Wall seconds of a run's training, every resume and fold included (the schedule's `resumes`);
+    `duration_s` for a run that keeps none."""
+    s = rec.get('schedule') or {}
+    parts = s.get('folds') or [s]
+    if all(p.get('resumes') for p in parts):
+        return float(sum(r.get('seconds') or 0 for p in parts for r in p['resumes']))
+    return float(rec.get('duration_s') or 0)
 
 # %% ../nbs/02_records.ipynb #09bced07
 def compare(

@@ -8,7 +8,15 @@ import datetime as dt, html, importlib, importlib.util, json, math, re, statisti
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_profile, repo_root, results_dir, kit_env, OVERRIDES_ENV
-from .records import Claim, full_records, load_records, record_value, settled, to_jsonable
+from fermusic.records import (
+    Claim,
+    full_records,
+    load_records,
+    record_value,
+    settled,
+    to_jsonable,
+    train_seconds,
+)
 from .train import run_schedule, wilson_interval
 
 # %% auto #0
@@ -572,7 +580,7 @@ def run_table(
                 device=device_label(rec),
                 seeds=len(judged),
                 schedule=schedule_text(head.schedule),  # the board's (a claim may name another run)
-                hours=sum(r.get('duration_s') or 0 for r in judged) / 3600,
+                hours=sum(train_seconds(r) for r in judged) / 3600,
                 headline=head.claim,
                 paper_value=head.paper_value,
                 ours=head.ours,
