@@ -8,15 +8,8 @@ import datetime as dt, html, importlib, importlib.util, json, math, re, statisti
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_profile, repo_root, results_dir, kit_env, OVERRIDES_ENV
-from fermusic.records import (
-    Claim,
-    full_records,
-    load_records,
-    record_value,
-    settled,
-    to_jsonable,
-    train_seconds,
-)
+from .records import Claim, full_records, load_records, record_value
+from .records import settled, to_jsonable, train_seconds
 from .train import run_schedule, wilson_interval
 
 # %% auto #0
