@@ -71,9 +71,11 @@ def test_slow_cells_are_marked_slow():
     class IPyNbCell:     # stands in for nbval's item: what the hook reads is its class name, `cell` and its marks
         def __init__(self, src): self.cell, self.marks = nbformat.v4.new_code_cell(src), []
         def add_marker(self, m): self.marks.append(m.name)
-    items = [IPyNbCell(s) for s in ('# NBVAL_IGNORE_OUTPUT\n# NBVAL_SLOW\nx = 1', 'x = 1  # NBVAL_SLOW', 'x = 1')]
+    srcs = ('# NBVAL_IGNORE_OUTPUT\n# NBVAL_SLOW\nx = 1', 'x = 1  # NBVAL_SLOW', 'x = 1', 'x = 1\n# NBVAL_SLOW',
+            '#NBVAL_SLOW\nx = 1', '  # NBVAL_SLOW\nx = 1')   # only the exact line, as CI's grep reads it
+    items = [IPyNbCell(s) for s in srcs]
     pytest_collection_modifyitems(items)
-    assert [i.marks for i in items] == [['slow'], [], []]
+    assert [i.marks for i in items] == [['slow'], [], [], ['slow'], [], []]
 
 
 def test_notebooks_are_stored_run():
