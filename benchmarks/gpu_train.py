@@ -264,11 +264,18 @@ def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
             + ("augmentation is the kit's own Keras layers, each drawing from the loop's key; " if p.get('kit_augment') else
                'augmentation is one random affine per image (bilinear, nearest fill) instead of stacked Keras layers; ') +
             f'the last partial batch of each epoch is left out; {a.precision} with a float32 softmax'])
+        # validation scored as the test is, after re-estimating BN statistics (the lesson's `RecalibratedValidation`)
+        recal = (bn_recalibrator(model, p, sp['train'], seed, p['recalibrate'])
+                 if p.get('val_recalibrate') and p.get('recalibrate') else None)
+        if recal is not None:
+            rec.notes.append(f"validation scored after re-estimating BN statistics on {p['recalibrate']} plain "
+                             'training batches each epoch (the lesson\'s RecalibratedValidation)')
         for epoch in range(p['epochs']):
             t0 = time.time(); key, ke = jax.random.split(key)
             state, l, acc = epoch_fn(state, ke, xd, yd, tr)
             logs = dict(loss=float(l), accuracy=float(acc))
             t1 = time.time()
+            if recal is not None: state = recal(state, xd)
             pv = proba(predict, state, xd, sp['val'], a.eval_batch); yv = sp['y'][sp['val']]
             logs.update(val_loss=ce(pv, yv), val_accuracy=float(np.mean(pv.argmax(1) == yv)))
             if p.get('test_each'):
@@ -364,7 +371,6 @@ def han_gpu_settings(kind:str, factor:int=1) -> dict:
     from fermusic.multimodal import han_settings, HAN_FULL, HAN_ABLATIONS_CPU, HAN_BASELINES_CPU, APPS
     over = HAN_BASELINES_CPU if kind in APPS else HAN_ABLATIONS_CPU
     return {**han_settings('full'), **over, 'models': [kind], 'epochs': HAN_FULL['epochs'], 'factor': factor,
-            'val_recalibrate': False,   # the device loop scores validation with the moving averages
             **get_overrides()}   # FERMUSIC_OVERRIDES still have the last word
 
 def plan_han(a, kind:str) -> dict:
@@ -381,32 +387,40 @@ def plan_han(a, kind:str) -> dict:
                 input=None if kind in APPS else 'image', early=('val_accuracy', R['patience']) if R.get('patience') else None,
                 reduce=('val_loss', R.get('lr_factor') or 0.5, R['lr_patience'], R.get('min_lr') or 1e-6) if R.get('lr_patience') else None,
                 size=48, channels=1, save=None, han=S, recalibrate=S['bn_recalibrate'], evaluate=han_evaluate,
+                val_recalibrate=S.get('val_recalibrate'),
                 notes=["Han's converge schedule (HAN_ABLATIONS_CPU / HAN_BASELINES_CPU) with the paper's 500-epoch cap, on the GPU: "
                        'the moves (rotation, shift) are the kit\'s augmentation layers on the device'
                        + ('' if kind in APPS else ' (the lesson moves with scikit-image warp; same ranges, bilinear, edge fill)')
                        + f"; expansion factor {S['factor']}; BN statistics re-estimated on {S['bn_recalibrate']} plain batches"])
 
-def recalibrate(model, p:dict, state, xd, train_idx, seed:int, n:int, momentum:float=0.9):
-    "`fermusic.train.recalibrate_bn` on the device: BN moving statistics re-estimated on `n` plain shuffled training batches."
+def bn_recalibrator(model, p:dict, train_idx, seed:int, n:int, momentum:float=0.9):
+    """`fermusic.train.recalibrate_bn` on the device, compiled once: a function (state, x) -> state with the BN moving
+    statistics re-estimated on `n` plain shuffled training batches, the same batches at every call."""
     import jax, jax.numpy as jnp, keras
     from fermusic.train import all_layers
     bns = [l for l in all_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
-    if not bns: return state
+    if not bns: return lambda state, xd: state
     rng = np.random.default_rng(seed)
     bs = p['batch']; order = rng.permutation(train_idx)
     nb = max(len(order) // bs, 1); idx = np.stack([order[(k % nb) * bs:(k % nb + 1) * bs] for k in range(n)])
+    idx = jnp.asarray(idx.astype(np.int32))
     wrap = (lambda xb: {p['input']: xb}) if p.get('input') else (lambda xb: xb)
-    old = [l.momentum for l in bns]
-    for l in bns: l.momentum = momentum                   # read when the step is traced below
-    try:
-        @jax.jit
-        def run(tv, ntv, x, idx):
-            f = lambda ntv, i: (model.stateless_call(tv, ntv, wrap(x[i].astype('float32')), training=True)[1], None)
-            return jax.lax.scan(f, ntv, idx)[0]
-        ntv = run(state[0], state[1], xd, jnp.asarray(idx.astype(np.int32)))
-    finally:
-        for l, m in zip(bns, old): l.momentum = m
-    return (state[0], ntv, state[2])
+    @jax.jit
+    def run(tv, ntv, x, idx):
+        f = lambda ntv, i: (model.stateless_call(tv, ntv, wrap(x[i].astype('float32')), training=True)[1], None)
+        return jax.lax.scan(f, ntv, idx)[0]
+    def recal(state, xd):
+        old = [l.momentum for l in bns]
+        for l in bns: l.momentum = momentum               # read when `run` is traced (its first call)
+        try: ntv = run(state[0], state[1], xd, idx)
+        finally:
+            for l, m in zip(bns, old): l.momentum = m
+        return (state[0], ntv, state[2])
+    return recal
+
+def recalibrate(model, p:dict, state, xd, train_idx, seed:int, n:int, momentum:float=0.9):
+    "`fermusic.train.recalibrate_bn` on the device: BN moving statistics re-estimated on `n` plain shuffled training batches."
+    return bn_recalibrator(model, p, train_idx, seed, n, momentum)(state, xd)
 
 def moved_predict(model, p:dict):
     "A compiled (tv, ntv, x, idx, key) -> probabilities of the faces `idx` each moved at random by the run's augmentation."

@@ -92,6 +92,32 @@ assert abs(float(loss) - np.mean(ls)) < 1e-4, (float(loss), ls)
 print('same', len(pairs))
 """
 
+RECAL_CHECK = STEP_CHECK.split("epoch, _ = G.make_fns")[0] + """
+from fermusic.train import recalibrate_bn
+recal = G.bn_recalibrator(m, dict(batch=8), np.arange(32), seed=0, n=6)
+s1, s2 = recal(state, jnp.asarray(x)), recal(state, jnp.asarray(x))
+bn = [l for l in m.layers if isinstance(l, layers.BatchNormalization)][0]
+assert bn.momentum == 0.99 and all((np.asarray(a) == np.asarray(b)).all() for a, b in zip(s1[1], s2[1]))
+order = np.random.default_rng(0).permutation(32)          # the batches it names: 4 of 8, cycled to 6
+k = build()
+for v, w in zip(k.variables, w0): v.assign(w)
+recalibrate_bn(k, [x[order[i * 8:(i + 1) * 8]] for i in range(4)], n=6)   # the lesson's own, eagerly
+pairs = list(zip(s1[1], k.non_trainable_variables))
+for a, b in pairs:
+    np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=b.path)
+assert not np.allclose(np.asarray(s1[1][0]), 0)             # the moving mean moved from its start
+print('same', len(pairs))
+"""
+
+@pytest.mark.slow   # seconds of CPU (a minute on a loaded machine): run with `pytest -m slow`
+def test_recalibrator_equals_recalibrate_bn():
+    "The loop's BN re-estimation (compiled once, same batches each call) equals the lesson's `recalibrate_bn`."
+    env = dict(os.environ, KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
+        [str(ROOT/'benchmarks'), str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    r = subprocess.run([sys.executable, '-c', RECAL_CHECK], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and 'same' in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+
 @pytest.mark.slow   # 15 s of CPU (minutes on a loaded machine): run with `pytest -m slow`
 def test_epoch_equals_keras_steps():
     "Two steps of the loop's epoch on a BatchNorm + Dropout model equal Keras' own `train_on_batch`."
@@ -150,6 +176,7 @@ def test_new_runs_plan():
         assert p['paper'] == 'han' and p['epochs'] == HAN_FULL['epochs'] == 500 and p['factor'] == 1 and p['split_seed'] == 0
         assert p['early'] == ('val_accuracy', HAN_ABLATIONS_CPU['patience']) and p['reduce'][2] == HAN_ABLATIONS_CPU['lr_patience']
         assert p['tests'] == [('test', ['PrivateTest'])] and p['han']['tta'] == 10 and p['recalibrate'] == 60
+        assert p['val_recalibrate'] is True is HAN_ABLATIONS_CPU['val_recalibrate']   # as the lesson scores validation
     assert (img['input'], vgg['input']) == ('image', None)
     assert G.plan(G.parse(['--runs', 'han-vgg16', '--han-factor', '30']))[0]['factor'] == 30
     with pytest.raises(SystemExit, match='face alone'): G.plan(G.parse(['--runs', 'han-fusion']))
@@ -215,6 +242,7 @@ def test_gpu_run_compact_han_dry(tmp_path):
     m = load_model(out/'compact_fer2013.keras')
     assert m.dtype_policy.name == 'float32' and m.count_params() == c['params_count'] == 58423
     assert h['name'] == 'image-fer2013' and h['params']['kind'] == 'image' and h['params']['tta'] == 10
+    assert h['params']['val_recalibrate'] is True and any('RecalibratedValidation' in n for n in h['notes'])
     assert set(h['evaluations']) == {'test', 'test_single_pass', 'test_ferplus_faces', 'test_detected'} and h['evaluations']['test']['passes'] == 10
     assert h['evaluations']['test_detected']['n'] < 17 and h['dataset']['noise']['images'] == 70 + 17 + 17
     assert h['dataset']['test'] == 17 and h['evaluations']['test_ferplus_faces']['n'] < 17 and 'roc' in h['evaluations']['test']
