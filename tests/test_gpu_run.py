@@ -109,23 +109,22 @@ assert not np.allclose(np.asarray(s1[1][0]), 0)             # the moving mean mo
 print('same', len(pairs))
 """
 
+def _jax_check(code: str, want: str):
+    "Run `code` in a fresh JAX-backend Python with benchmarks/ importable; it must exit 0 printing `want`."
+    env = dict(os.environ, KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
+        [str(ROOT/'benchmarks'), str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and want in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+
 @pytest.mark.slow   # seconds of CPU (a minute on a loaded machine): run with `pytest -m slow`
 def test_recalibrator_equals_recalibrate_bn():
     "The loop's BN re-estimation (compiled once, same batches each call) equals the lesson's `recalibrate_bn`."
-    env = dict(os.environ, KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
-        [str(ROOT/'benchmarks'), str(ROOT), os.environ.get('PYTHONPATH', '')]))
-    r = subprocess.run([sys.executable, '-c', RECAL_CHECK], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0 and 'same' in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+    _jax_check(RECAL_CHECK, 'same')
 
 @pytest.mark.slow   # 15 s of CPU (minutes on a loaded machine): run with `pytest -m slow`
 def test_epoch_equals_keras_steps():
     "Two steps of the loop's epoch on a BatchNorm + Dropout model equal Keras' own `train_on_batch`."
-    env = dict(os.environ, KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
-        [str(ROOT/'benchmarks'), str(ROOT), os.environ.get('PYTHONPATH', '')]))
-    r = subprocess.run([sys.executable, '-c', STEP_CHECK], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0 and 'same 8' in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+    _jax_check(STEP_CHECK, 'same 8')
 
 @pytest.mark.slow   # about a minute: run with `pytest -m slow` after changing benchmarks/ (CONTRIBUTING.md)
 def test_gpu_run_dry(tmp_path):
@@ -200,10 +199,7 @@ print('moved')
 
 def test_kit_augment():
     "The kit's augmentation layers as a pure function on the device: same key, same moves; another key, other moves."
-    env = dict(os.environ, KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
-        [str(ROOT/'benchmarks'), str(ROOT), os.environ.get('PYTHONPATH', '')]))
-    r = subprocess.run([sys.executable, '-c', AUG_CHECK], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and 'moved' in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+    _jax_check(AUG_CHECK, 'moved')
 
 @pytest.mark.slow   # several minutes of CPU (compiles two models): run with `pytest -m slow` after changing benchmarks/
 def test_gpu_run_compact_han_dry(tmp_path):
