@@ -51,12 +51,16 @@ def pytest_configure(config):
 SLOW_MARKER = 'NBVAL_SLOW'
 
 
+def is_slow_cell(source: str) -> bool:
+    """Whether a cell's source has the line `# NBVAL_SLOW`, exactly (as CI's grep finds it); a near miss
+    such as `#NBVAL_SLOW` stays in the default run, where it shows, rather than in no run."""
+    return f'# {SLOW_MARKER}' in source.splitlines()
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by mark (`-m "not slow"`)
 def pytest_collection_modifyitems(items):
-    """Mark notebook cells that carry the line `# NBVAL_SLOW`, exactly (as CI's grep finds it), `slow`;
-    a near miss such as `#NBVAL_SLOW` stays in the default run, where it shows, rather than in no run."""
+    "Mark notebook cells that `is_slow_cell` `slow`."
     for item in items:
         cell = getattr(item, 'cell', None)
-        if cell is not None and type(item).__name__ == 'IPyNbCell':
-            if f'# {SLOW_MARKER}' in cell.source.splitlines():
-                item.add_marker(pytest.mark.slow)
+        if cell is not None and type(item).__name__ == 'IPyNbCell' and is_slow_cell(cell.source):
+            item.add_marker(pytest.mark.slow)

@@ -51,6 +51,7 @@ def _readme_test_command():
 
 def test_ci_runs_readme_test_command():
     "CI runs the README's test command, then whole every lesson that has slow cells (and no other)."
+    from conftest import is_slow_cell
     ci = [l.strip() for l in (ROOT/'.ci'/'run').read_text().splitlines() if l.strip() and not l.strip().startswith('#')]
     cmd = _readme_test_command()
     assert cmd in ci, f'.ci/run does not run the README test command {cmd!r}'
@@ -59,7 +60,7 @@ def test_ci_runs_readme_test_command():
     assert pre == 'pytest --nbval -m "" ' and sub.endswith(')'), rest
     picked = subprocess.run(['bash', '-c', sub[:-1]], cwd=ROOT, capture_output=True, text=True).stdout.split()
     slow = [f'nbs/{p.name}' for p in sorted((ROOT/'nbs').glob('*.ipynb'))
-            if any(c['cell_type'] == 'code' and '# NBVAL_SLOW' in ''.join(c['source']).splitlines()
+            if any(c['cell_type'] == 'code' and is_slow_cell(''.join(c['source']))
                    for c in json.loads(p.read_text(encoding='utf-8'))['cells'])]
     assert slow and picked == slow, (picked, slow)
 
