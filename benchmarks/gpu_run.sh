@@ -20,8 +20,10 @@
 # in a row, ~600 s, are more than one call allows), each seed in its own gpu_train.py process:
 #   bash benchmarks/gpu_run.sh --minutes 9.3 --runs compact --seed 0,1,2 --parallel
 # Each process gets --seed S, its own folder $OUT/seed-S, the same minutes left and 0.9/N of the
-# GPU's memory (XLA_PYTHON_CLIENT_MEM_FRACTION and its new name XLA_CLIENT_MEM_FRACTION, unless
-# either or XLA_PYTHON_CLIENT_PREALLOCATE is set already: JAX's "GPU memory allocation" page).
+# GPU's memory (one variable: XLA_CLIENT_MEM_FRACTION where the installed jaxlib reads that name, else
+# XLA_PYTHON_CLIENT_MEM_FRACTION; a jaxlib that reads both refuses the GPU when both are set, and JAX then
+# trains on the CPU: 2026-11-28, jax 0.11.2; not when either or XLA_PYTHON_CLIENT_PREALLOCATE is set already:
+# JAX's "GPU memory allocation" page). gpu_train.py stops at once where JAX finds no GPU (--allow-cpu: dry runs).
 # Each record says it ran beside the others (throughput.concurrent_runs = N, and a note). Merged
 # as one call's: console.log (each line prefixed "[seed S] "), records.tgz, the models (seed 0's
 # only, as without --parallel); the exit status is non-zero if any seed failed, named at the end.
@@ -122,8 +124,8 @@ parallel_seeds() {   # --parallel: a gpu_train.py process per seed (per variant 
   n=${#tags[@]}
   if [ -z "${XLA_PYTHON_CLIENT_MEM_FRACTION:-}${XLA_CLIENT_MEM_FRACTION:-}" ] &&
      [ -z "${XLA_PYTHON_CLIENT_PREALLOCATE:-}" ]; then
-    frac=$(python3 -c "print(f'{0.9 / $n:.3f}')")
-    export XLA_PYTHON_CLIENT_MEM_FRACTION=$frac XLA_CLIENT_MEM_FRACTION=$frac
+    frac=$(python3 -c "print(f'{0.9 / $n:.3f}')"); fvar=$(mem_fraction_var)
+    export "$fvar=$frac"; frac="$frac ($fvar)"
   fi
   echo "parallel: $(IFS=,; echo "${tags[*]}") as $n processes on one device," \
     "GPU memory fraction $frac each" > "$log"
@@ -169,6 +171,12 @@ parallel_seeds() {   # --parallel: a gpu_train.py process per seed (per variant 
   if [ "$rc" != 0 ]; then echo "parallel: FAILED: ${failed[*]}" | tee -a "$log"
   else echo "parallel: all $n $word exited 0" | tee -a "$log"; fi
   return "$rc"
+}
+mem_fraction_var() {   # the name of the GPU memory fraction that the installed jaxlib reads (the newer one if both)
+  python3 -c 'import importlib.util as u, pathlib
+s = u.find_spec("jaxlib.xla_client")
+new = s is not None and "XLA_CLIENT_MEM_FRACTION" in pathlib.Path(s.origin).read_text()
+print("XLA_CLIENT_MEM_FRACTION" if new else "XLA_PYTHON_CLIENT_MEM_FRACTION")'
 }
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
 (nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv) > "$OUT/device.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/device.txt"

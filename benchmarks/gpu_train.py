@@ -43,6 +43,8 @@ def parse(argv=None):
     ap.add_argument('--concurrent', type=int, default=1,
                     help='gpu_train.py processes sharing the device at the same time, this one '
                     'included (gpu_run.sh --parallel sets it): above 1, written into each record')
+    ap.add_argument('--allow-cpu', action='store_true', help='train on the CPU where JAX finds no GPU (dry runs); '
+                    'without it the command stops at once, before spending the call on CPU work')
     ap.add_argument('--han-factor', type=int, default=1, help="Han runs: passes over the moved faces per epoch "
                     "(the paper's expansion: 30; the kit's converge schedule: 1)")
     g = ap.add_argument_group('dry-run shrinkers (each one is written into the records)')
@@ -478,7 +480,14 @@ def main(argv=None):
     deadline = t_start + a.minutes * 60 - 15          # 15 s for packing the records
     if os.environ.get('KERAS_BACKEND', 'jax') != 'jax': raise SystemExit('gpu_train.py needs KERAS_BACKEND=jax')
     os.environ['KERAS_BACKEND'] = 'jax'
+    fracs = ('XLA_CLIENT_MEM_FRACTION', 'XLA_PYTHON_CLIENT_MEM_FRACTION')
+    if all(os.environ.get(k) for k in fracs):   # jaxlib then fails its GPU start, and JAX falls back to the CPU
+        raise SystemExit(f'gpu_train.py: {fracs[0]} and {fracs[1]} are both set, which a newer jaxlib refuses '
+                         f'(no GPU): keep {fracs[0]} where it is read, else {fracs[1]}')
     import jax, keras
+    if jax.default_backend() == 'cpu' and not a.allow_cpu:
+        raise SystemExit(f'gpu_train.py: JAX found no GPU (devices {jax.devices()}; its reason is in the lines '
+                         'above): stopped before training on the CPU; --allow-cpu trains there anyway (dry runs)')
     keras.mixed_precision.set_global_policy(a.precision)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     logf = open(Path(a.out)/'gpu_train.log', 'a')

@@ -135,7 +135,7 @@ def test_gpu_run_dry(tmp_path):
     pack(f.x, f.y, f.split, tmp_path/'fer', codec='png')
     out = tmp_path/'out'
     env = dict(os.environ, OUT=str(out), KERAS_BACKEND='jax', PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
-    cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'), '--profile', 'quick', '--minutes', '8',
+    cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'), '--profile', 'quick', '--allow-cpu', '--minutes', '8',
            '--runs', 'yu,shinde-cnn,ugochukwu', '--ugo-lrs', '0.001', '--limit', '70', '--epochs', '2', '--batch', '2', '--steps', '1',
            '--eval-batch', '16', '--size', '32']
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -216,7 +216,7 @@ def test_gpu_run_compact_han_dry(tmp_path):
     out = tmp_path/'out'
     env = dict(os.environ, OUT=str(out), KERAS_BACKEND='jax', FERMUSIC_OVERRIDES='{"patience": 1}',
                PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
-    cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'), '--profile', 'quick',
+    cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'), '--profile', 'quick', '--allow-cpu',
            '--runs', 'compact,han-image', '--limit', '70', '--epochs', '6', '--batch', '4', '--steps', '1', '--eval-batch', '16']
     r = subprocess.run(cmd + ['--minutes', '25'], env=env, capture_output=True, text=True, timeout=1600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -262,7 +262,7 @@ def _parallel_call(tmp_path, out, seeds, minutes, extra=(), **env):
     env = dict(os.environ, OUT=str(out), KERAS_BACKEND='jax',
                PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}', **env)
     cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--data', str(tmp_path/'fer'),
-           '--profile', 'quick', '--runs', 'compact', '--seed', seeds, '--parallel',
+           '--profile', 'quick', '--allow-cpu', '--runs', 'compact', '--seed', seeds, '--parallel',
            '--limit', '70', '--epochs', '1', '--batch', '4', '--steps', '1', '--eval-batch', '16',
            '--minutes', minutes, *extra]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -306,6 +306,19 @@ def test_gpu_run_parallel_dry(tmp_path):
     assert by_seed[0]['model_sha256'] == sha and 'model_sha256' not in by_seed[1]
     log = (tmp_path/'out'/'console.log').read_text()
     for s in (0, 1): assert f'[seed {s}] ' in log and f'compact__seed{s}__' in log, log[-3000:]
+
+def test_gpu_train_stops_without_gpu(tmp_path):
+    "gpu_train.py stops at once, saying why, where JAX finds no GPU (no --allow-cpu) or where both names of "
+    "the GPU memory fraction are set (a newer jaxlib then refuses the GPU). (Seconds.)"
+    env = dict(os.environ, KERAS_BACKEND='jax', JAX_PLATFORMS='cpu', PYTHONPATH=os.pathsep.join(
+        [str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    cmd = [sys.executable, str(ROOT/'benchmarks'/'gpu_train.py'), '--out', str(tmp_path/'o'), '--data', str(tmp_path)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and 'JAX found no GPU' in r.stderr and '--allow-cpu' in r.stderr, r.stderr[-2000:]
+    both = dict(env, XLA_CLIENT_MEM_FRACTION='0.4', XLA_PYTHON_CLIENT_MEM_FRACTION='0.4')
+    r = subprocess.run(cmd + ['--allow-cpu'], env=both, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and 'are both set' in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path/'o'/'results').exists()
 
 def test_gpu_run_variants_refused(tmp_path):
     "gpu_run.sh --variants: a variant that is not a JSON object, or no --parallel, is refused by "
