@@ -44,6 +44,7 @@ from .records import recording, Claim
 from fermusic.train import (
     classification_metrics,
     fit_run,
+    recorded_run,
     fingerprint,
     predict_proba,
     recalibrate_bn,
@@ -1063,6 +1064,17 @@ def run_state(kind: str, dataset: str, seed: int, fold: int | None = None) -> Pa
     p = state_dir() / 'han' / group / f'{kind}-{dataset}' / f'seed{seed}'
     return p if fold is None else p / f'fold{fold}'
 
+# %% ../nbs/20_multimodal.ipynb #989ff7dd
+def _recorded(name: str, state: Path, seed: int, S: dict, verbose: int = 0) -> dict | None:
+    "The record of the finished run `name` at `state`, if one was written (said when `verbose`)."
+    r = recorded_run(state, name, 'han', seed=seed, profile=S['_profile'])
+    if r is not None and verbose:
+        print(
+            f"{name}, seed {seed}: finished and recorded ({rel_path(r['path'])}); skipped",
+            flush=True,
+        )
+    return r
+
 # %% ../nbs/20_multimodal.ipynb #94af7ae8
 def _score_fer2013(rec, model: keras.Model, D: dict, S: dict, seed: int):
     "Add `model`'s test scores and robustness on `D` (from `fer2013_data`) to the record `rec`."
@@ -1098,6 +1110,11 @@ def run_fer2013(
     recs = []
     for seed in S['seeds']:
         for kind in S['models']:
+            if prior := _recorded(
+                f'{kind}-fer2013', run_state(kind, 'fer2013', seed), seed, S, verbose
+            ):
+                recs.append(prior)
+                continue
             params = public_settings(S)
             with recording(
                 f'{kind}-fer2013',
@@ -1275,6 +1292,10 @@ def run_ckplus(
         folds = ck_folds(y, f.subjects, split, S['ck_folds'])
         ds = _ck_dataset(f, feats, folds)
         for kind, seed in [(k, s) for k in S['ck_models'] for s in S['seeds']]:
+            state = run_state(kind, f'ckplus-{split}', seed)
+            if prior := _recorded(f'{kind}-ckplus-{split}', state, seed, S, verbose):
+                recs.append(prior)
+                continue
             with recording(
                 f'{kind}-ckplus-{split}',
                 'han',

@@ -22,11 +22,18 @@ from fermusic.config import (
 __all__ = ['FULL_RUNS', 'CPU_BACKEND', 'run_overrides', 'run_pid', 'run_command', 'start_run', 'runs_status']
 
 # %% ../nbs/07_runs.ipynb #7143253a
-def _per_seed(mod, settings, run, path):
+def _per_seed(mod, settings, run, path, state):
     """Code that runs `run` once per seed of `settings()`, keeping the first seed's model at
-    `path()`."""
+    `path()`; a seed finished and recorded under `state` ('paper/name') is skipped."""
+    paper, name = state.split('/')
     return (
-        f'from {mod} import {settings}, {run}, {path}\nS = {settings}()\nfor s in S["seeds"]:\n'
+        f'from {mod} import {settings}, {run}, {path}\n'
+        'from fermusic.config import state_dir\nfrom fermusic.train import recorded_run\n'
+        f'S = {settings}()\nfor s in S["seeds"]:\n'
+        f'    ck = state_dir() / "{state}" / f"seed{{{{s}}}}"\n'
+        f'    if recorded_run(ck, "{name}", "{paper}", seed=s, profile=S["_profile"]):\n'
+        f'        print(f"{name}, seed {{{{s}}}}: finished and recorded; skipped", flush=True)\n'
+        '        continue\n'
         f'    {run}(S, seed=s, model_path={path}() if s == S["seeds"][0] else None, '
         'verbose={verbose})'
     )
@@ -41,7 +48,9 @@ FULL_RUNS = {
         paper='yu2020',
         state='yu2020/cnn8-7x7',
         overrides='fermusic.cnn8:CNN8_CPU',
-        code=_per_seed('fermusic.cnn8', 'cnn8_settings', 'run_cnn8', 'default_model_path'),
+        code=_per_seed(
+            'fermusic.cnn8', 'cnn8_settings', 'run_cnn8', 'default_model_path', 'yu2020/cnn8-7x7'
+        ),
         what="Yu et al.'s CNN8 (7x7) on FER2013, the declared CPU schedule, to early stopping",
     ),
     'shinde-cnn': dict(
@@ -78,7 +87,11 @@ FULL_RUNS = {
         state='kit/compact',
         overrides='fermusic.compact:COMPACT_CPU',
         code=_per_seed(
-            'fermusic.compact', 'compact_settings', 'run_compact', 'default_compact_path'
+            'fermusic.compact',
+            'compact_settings',
+            'run_compact',
+            'default_compact_path',
+            'kit/compact',
         ),
         what='the compact mini-Xception-style CNN on FER2013 (lesson 15), 3 seeds, the declared '
         'CPU schedule, to early stopping',

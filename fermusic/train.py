@@ -8,16 +8,17 @@ import math, time, random, json, hashlib, socket, weakref, datetime as dt
 from pathlib import Path
 import numpy as np
 from .config import set_seed, thread_count
-from .records import git_state, write_json_atomic
+from .records import RunRecord, git_state, load_records, write_json_atomic
 from .data import atomic_write, to_grey, to_rgb
 from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['STOPS', 'augmentation', 'ArrayDataset', 'EpochTimer', 'fit', 'TimeBudget', 'tiny_cnn', 'run_key', 'spec_diff',
            'fingerprint', 'public_settings', 'run_spec', 'Checkpoint', 'why_stopped', 'RunPaused', 'run_schedule',
-           'standard_callbacks', 'fit_run', 'all_layers', 'recalibrate_bn', 'RecalibratedValidation', 'as_model_input',
-           'load_model', 'save_for_inference', 'predict_proba', 'wilson_interval', 'classification_metrics', 'evaluate',
-           'layer_table', 'roc_curves', 'plot_history', 'plot_confusion', 'plot_roc', 'show_faces', 'plot_class_counts']
+           'standard_callbacks', 'fit_run', 'recorded_run', 'all_layers', 'recalibrate_bn', 'RecalibratedValidation',
+           'as_model_input', 'load_model', 'save_for_inference', 'predict_proba', 'wilson_interval',
+           'classification_metrics', 'evaluate', 'layer_table', 'roc_curves', 'plot_history', 'plot_confusion',
+           'plot_roc', 'show_faces', 'plot_class_counts']
 
 # %% ../nbs/03_train.ipynb #ae19601c
 import keras
@@ -736,6 +737,35 @@ def fit_run(
     )
     schedule, notes = _run_end(hist, ck, cbs, s['epochs'], monitor)
     return dict(model=model, history=hist, schedule=schedule, notes=notes)
+
+# %% ../nbs/03_train.ipynb #280c7b6a
+def recorded_run(
+    # the run's state folder (holding fold folders for a cross-validation)
+    state: Path | str | None,
+    name: str,  # the record's run name, e.g. 'fusion-fer2013'
+    paper: str,  # the record's paper
+    seed: int | None = None,  # the record's seed
+    profile: str | None = None,  # the record's profile; None: any
+    root: Path | str | None = None,  # results folder; default: `results_dir()`
+) -> dict | None:
+    """The record written from the finished checkpoints under `state` (the same run keys), as a
+    `RunRecord`; None while any of them is unfinished or unrecorded."""
+    ps = sorted(Path(state).glob('**/progress.json')) if state else []
+    try:
+        metas = [json.loads(p.read_text()) for p in ps]
+    except (OSError, ValueError):
+        return None  # resuming reports the damaged checkpoint by its path
+    if not metas or not all(m.get('finished') for m in metas):
+        return None
+    keys = sorted(m.get('key') or '' for m in metas)
+    wanted = dict(paper=paper, name=name, seed=seed) | (
+        {} if profile is None else dict(profile=profile)
+    )
+    for r in load_records(root, **wanted):  # newest first
+        s = r.get('schedule') or {}
+        if sorted(f.get('run_key') or '' for f in s.get('folds') or [s]) == keys:
+            return RunRecord(r)
+    return None
 
 # %% ../nbs/03_train.ipynb #39164a1a
 def all_layers(
