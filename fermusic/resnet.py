@@ -14,7 +14,8 @@ __all__ = ['MODELS', 'METRICS', 'SHINDE_QUICK', 'SHINDE_FULL', 'SHINDE_CNN_CPU',
            'PAPER_TABLE2', 'IMAGENET_NOTOP', 'IMAGENET_URL', 'CLAIMS', 'shinde_settings', 'load_train_test',
            'class_counts', 'table1', 'custom_cnn', 'ResNetPreprocess', 'PretrainedWeightsError', 'keras_cache_file',
            'download_available', 'resolve_weights', 'freeze_before', 'resnet50', 'feature_map_sizes', 'build_model',
-           'input_cost', 'run_input_cost', 'run_name', 'run_shinde', 'run_all', 'pick_records', 'diagnostics']
+           'input_cost', 'run_input_cost', 'run_name', 'run_state', 'run_shinde', 'run_all', 'pick_records',
+           'diagnostics']
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #27ab7781
 import keras
@@ -24,7 +25,7 @@ from keras import layers
 from .config import profile_settings, set_seed, rel_path, state_dir
 from .data import EMOTIONS, load_fer2013, train_val_split, stratified_subset
 from .records import model_fields, recording
-from .train import fit_run, evaluate, save_for_inference, public_settings
+from .train import fit_run, evaluate, recorded_run, save_for_inference, public_settings
 
 # %% ../nbs/40_cnn_vs_resnet.ipynb #a555d949
 MODELS = ('cnn', 'resnet50')
@@ -549,6 +550,11 @@ def _keep_run(
     rec.trainable_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     return model
 
+# %% ../nbs/40_cnn_vs_resnet.ipynb #660761ea
+def run_state(name: str, seed: int) -> Path:
+    "The checkpoint folder of one run: state_dir()/shinde/NAME/seedN."
+    return state_dir() / 'shinde' / name / f'seed{seed}'
+
 # %% ../nbs/40_cnn_vs_resnet.ipynb #b7c404bd
 def run_shinde(
     model_name: str,  # 'cnn' or 'resnet50'
@@ -587,7 +593,7 @@ def run_shinde(
             (xv, yv),
             s,
             seed=seed,
-            state=state_dir() / 'shinde' / name / f'seed{seed}',
+            state=run_state(name, seed),
             monitor='val_loss',
             verbose=verbose,
         )
@@ -620,6 +626,13 @@ def run_all(
                 if model_dir is None
                 else Path(model_dir) / f"shinde_{run_name(m, settings)}_seed{seed}.keras"
             )
+            name = run_name(m, settings)
+            state = run_state(name, seed)
+            if prior := recorded_run(state, name, 'shinde', seed, profile=settings['_profile']):
+                if verbose:  # finished and recorded on this machine: not scored again
+                    print(f"{name} seed {seed}: recorded, skipped ({prior['path']})", flush=True)
+                out[(m, seed)] = prior
+                continue
             rec, _, ev = run_shinde(m, settings, seed, data=data, model_path=mp, verbose=verbose)
             if verbose:
                 print(rec.name, rec.get('path'), {k: round(ev[k], 4) for k in METRICS}, flush=True)
