@@ -1065,9 +1065,12 @@ def run_state(kind: str, dataset: str, seed: int, fold: int | None = None) -> Pa
     return p if fold is None else p / f'fold{fold}'
 
 # %% ../nbs/20_multimodal.ipynb #989ff7dd
-def _recorded(name: str, state: Path, seed: int, S: dict, verbose: int = 0) -> dict | None:
-    "The record of the finished run `name` at `state`, if one was written (said when `verbose`)."
-    r = recorded_run(state, name, 'han', seed=seed, profile=S['_profile'])
+def _recorded(
+    name: str, state: Path, seed: int, params: dict, S: dict, verbose: int = 0
+) -> dict | None:
+    """The record of the finished run `name` at `state` with `params`, if one was written (said when
+    `verbose`)."""
+    r = recorded_run(state, name, 'han', seed, params, profile=S['_profile'])
     if r is not None and verbose:
         print(
             f"{name}, seed {seed}: finished and recorded ({rel_path(r['path'])}); skipped",
@@ -1110,31 +1113,23 @@ def run_fer2013(
     recs = []
     for seed in S['seeds']:
         for kind in S['models']:
-            if prior := _recorded(
-                f'{kind}-fer2013', run_state(kind, 'fer2013', seed), seed, S, verbose
-            ):
+            params = dict(public_settings(S), kind=kind)
+            state = run_state(kind, 'fer2013', seed)
+            if prior := _recorded(f'{kind}-fer2013', state, seed, params, S, verbose):
                 recs.append(prior)
                 continue
-            params = public_settings(S)
             with recording(
                 f'{kind}-fer2013',
                 'han',
                 seed=seed,
                 profile=S['_profile'],
-                params=dict(params, kind=kind),
+                params=params,
                 dataset=_dataset_info(f, D),
             ) as rec:
                 if verbose:
                     print(f'{kind} on FER2013, seed {seed}', flush=True)
                 run = train_model(
-                    kind,
-                    D['train'],
-                    D['val'],
-                    7,
-                    S,
-                    seed=seed,
-                    state=run_state(kind, 'fer2013', seed),
-                    verbose=verbose,
+                    kind, D['train'], D['val'], 7, S, seed=seed, state=state, verbose=verbose
                 )
                 model, rec.history, rec.schedule = run['model'], run['history'], run['schedule']
                 rec.notes.extend(run['notes'])
@@ -1292,8 +1287,11 @@ def run_ckplus(
         folds = ck_folds(y, f.subjects, split, S['ck_folds'])
         ds = _ck_dataset(f, feats, folds)
         for kind, seed in [(k, s) for k in S['ck_models'] for s in S['seeds']]:
-            state = run_state(kind, f'ckplus-{split}', seed)
-            if prior := _recorded(f'{kind}-ckplus-{split}', state, seed, S, verbose):
+            state, P = (
+                run_state(kind, f'ckplus-{split}', seed),
+                dict(params, kind=kind, split=split),
+            )
+            if prior := _recorded(f'{kind}-ckplus-{split}', state, seed, P, S, verbose):
                 recs.append(prior)
                 continue
             with recording(
@@ -1301,7 +1299,7 @@ def run_ckplus(
                 'han',
                 seed=seed,
                 profile=S['_profile'],
-                params=dict(params, kind=kind, split=split),
+                params=P,
                 dataset=ds,
             ) as rec:
                 res = _cross_validate(kind, split, seed, folds, allx, f.subjects, SS, verbose)

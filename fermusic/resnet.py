@@ -627,8 +627,8 @@ def run_all(
                 else Path(model_dir) / f"shinde_{run_name(m, settings)}_seed{seed}.keras"
             )
             name = run_name(m, settings)
-            state = run_state(name, seed)
-            if prior := recorded_run(state, name, 'shinde', seed, profile=settings['_profile']):
+            state, P = run_state(name, seed), public_settings(settings)  # P: what it records
+            if prior := recorded_run(state, name, 'shinde', seed, P, profile=settings['_profile']):
                 if verbose:  # finished and recorded on this machine: not scored again
                     print(f"{name} seed {seed}: recorded, skipped ({prior['path']})", flush=True)
                 out[(m, seed)] = prior

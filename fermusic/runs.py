@@ -28,10 +28,12 @@ def _per_seed(mod, settings, run, path, state):
     paper, name = state.split('/')
     return (
         f'from {mod} import {settings}, {run}, {path}\n'
-        'from fermusic.config import state_dir\nfrom fermusic.train import recorded_run\n'
+        'from fermusic.config import state_dir\n'
+        'from fermusic.train import public_settings, recorded_run\n'
         f'S = {settings}()\nfor s in S["seeds"]:\n'
         f'    ck = state_dir() / "{state}" / f"seed{{{{s}}}}"\n'
-        f'    if recorded_run(ck, "{name}", "{paper}", seed=s, profile=S["_profile"]):\n'
+        f'    P = public_settings(S)  # what the run would record\n'
+        f'    if recorded_run(ck, "{name}", "{paper}", s, P, profile=S["_profile"]):\n'
         f'        print(f"{name}, seed {{{{s}}}}: finished and recorded; skipped", flush=True)\n'
         '        continue\n'
         f'    {run}(S, seed=s, model_path={path}() if s == S["seeds"][0] else None, '

@@ -745,11 +745,12 @@ def recorded_run(
     name: str,  # the record's run name, e.g. 'fusion-fer2013'
     paper: str,  # the record's paper
     seed: int | None = None,  # the record's seed
+    params: dict | None = None,  # the settings the run would record now (`recording`'s); None: any
     profile: str | None = None,  # the record's profile; None: any
     root: Path | str | None = None,  # results folder; default: `results_dir()`
 ) -> dict | None:
-    """The record written from the finished checkpoints under `state` (the same run keys), as a
-    `RunRecord`; None while any of them is unfinished or unrecorded."""
+    """The record written from the finished checkpoints under `state` (the same run keys) with the
+    same `params`, as a `RunRecord`; None while any of them is unfinished or unrecorded."""
     ps = sorted(Path(state).glob('**/progress.json')) if state else []
     try:
         metas = [json.loads(p.read_text()) for p in ps]
@@ -763,7 +764,8 @@ def recorded_run(
     )
     for r in load_records(root, **wanted):  # newest first
         s = r.get('schedule') or {}
-        if sorted(f.get('run_key') or '' for f in s.get('folds') or [s]) == keys:
+        same = params is None or _canonical(r.get('params') or {}) == _canonical(params)
+        if same and sorted(f.get('run_key') or '' for f in s.get('folds') or [s]) == keys:
             return RunRecord(r)
     return None
 
