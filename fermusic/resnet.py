@@ -621,16 +621,15 @@ def run_all(
     out, data = {}, load_train_test(data_path)
     for seed in settings['seeds']:
         for m in settings['models']:
-            mp = (
-                None
-                if model_dir is None
-                else Path(model_dir) / f"shinde_{run_name(m, settings)}_seed{seed}.keras"
-            )
             name = run_name(m, settings)
+            mp = None if model_dir is None else Path(model_dir) / f'shinde_{name}_seed{seed}.keras'
             state, P = run_state(name, seed), public_settings(settings)  # P: what it records
             if prior := recorded_run(state, name, 'shinde', seed, P, profile=settings['_profile']):
                 if verbose:  # finished and recorded on this machine: not scored again
-                    print(f"{name} seed {seed}: recorded, skipped ({prior['path']})", flush=True)
+                    where = rel_path(prior['path'])
+                    print(
+                        f'{name} seed {seed}: finished and recorded ({where}); skipped', flush=True
+                    )
                 out[(m, seed)] = prior
                 continue
             rec, _, ev = run_shinde(m, settings, seed, data=data, model_path=mp, verbose=verbose)
