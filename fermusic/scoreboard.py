@@ -16,9 +16,9 @@ from .train import run_schedule, wilson_interval
 __all__ = ['PAPERS', 'PAPER_LESSONS', 'VERDICTS', 'EVIDENCE_VERDICT', 'FAILED_SHARE', 'NO_FIT_MARGIN', 'COLUMNS', 'ROW_COLUMNS',
            'PAPER_NUMBERS', 'LEARNS', 'QUICK_FAILS', 'check_paper', 'collect_claims', 'device_label', 'run_label',
            'schedule_of', 'fold_epochs', 'schedule_text', 'wilson_half', 'rule_tolerance', 'seed_runs', 'judged_seeds',
-           'reason_text', 'one_class_share', 'no_fit', 'judge', 'scoreboard', 'summary', 'tally', 'scoreboard_json',
-           'fmt', 'board_text', 'run_table', 'paper_rows', 'coverage', 'coverage_text', 'scoreboard_markdown',
-           'run_table_markdown', 'majority_floor', 'quick_check', 'quick_text', 'reproduce']
+           'reason_text', 'one_class_share', 'no_fit', 'unfit_folds', 'judge', 'scoreboard', 'summary', 'tally',
+           'scoreboard_json', 'fmt', 'board_text', 'run_table', 'paper_rows', 'coverage', 'coverage_text',
+           'scoreboard_markdown', 'run_table_markdown', 'majority_floor', 'quick_check', 'quick_text', 'reproduce']
 
 # %% ../nbs/90_scoreboard.ipynb #c47c826c
 PAPERS = {
@@ -301,18 +301,38 @@ def one_class_share(
     return float(cols.max() / max(cols.sum(), 1)), c[1][int(cols.argmax())]
 
 # %% ../nbs/90_scoreboard.ipynb #b9330e53
+def _majority(c) -> float:
+    "The most frequent true class's share of a confusion matrix's rows."
+    rows = c[0].sum(axis=1)
+    return float(rows.max() / max(rows.sum(), 1))
+
+
 def no_fit(
-    rec: dict,  # a run record with a training history
+    rec: dict,  # a run record with a training history (not a cross-validation: `unfit_folds`)
     metric=None,  # the claim's metric: its evaluation's confusion matrix gives the class shares
 ) -> tuple | None:
     """(best training accuracy, the test split's most frequent class share) when the first is within
     `NO_FIT_MARGIN` of the second, else None."""
     acc, c = (rec.get('history') or {}).get('accuracy'), _confusion(rec, metric)
-    if not acc or c is None:
+    if not acc or c is None or (rec.get('schedule') or {}).get('folds'):
         return None
-    rows = c[0].sum(axis=1)
-    best, majority = float(max(acc)), float(rows.max() / max(rows.sum(), 1))
+    best, majority = float(max(acc)), _majority(c)
     return (best, majority) if best < majority + NO_FIT_MARGIN else None
+
+
+def unfit_folds(
+    rec: dict,  # a cross-validation's record: its history holds each fold's last training accuracy
+    metric=None,  # the claim's metric: its evaluation's confusion matrix gives the class shares
+) -> tuple | None:
+    """([(fold from 1, its last training accuracy)], the pooled test faces' majority share) for the
+    folds within `NO_FIT_MARGIN` of that share, else None."""
+    folds = (rec.get('schedule') or {}).get('folds') or []
+    acc, c = (rec.get('history') or {}).get('accuracy'), _confusion(rec, metric)
+    if not folds or not acc or len(acc) != len(folds) or c is None:
+        return None
+    majority = _majority(c)
+    bad = [(k + 1, float(a)) for k, a in enumerate(acc) if a < majority + NO_FIT_MARGIN]
+    return (bad, majority) if bad else None
 
 # %% ../nbs/90_scoreboard.ipynb #dde50b37
 def _ours(
@@ -376,6 +396,17 @@ def _verdict(
         row['reason'] = (
             f'never fitted its training data: best training accuracy {nf[0]:.0%}, always answering '
             f'the most frequent class {nf[1]:.0%}. ' + row['reason']
+        )
+    elif uf := unfit_folds(rec or {}, claim.metric):
+        verdict, (bad, majority) = 'failed run', uf
+        ks, accs = (
+            ', '.join(f.format(v) for v in vs) for f, vs in zip(('{}', '{:.0%}'), zip(*bad))
+        )
+        row['reason'] = (
+            f"fold{'s' * (len(bad) > 1)} {ks} of {len(sched['folds'])} never fitted "
+            f"{'their' if len(bad) > 1 else 'its'} training data: training accuracy {accs} at the "
+            'last epoch, always answering the most frequent '
+            f'class {majority:.0%}. ' + row['reason']
         )
     else:
         verdict = 'reproduced' if abs(row['diff']) <= tol else 'not reproduced'
