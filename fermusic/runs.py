@@ -150,6 +150,15 @@ FULL_RUNS.update(
             what='Han et al.: ResNet50 and VGG16 on 5 subject-independent CK+ folds, to early '
             'stopping',
         ),
+        'han-vgg16-ckplus': dict(
+            paper='han',
+            state='han/baselines/vgg16-ckplus',
+            overrides='fermusic.multimodal:HAN_VGG16_CKPLUS_CPU',
+            code=_HAN_CK,
+            what='Han et al.: VGG16 on 5 subject-independent CK+ folds again, early stopping and '
+            'LR '
+            'reduction from epoch 20 (declared: it stopped at chance on 2 folds)',
+        ),
     }
 )
 

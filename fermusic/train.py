@@ -14,11 +14,11 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['STOPS', 'augmentation', 'ArrayDataset', 'EpochTimer', 'fit', 'TimeBudget', 'tiny_cnn', 'run_key', 'spec_diff',
-           'fingerprint', 'public_settings', 'run_spec', 'Checkpoint', 'why_stopped', 'RunPaused', 'run_schedule',
-           'standard_callbacks', 'fit_run', 'recorded_run', 'all_layers', 'recalibrate_bn', 'RecalibratedValidation',
-           'as_model_input', 'load_model', 'save_for_inference', 'predict_proba', 'wilson_interval',
-           'classification_metrics', 'evaluate', 'layer_table', 'roc_curves', 'plot_history', 'plot_confusion',
-           'plot_roc', 'show_faces', 'plot_class_counts']
+           'fingerprint', 'public_settings', 'run_spec', 'ReduceLROnPlateauFrom', 'Checkpoint', 'why_stopped',
+           'RunPaused', 'run_schedule', 'standard_callbacks', 'fit_run', 'recorded_run', 'all_layers', 'recalibrate_bn',
+           'RecalibratedValidation', 'as_model_input', 'load_model', 'save_for_inference', 'predict_proba',
+           'wilson_interval', 'classification_metrics', 'evaluate', 'layer_table', 'roc_curves', 'plot_history',
+           'plot_confusion', 'plot_roc', 'show_faces', 'plot_class_counts']
 
 # %% ../nbs/03_train.ipynb #ae19601c
 import keras
@@ -344,10 +344,28 @@ def run_spec(
         keras_backend=keras.backend.backend(),
     )
 
+# %% ../nbs/03_train.ipynb #bf11f253
+class ReduceLROnPlateauFrom(keras.callbacks.ReduceLROnPlateau):
+    """`ReduceLROnPlateau` that watches from epoch `start_from_epoch` (0-based), the rate held until
+    then."""
+
+    def __init__(self, *args, start_from_epoch: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.start_from_epoch = start_from_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch >= self.start_from_epoch:
+            return super().on_epoch_end(epoch, logs)
+        if logs is not None:  # the history keeps its learning-rate column
+            logs['learning_rate'] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
+
 # %% ../nbs/03_train.ipynb #d959db81
 _CB_STATE = {
     keras.callbacks.EarlyStopping: ('wait', 'best', 'best_epoch', 'stopped_epoch'),
     keras.callbacks.ReduceLROnPlateau: ('wait', 'best', 'cooldown_counter'),
+    ReduceLROnPlateauFrom: ('wait', 'best', 'cooldown_counter'),
 }
 
 
@@ -615,7 +633,8 @@ def run_schedule(
 
 # %% ../nbs/03_train.ipynb #a784e405
 def standard_callbacks(
-    # the run's settings (`patience`, `lr_patience`, `lr_factor`, `min_lr`, `time_budget_min`)
+    # the run's settings (`patience`, `lr_patience`, `lr_factor`, `min_lr`, `start_from_epoch`,
+    # `time_budget_min`)
     settings: dict,
     monitor: str = 'val_accuracy',  # the validation score early stopping watches
     has_val: bool = True,  # whether the run has a validation split
@@ -623,20 +642,21 @@ def standard_callbacks(
     """The callbacks a run's settings ask for: early stopping, learning-rate reduction, a time
     budget."""
     cbs, s = [], settings
+    start = s.get('start_from_epoch') or 0  # both watch from this epoch on
     if has_val and s.get('patience'):
         cbs.append(
             keras.callbacks.EarlyStopping(
-                monitor, patience=s['patience'], restore_best_weights=True
+                monitor, patience=s['patience'], restore_best_weights=True, start_from_epoch=start
             )
         )
     if has_val and s.get('lr_patience'):
+        reduce = dict(
+            factor=s.get('lr_factor', 0.5), patience=s['lr_patience'], min_lr=s.get('min_lr', 1e-6)
+        )
         cbs.append(
-            keras.callbacks.ReduceLROnPlateau(
-                'val_loss',
-                factor=s.get('lr_factor', 0.5),
-                patience=s['lr_patience'],
-                min_lr=s.get('min_lr', 1e-6),
-            )
+            ReduceLROnPlateauFrom('val_loss', start_from_epoch=start, **reduce)
+            if start
+            else keras.callbacks.ReduceLROnPlateau('val_loss', **reduce)
         )
     if s.get('time_budget_min'):
         cbs.append(TimeBudget(s['time_budget_min']))
