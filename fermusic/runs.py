@@ -155,9 +155,8 @@ FULL_RUNS.update(
             state='han/baselines/vgg16-ckplus',
             overrides='fermusic.multimodal:HAN_VGG16_CKPLUS_CPU',
             code=_HAN_CK,
-            what='Han et al.: VGG16 on 5 subject-independent CK+ folds again, early stopping and '
-            'LR '
-            'reduction from epoch 20 (declared: it stopped at chance on 2 folds)',
+            what='Han et al.: VGG16 on 5 subject-independent CK+ folds again, early stopping '
+            'and LR reduction from epoch 20 (declared: it stopped at chance on 2 folds)',
         ),
     }
 )
