@@ -4,8 +4,9 @@
 #   .gpu/fer2013 the packed dataset (benchmarks/pack_fer2013.py), when FER2013 is found
 # and report what the call would carry against its 64 MiB limit. Both folders are git-ignored.
 #   FERMUSIC_DATA=../shared/data bash benchmarks/gpu_prepare.sh [--landmarks]
-# --landmarks adds the dlib landmarks of Han's lesson to the bundle (2.6 MiB; from the feature cache, or computed
-# first: about 15 min on 2 cores), so the han-* runs also score test_detected and the occlusion tests.
+# --landmarks adds the dlib landmarks of Han's lesson to the bundle (from the feature cache, or computed first: about
+# 15 min on 2 cores), and those re-detected on the disturbed test faces (2 min more), so that han-fusion and
+# han-image+landmarks can run and the han-* runs also score test_detected and the robustness tests as the lesson does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS="keras==3.15.1 namex==0.1.0 optree==0.20.0 fastcore==1.12.47 keras-tuner==1.4.8 kt-legacy==1.0.5 pillow-jxl-plugin==1.3.8"
@@ -24,7 +25,7 @@ if ! python3 -c "import numpy as np, sys; sys.exit('nonface' not in np.load('.gp
   PYTHONPATH="$PWD:/tmp/fermusic-jxl${PYTHONPATH:+:$PYTHONPATH}" python3 benchmarks/pack_fer2013.py \
     --source "$DATA/fer2013/fer2013.csv.xz" --ferplus "$DATA/ferplus/fer2013new.csv.gz" --out .gpu/fer2013
 fi
-if [ "${1:-}" = --landmarks ] && ! python3 -c "import numpy as np, sys; sys.exit('landmarks' not in np.load('.gpu/fer2013/meta.npz').files)"; then
+if [ "${1:-}" = --landmarks ] && ! python3 -c "import numpy as np, sys; sys.exit('robust_occlude_both' not in np.load('.gpu/fer2013/meta.npz').files)"; then
   PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 benchmarks/pack_fer2013.py --landmarks --source "$DATA/fer2013/fer2013.csv.xz" --out .gpu/fer2013
 fi
 # one call cannot carry the tree, the data and the wheels: split the data into stages, one call each

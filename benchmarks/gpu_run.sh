@@ -4,13 +4,14 @@
 # Here, first: FERMUSIC_DATA=../shared/data bash benchmarks/gpu_prepare.sh   (wheels in .whl/, data in .gpu/)
 # Then, as the device tool's command, carrying .gpu and .whl:
 #   bash benchmarks/gpu_run.sh [--minutes 9.3] [--runs yu,shinde-cnn,shinde-resnet50,ugochukwu] [gpu_train.py options]
-# Further runs, asked for by name: compact (lesson 15, issue #18; 3 seeds: --seed 0,1,2), han-image, han-vgg16,
-# han-resnet50 (Han et al.'s networks that read the face alone, issue #13; --han-factor 30 for the paper's expansion).
+# Further runs, asked for by name: compact (lesson 15, issue #18; 3 seeds: --seed 0,1,2), han-fusion,
+# han-image+landmarks, han-image+hog, han-image, han-vgg16, han-resnet50 (Han et al.'s networks, issue #13;
+# --han-factor 30 for the paper's expansion; fusion and the landmark ablation need gpu_prepare.sh --landmarks).
 # What comes back in $OUT (at most 8 files): console.log, device.txt, records.tgz (fermusic run records:
 # `tar xzf records.tgz` in the checkout puts them under results/), cnn8_fer2013.keras.part-NN (Yu's model,
 # split under the 16 MiB per-file limit: `cat cnn8_fer2013.keras.part-* > data/models/cnn8_fer2013.keras`),
 # compact_fer2013.keras (the compact CNN's seed-0 model, whole: `cp` it to data/models/compact_fer2013.keras).
-# Size: the carried data (49.9 MiB with Han's landmarks, 47.3 without), the wheels (5.4 MiB) and the tracked tree
+# Size: the carried data (51.5 MiB with Han's landmarks, 47.3 without), the wheels (5.4 MiB) and the tracked tree
 # (33 MiB) are more than one call carries (64 MiB), so gpu_prepare.sh splits the data into stages (.gpu/stage-K,
 # pack_fer2013.py --stages; measured 2026-11-27: call 1 61.3 MiB, call 2 59.9 MiB):
 #   calls 1..N-1, each carrying one stage:      bash benchmarks/gpu_run.sh --stage   (checks it arrived; seconds)

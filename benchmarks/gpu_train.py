@@ -5,8 +5,9 @@ Runs, in this order, as far as `--minutes` allows: Yu et al.'s CNN8 7x7 (Adam 1e
 early stopping on a validation split carved from Training), Shinde et al.'s custom CNN and ResNet50 from scratch
 at 48 px (30 epochs, early stopping, learning-rate reduction), and Ugochukwu's learning-rate experiment at the
 report's schedule (50 epochs per rate, 128 px RGB, FER+ labels). Asked for by name (`--runs`): lesson 15's compact
-CNN at `COMPACT_FULL` (`compact`, issue #18) and Han et al.'s networks that read the face alone, on FER2013 to
-early stopping (`han-image`, `han-vgg16`, `han-resnet50`, issue #13). Models and settings are the kit's own
+CNN at `COMPACT_FULL` (`compact`, issue #18) and Han et al.'s networks on FER2013 to early stopping (`han-fusion`,
+`han-image+landmarks`, `han-image+hog`, `han-image`, `han-vgg16`, `han-resnet50`, issue #13; the fusion network's
+faces, landmarks and HOG made on the device as lesson 20 makes them: `move_faces`, `fermusic.faces.hog_ops`). Models and settings are the kit's own
 (`fermusic.cnn8`, `fermusic.resnet`, `fermusic.hparams`, `fermusic.compact`, `fermusic.multimodal`); the training
 loop is a JAX one built on Keras' stateless API: the whole dataset is one uint8 array on the device, each epoch is
 one compiled `lax.scan` that gathers its batches by index, augments them (one random affine per image,
@@ -15,6 +16,7 @@ optimizer, in mixed precision. Each run writes a fermusic run record under `--ou
 
     KERAS_BACKEND=jax python benchmarks/gpu_train.py --data .gpu/fer2013 --out $OUT [--minutes 9] [--runs yu,shinde-cnn]
     ... --runs compact,han-image,han-vgg16,han-resnet50 --seed 0      # the runs the 2-core CPU cannot finish
+    ... --runs han-fusion,han-image+landmarks,han-image+hog            # needs a bundle with landmarks (gpu_prepare.sh --landmarks)
     ... --runs compact --seed 1 --concurrent 3    # one of 3 at once (gpu_run.sh --parallel)
     # CPU dry run (what tests/test_gpu_run.py does): --profile quick --limit 40 --epochs 2 --batch 4 --size 32
 
@@ -24,7 +26,8 @@ import argparse, math, os, sys, time
 from pathlib import Path
 import numpy as np
 
-RUNS = ('yu', 'shinde-cnn', 'shinde-resnet50', 'ugochukwu', 'compact', 'han-image', 'han-vgg16', 'han-resnet50')
+RUNS = ('yu', 'shinde-cnn', 'shinde-resnet50', 'ugochukwu', 'compact', 'han-image', 'han-vgg16', 'han-resnet50',
+        'han-fusion', 'han-image+landmarks', 'han-image+hog')
 DEFAULT_RUNS = RUNS[:4]   # the papers' schedules of the first calls; compact and han-* are asked for by name
 
 def parse(argv=None):
@@ -63,7 +66,6 @@ def plan(a) -> list:
     from fermusic.resnet import shinde_settings, build_model, run_name as shinde_name
     out = []
     for r in a.runs.split(','):
-        if r.startswith('han-') and r not in RUNS: plan_han(a, r[4:])   # says why: no landmarks or HOG on the device yet
         if r not in RUNS: raise SystemExit(f'unknown run {r!r}; choose from {",".join(RUNS)}')
         if r == 'compact': out.append(plan_compact(a))
         elif r.startswith('han-'): out.append(plan_han(a, r.split('-', 1)[1]))
@@ -155,24 +157,33 @@ def affine(key, xb, aug:dict):
     tf = jnp.stack([m00, m01, b0, m10, m11, b1, jnp.zeros(n), jnp.zeros(n)], axis=1)
     return keras.ops.image.affine_transform(xb, tf, interpolation='bilinear', fill_mode='nearest')
 
+def batch_inputs(p:dict):
+    """(key or None, data, idx) -> the model's input for the faces `idx` of `data`: prepared (float32, resized,
+    channels), and augmented when a key is given. Han's multi-branch runs bring their own (`han_inputs`)."""
+    import jax.numpy as jnp, keras
+    if p.get('inputs'): return p['inputs']
+    size, channels, aug = p.get('size'), p.get('channels'), p.get('augment') or {}
+    augf = p.get('augment_fn') or ((lambda k, xb: affine(k, xb, aug)) if aug else None)   # the kit's layers, or one affine
+    wrap = (lambda xb: {p['input']: xb}) if p.get('input') else (lambda xb: xb)           # a model with named inputs
+    def f(key, x, idx):
+        xb = x[idx].astype('float32')
+        if size and size != xb.shape[1]: xb = keras.ops.image.resize(xb, (size, size), interpolation='bilinear')
+        if channels and channels != xb.shape[-1]: xb = jnp.repeat(xb, channels, axis=-1)
+        if key is not None and augf is not None: xb = augf(key, xb)
+        return wrap(xb)
+    return f
+
 def make_fns(model, p:dict, batch:int, steps:int):
     "Compiled epoch (scan over batches gathered on the device) and prediction functions for `model`."
     import jax, jax.numpy as jnp, keras
     loss_fn, opt = keras.losses.SparseCategoricalCrossentropy(), model.optimizer
-    size, channels, aug = p['size'], p['channels'], p['augment'] or {}
-    augf = p.get('augment_fn') or ((lambda k, xb: affine(k, xb, aug)) if aug else None)   # the kit's layers, or one affine
-    wrap = (lambda xb: {p['input']: xb}) if p.get('input') else (lambda xb: xb)           # a model with named inputs
-    def prep(xb):
-        xb = xb.astype('float32')
-        if size != xb.shape[1]: xb = keras.ops.image.resize(xb, (size, size), interpolation='bilinear')
-        return jnp.repeat(xb, channels, axis=-1) if channels != xb.shape[-1] else xb
+    inputs = batch_inputs(p)
     def train_step(carry, idx, x, y):
         tv, ntv, ov, key = carry
         key, ka = jax.random.split(key)
-        xb = prep(x[idx]); yb = y[idx]
-        if augf is not None: xb = augf(ka, xb)
+        xb = inputs(ka, x, idx); yb = y[idx]
         def lf(tv):
-            pr, ntv2 = model.stateless_call(tv, ntv, wrap(xb), training=True)
+            pr, ntv2 = model.stateless_call(tv, ntv, xb, training=True)
             return loss_fn(yb, pr), (ntv2, pr)
         (l, (ntv2, pr)), g = jax.value_and_grad(lf, has_aux=True)(tv)
         tv2, ov2 = opt.stateless_apply(ov, g, tv)
@@ -185,7 +196,7 @@ def make_fns(model, p:dict, batch:int, steps:int):
         return (tv, ntv, ov), jnp.mean(l), jnp.mean(acc)
     @jax.jit
     def predict(tv, ntv, x, idx):                          # idx: n_batches x eval_batch
-        f = lambda _, i: (None, model.stateless_call(tv, ntv, wrap(prep(x[i])), training=False)[0].astype('float32'))
+        f = lambda _, i: (None, model.stateless_call(tv, ntv, inputs(None, x, i), training=False)[0].astype('float32'))
         return jax.lax.scan(f, None, idx)[1].reshape(-1, model.output_shape[-1])
     return epoch, predict
 
@@ -221,14 +232,16 @@ def kit_dataset_keys(ds:dict, size:int, paper:str) -> dict:
         return dict(out, public_test=ds['PublicTest'], private_test=ds['PrivateTest'])
     return dict(out, test=ds.get('test'))
 
-def train(p:dict, d:dict, xd, a, deadline:float, log, seed:int=0) -> None:
-    "Train and evaluate run `p` until it converges, ends its schedule or meets `deadline`; write its record."
+def train(p:dict, d:dict, dev:dict, a, deadline:float, log, seed:int=0) -> None:
+    """Train and evaluate run `p` until it converges, ends its schedule or meets `deadline`; write its record.
+    `dev`: the faces on the device (x) and, when the bundle has them, their landmarks (pts)."""
     import jax, jax.numpy as jnp, keras
     from fermusic.config import set_seed
     from fermusic.data import EMOTIONS
     from fermusic.records import model_fields, recording
     from fermusic.train import run_schedule, classification_metrics, save_for_inference
     t_start = time.time()
+    xd = dev if p.get('inputs') else dev['x']   # Han's multi-branch runs read faces and landmarks
     sp = splits(p, d, p.get('split_seed', seed))                  # Han's lesson carves validation with seed 0
     if p.get('kit_augment'): p = dict(p, augment_fn=kit_augment(p['augment']))
     set_seed(seed, deterministic=False)
@@ -365,34 +378,81 @@ def plan_compact(a) -> dict:
                 notes=["lesson 15's run_compact schedule (COMPACT_FULL) on the GPU: the kit's augmentation layers "
                        '(fermusic.train.augmentation) applied on the device, each layer drawing from the loop\'s key'])
 
-HAN_KINDS = ('image', 'vgg16', 'resnet50')   # the runs that need no landmarks or HOG
+HAN_KINDS = ('image', 'vgg16', 'resnet50', 'fusion', 'image+landmarks', 'image+hog')
+HAN_NEED_LANDMARKS = ('fusion', 'image+landmarks')   # the bundle must carry dlib's points (gpu_prepare.sh --landmarks)
 
 def han_gpu_settings(kind:str, factor:int=1) -> dict:
-    "Han's full settings, the kit's converge schedule for `kind` (HAN_ABLATIONS_CPU / HAN_BASELINES_CPU), up to 500 epochs."
+    "Han's full settings, the kit's converge schedule for `kind` (HAN_FER2013_CPU / HAN_BASELINES_CPU), up to 500 epochs."
     from fermusic.config import get_overrides
-    from fermusic.multimodal import han_settings, HAN_FULL, HAN_ABLATIONS_CPU, HAN_BASELINES_CPU, APPS
-    over = HAN_BASELINES_CPU if kind in APPS else HAN_ABLATIONS_CPU
+    from fermusic.multimodal import han_settings, HAN_FULL, HAN_FER2013_CPU, HAN_BASELINES_CPU, APPS
+    over = HAN_BASELINES_CPU if kind in APPS else HAN_FER2013_CPU   # fusion and its ablations share one schedule
     return {**han_settings('full'), **over, 'models': [kind], 'epochs': HAN_FULL['epochs'], 'factor': factor,
             **get_overrides()}   # FERMUSIC_OVERRIDES still have the last word
 
+def move_faces(xb, pts, th, dx, dy):
+    """Lesson 20's `transform_faces` as tensor operations: faces (N x H x W x 1, float32 0-255) rotated by `th` (radians)
+    about the centre and shifted by (dx, dy) pixels, bilinear with edge fill, rounded to whole grey levels; the
+    landmarks (N x 68 x 2, or None) moved alike and clipped to the frame."""
+    from keras import ops
+    h, w = xb.shape[1], xb.shape[2]; c = (w - 1) / 2
+    co, si = ops.cos(th), ops.sin(th)
+    # keras' affine_transform maps each output pixel q to the input point R(-th) (q - c - d) + c
+    a2, b2 = c - (co * (c + dx) + si * (c + dy)), c - (-si * (c + dx) + co * (c + dy))
+    z = ops.zeros_like(th)
+    tf = ops.stack([co, si, a2, -si, co, b2, z, z], axis=1)
+    out = ops.image.affine_transform(xb, tf, interpolation='bilinear', fill_mode='nearest')
+    out = ops.clip(ops.round(out), 0, 255)
+    if pts is None: return out, None
+    px, py = pts[..., 0] - c, pts[..., 1] - c
+    co, si, dx, dy = co[:, None], si[:, None], dx[:, None], dy[:, None]
+    moved = ops.stack([ops.clip(co * px - si * py + c + dx, 0, w - 1), ops.clip(si * px + co * py + c + dy, 0, h - 1)], -1)
+    return out, moved
+
+def han_move(key, xb, pts, rotation:float, translation:float):
+    "Each face (and its landmarks) moved at random as lesson 20's `random_affine` draws: rotation and shift, uniform."
+    import jax
+    n, size = xb.shape[0], xb.shape[1]
+    k1, k2 = jax.random.split(key)
+    th = jax.random.uniform(k1, (n,), minval=-rotation, maxval=rotation) * (math.pi / 180)
+    d = jax.random.uniform(k2, (2, n), minval=-translation, maxval=translation) * size
+    return move_faces(xb, pts, th, d[0], d[1])
+
+def han_inputs(kind:str, S:dict):
+    """(key or None, data, idx) -> the inputs of Han's network `kind` for the faces `idx` of data = {x, pts}: moved as
+    the lesson moves them when a key is given (landmarks with them), HOG computed from the (moved) faces."""
+    from fermusic.faces import hog_ops
+    from fermusic.multimodal import branches_of
+    branches = branches_of(kind)
+    def f(key, data, idx):
+        xb = data['x'][idx].astype('float32')
+        pts = data['pts'][idx] if 'landmarks' in branches else None
+        if key is not None: xb, pts = han_move(key, xb, pts, S['rotation'], S['translation'])
+        out = dict(image=xb)
+        if pts is not None: out['landmarks'] = pts.reshape(pts.shape[0], -1) / (xb.shape[1] - 1)   # `landmark_vector`
+        if 'hog' in branches: out['hog'] = hog_ops(xb, **S['hog'])
+        return {b: out[b] for b in branches}
+    return f
+
 def plan_han(a, kind:str) -> dict:
-    "One of Han et al.'s FER2013 networks that reads the face alone: the image ablation, VGG16 or ResNet50 (from scratch)."
-    if kind not in HAN_KINDS:
-        raise SystemExit(f'han-{kind}: the GPU runs read the face alone (no landmarks or HOG on the device yet); '
-                         f'choose from han-{", han-".join(HAN_KINDS)}')
+    """One of Han et al.'s FER2013 networks: the fusion network or an ablation (faces moved as the lesson moves them,
+    landmarks with them, HOG of the moved faces on the device), or VGG16 or ResNet50 from scratch."""
+    if kind not in HAN_KINDS: raise SystemExit(f'han-{kind}: unknown; choose from han-{", han-".join(HAN_KINDS)}')
     from fermusic.multimodal import build, run_settings, APPS
-    S = han_gpu_settings(kind, a.han_factor); R = run_settings(kind, S)
+    S = han_gpu_settings(kind, a.han_factor); R = run_settings(kind, S); app = kind in APPS
     return dict(run=f'han-{kind}', name=f'{kind}-fer2013', paper='han', settings=dict(S, kind=kind), labels='fer2013',
                 build=lambda: build(kind, 7, S), val=('fraction', S['val_fraction']), split_seed=0,
                 tests=[('test', ['PrivateTest'])], batch=S['batch_size'], epochs=R['epochs'], factor=S['factor'],
-                augment=dict(rotation=S['rotation'], translation=S['translation']), kit_augment=True,
-                input=None if kind in APPS else 'image', early=('val_accuracy', R['patience']) if R.get('patience') else None,
+                augment=dict(rotation=S['rotation'], translation=S['translation']), kit_augment=app,
+                inputs=None if app else han_inputs(kind, S), landmarks=kind in HAN_NEED_LANDMARKS,
+                early=('val_accuracy', R['patience']) if R.get('patience') else None,
                 reduce=('val_loss', R.get('lr_factor') or 0.5, R['lr_patience'], R.get('min_lr') or 1e-6) if R.get('lr_patience') else None,
                 size=48, channels=1, save=None, han=S, recalibrate=S['bn_recalibrate'], evaluate=han_evaluate,
                 val_recalibrate=S.get('val_recalibrate'),
-                notes=["Han's converge schedule (HAN_ABLATIONS_CPU / HAN_BASELINES_CPU) with the paper's 500-epoch cap, on the GPU: "
-                       'the moves (rotation, shift) are the kit\'s augmentation layers on the device'
-                       + ('' if kind in APPS else ' (the lesson moves with scikit-image warp; same ranges, bilinear, edge fill)')
+                notes=["Han's converge schedule (HAN_FER2013_CPU / HAN_BASELINES_CPU) with the paper's 500-epoch cap, on the GPU: "
+                       + ("the moves (rotation, shift) are the kit's augmentation layers on the device, as the lesson's" if app else
+                          "each face moved as the lesson's transform_faces moves it (rotation about the centre, shift; bilinear, "
+                          'edge fill, rounded), as tensor operations on the device (move_faces), landmarks moved alike, HOG of '
+                          "the moved face by fermusic.faces.hog_ops (scikit-image's algorithm, equal to float32 rounding)")
                        + f"; expansion factor {S['factor']}; BN statistics re-estimated on {S['bn_recalibrate']} plain batches"])
 
 def bn_recalibrator(model, p:dict, train_idx, seed:int, n:int, momentum:float=0.9):
@@ -406,10 +466,10 @@ def bn_recalibrator(model, p:dict, train_idx, seed:int, n:int, momentum:float=0.
     bs = p['batch']; order = rng.permutation(train_idx)
     nb = max(len(order) // bs, 1); idx = np.stack([order[(k % nb) * bs:(k % nb + 1) * bs] for k in range(n)])
     idx = jnp.asarray(idx.astype(np.int32))
-    wrap = (lambda xb: {p['input']: xb}) if p.get('input') else (lambda xb: xb)
+    inputs = batch_inputs(p)
     @jax.jit
     def run(tv, ntv, x, idx):
-        f = lambda ntv, i: (model.stateless_call(tv, ntv, wrap(x[i].astype('float32')), training=True)[1], None)
+        f = lambda ntv, i: (model.stateless_call(tv, ntv, inputs(None, x, i), training=True)[1], None)
         return jax.lax.scan(f, ntv, idx)[0]
     def recal(state, xd):
         old = [l.momentum for l in bns]
@@ -427,13 +487,12 @@ def recalibrate(model, p:dict, state, xd, train_idx, seed:int, n:int, momentum:f
 def moved_predict(model, p:dict):
     "A compiled (tv, ntv, x, idx, key) -> probabilities of the faces `idx` each moved at random by the run's augmentation."
     import jax
-    augf = kit_augment(p['augment'])
-    wrap = (lambda xb: {p['input']: xb}) if p.get('input') else (lambda xb: xb)
+    inputs = batch_inputs(p)
     @jax.jit
     def run(tv, ntv, x, idx, key):
         def f(key, i):
             key, k = jax.random.split(key)
-            out = model.stateless_call(tv, ntv, wrap(augf(k, x[i].astype('float32'))), training=False)[0]
+            out = model.stateless_call(tv, ntv, inputs(k, x, i), training=False)[0]
             return key, out.astype('float32')
         return jax.lax.scan(f, key, idx)[1].reshape(-1, model.output_shape[-1])
     return run
@@ -444,6 +503,7 @@ def han_evaluate(rec, model, p:dict, state, d:dict, xd, sp:dict, a, seed:int, pr
     from fermusic.data import EMOTIONS
     from fermusic.multimodal import score, perturb, noise_counts, PERTURBATIONS
     S, (idx,) = p['han'], sp['tests'].values(); y = sp['y'][idx]
+    pts = d.get('landmarks')   # dlib's, packed by `pack_fer2013.py --landmarks`
     t0 = time.perf_counter()
     single = proba(predict, state, xd, idx, a.eval_batch)
     moved = moved_predict(model, p)   # one test pass of the paper's protocol: every face moved at random
@@ -457,7 +517,6 @@ def han_evaluate(rec, model, p:dict, state, d:dict, xd, sp:dict, a, seed:int, pr
         rec['dataset']['ferplus_nonface'] = int(d['nonface'].sum())
         keep = ~d['nonface'][idx].astype(bool)
         rec.add_evaluation(score(y[keep], pr[keep], EMOTIONS), 'test_ferplus_faces')
-    pts = d.get('landmarks')   # dlib's, packed by `pack_fer2013.py --landmarks`
     if pts is not None:        # the paper's cleaning: the faces the detector finds
         det = d['n_faces'][idx] > 0
         rec.add_evaluation(score(y[det], pr[det], EMOTIONS), 'test_detected')
@@ -465,11 +524,17 @@ def han_evaluate(rec, model, p:dict, state, d:dict, xd, sp:dict, a, seed:int, pr
     else: rec.notes.append('not scored: test_detected and the occlusion tests (the bundle has no landmarks: '
                            'gpu_prepare.sh --landmarks)')
     rec.metrics['mean_class_accuracy'] = rec.evaluations['test']['mean_class_accuracy']
-    rob = {}
+    rob, reused = {}, []
     for k in PERTURBATIONS if pts is not None else ('original', 'bright', 'dark', 'colour'):
         xk = d['x'][idx] if k == 'original' else perturb(d['x'][idx][..., None], None if pts is None else pts[idx], k)[..., 0]
         xk = jax.device_put(xk[..., None])
+        if p.get('inputs'):   # Han's branches: the lesson re-detects each disturbed face's landmarks (dlib, packed)
+            pk = pts[idx] if k == 'original' or f'robust_{k}' not in d else d[f'robust_{k}'][idx]
+            if k != 'original' and f'robust_{k}' not in d and p.get('landmarks'): reused.append(k)
+            xk = dict(x=xk, **({'pts': jax.device_put(pk)} if pts is not None else {}))
         rob[k] = float(np.mean(proba(predict, state, xk, np.arange(len(idx)), a.eval_batch).argmax(1) == y))
+    if reused: rec.notes.append(f"robustness {', '.join(reused)}: the undisturbed faces' landmarks (the bundle has no "
+                                're-detected ones: gpu_prepare.sh --landmarks packs them)')
     rec.robustness = rob
 
 def main(argv=None):
@@ -495,14 +560,20 @@ def main(argv=None):
         line = f'[{time.time() - t_start:6.1f}s] {msg}'; print(line, flush=True); logf.write(line + '\n'); logf.flush()
     log(f'devices {jax.devices()}, keras {keras.__version__}, jax {jax.__version__}, policy {a.precision}')
     d = load_data(a.data, a)
-    xd = jax.device_put(d['x'][..., None])                # every face, uint8, once: batches are gathered on the device
-    log(f"data: {len(d['x'])} faces on {xd.devices()}, FER+ labels {'yes' if 'ferplus' in d else 'no'}")
+    dev = dict(x=jax.device_put(d['x'][..., None]))      # every face, uint8, once: batches are gathered on the device
+    if 'landmarks' in d: dev['pts'] = jax.device_put(d['landmarks'])
+    log(f"data: {len(d['x'])} faces on {dev['x'].devices()}, FER+ labels {'yes' if 'ferplus' in d else 'no'}, "
+        f"landmarks {'yes' if 'landmarks' in d else 'no'}")
+    need = [p['run'] for p in plan(a) if p.get('landmarks')]
+    if need and 'landmarks' not in d:   # before any training: the call's minutes are not spent on runs that cannot start
+        raise SystemExit(f"{', '.join(need)}: {a.data} has no landmarks; build the bundle with "
+                         '`bash benchmarks/gpu_prepare.sh --landmarks` (dlib\'s points of the lesson, packed into meta.npz)')
     seeds = [int(v) for v in str(a.seed).split(',')]
     for seed in seeds:
         for p in plan(a):
             if deadline - time.time() < 45:
                 log(f"{p['name']} seed {seed}: skipped, {deadline - time.time():.0f} s left"); continue
-            train(p, d, xd, a, deadline, log, seed)
+            train(p, d, dev, a, deadline, log, seed)
     log('done')
 
 if __name__ == '__main__': main()

@@ -12,7 +12,7 @@ FER2013 exactly fails.
                                       [--ferplus ../shared/data/ferplus/fer2013new.csv.gz] [--codec jxl|png]
     python benchmarks/pack_fer2013.py --travel [--carry .gpu .whl]   # what a device call would carry
     python benchmarks/pack_fer2013.py --stages [--out .gpu/fer2013]  # split the bundle into calls that fit
-    python benchmarks/pack_fer2013.py --landmarks [--source ...]      # add Han's dlib landmarks (2.6 MiB) to meta.npz
+    python benchmarks/pack_fer2013.py --landmarks [--source ...]      # add Han's dlib landmarks (also of the disturbed test faces)
 
 A bundle (47 MiB) plus the wheels (5 MiB) plus the tracked tree (35 MiB, 25 of them the shipped CNN8 model) is
 more than one device call carries (64 MiB). `--stages` copies the bundle's files into `.gpu/stage-1`, `.gpu/stage-2`,
@@ -126,22 +126,35 @@ def unpack(folder:Path|str, # a bundle written by `pack`
     if 'nonface' in meta: out['nonface'] = meta['nonface'].astype(bool)
     if 'landmarks' in meta:
         out.update(landmarks=meta['landmarks'].astype(np.float32), n_faces=meta['n_faces'].astype(np.int64), outside=meta['outside'])
+    out.update({k: meta[k].astype(np.float32) for k in meta if k.startswith('robust_')})   # per row; zeros off the test
     return out
+
+def _whole_pixels(folder, pts, shape, what='landmarks') -> np.ndarray:
+    "`pts` as uint8, after checking its shape and that its points are whole pixels in the frame."
+    pts = np.asarray(pts)
+    if pts.shape != shape:
+        raise ValueError(f'{folder}: {what} of shape {pts.shape} for {shape[0]} faces: compute them from this bundle\'s faces')
+    if not (np.array_equal(pts, np.round(pts)) and pts.min() >= 0 and pts.max() <= 255):
+        raise ValueError(f'{folder}: {what} must be whole pixels inside the frame (as `face_features` clips dlib\'s points)')
+    return pts.astype(np.uint8)
 
 def add_landmarks(folder:Path|str, # a bundle written by `pack`
                   feats:dict, # `fermusic.multimodal.cached_features` of the same faces, in the bundle's row order
+                  robust:dict|None=None, # {perturbation: landmarks re-detected on the disturbed faces of `rows`}
+                  rows=None, # the bundle rows `robust` describes (the lesson's test faces)
                  ) -> int:
-    "Put dlib's 68 landmarks (uint8: whole pixels in the frame), faces found and out-of-frame flags into `meta.npz`; returns its bytes."
+    """Put dlib's 68 landmarks (uint8: whole pixels in the frame), faces found and out-of-frame flags into `meta.npz`,
+    and the landmarks of the disturbed test faces as `robust_<perturbation>` (zeros on other rows); returns its bytes."""
     from fermusic.data import atomic_write
     folder = Path(folder)
     with np.load(folder/'meta.npz') as z: meta = {k: z[k] for k in z.files}
-    pts, n = np.asarray(feats['landmarks']), len(meta['y'])
-    if pts.shape != (n, 68, 2):
-        raise ValueError(f'{folder}: landmarks of shape {pts.shape} for {n} faces: compute them from this bundle\'s faces')
-    if not (np.array_equal(pts, np.round(pts)) and pts.min() >= 0 and pts.max() <= 255):
-        raise ValueError(f'{folder}: landmarks must be whole pixels inside the frame (as `face_features` clips dlib\'s points)')
-    meta.update(landmarks=pts.astype(np.uint8), n_faces=np.minimum(feats['n_faces'], 255).astype(np.uint8),
-                outside=np.asarray(feats['outside'], bool))
+    n = len(meta['y'])
+    meta.update(landmarks=_whole_pixels(folder, feats['landmarks'], (n, 68, 2)),
+                n_faces=np.minimum(feats['n_faces'], 255).astype(np.uint8), outside=np.asarray(feats['outside'], bool))
+    for k, pts in (robust or {}).items():
+        full = np.zeros((n, 68, 2), np.uint8)
+        full[rows] = _whole_pixels(folder, pts, (len(rows), 68, 2), f'{k} landmarks')
+        meta[f'robust_{k}'] = full
     def write(tmp):
         with open(tmp, 'wb') as fh: np.savez_compressed(fh, **meta)   # a handle: savez would add '.npz' to a name
     atomic_write(folder/'meta.npz', write)
@@ -244,12 +257,18 @@ def main(argv=None):
                     'at --out: read from the feature cache, computed there first when missing (about 15 min on 2 cores)')
     a = ap.parse_args(argv)
     if a.join: return print(f'joined: {join_stages(Path(a.out).parent, Path(a.out).name)}')
-    if a.landmarks:   # the same call and cache key as the lesson's `fer2013_data`
+    if a.landmarks:   # the same calls and cache keys as the lesson's `fer2013_data` and `robustness`
         from fermusic.data import load_fer2013
-        from fermusic.multimodal import cached_features, HAN_FULL
+        from fermusic.multimodal import cached_features, perturb, HAN_FULL, PERTURBATIONS
         f = load_fer2013(a.source, add_channel=True)
-        feats = cached_features(f.x, 'fer2013', upsample=HAN_FULL['upsample'], hog=HAN_FULL['hog'])
-        return print(f"landmarks of {len(f.x)} faces -> {a.out}/meta.npz ({_mib(add_landmarks(a.out, feats))})")
+        kw = dict(upsample=HAN_FULL['upsample'], hog=HAN_FULL['hog'])
+        feats = cached_features(f.x, 'fer2013', **kw)
+        te = np.flatnonzero(np.asarray(f.split) == 'PrivateTest')
+        robust = {k: cached_features(perturb(f.x[te], feats['landmarks'][te], k), f'fer2013-test-{k}', progress=False,
+                                     **kw)['landmarks'] for k in PERTURBATIONS[1:]}
+        size = _mib(add_landmarks(a.out, feats, robust, te))
+        return print(f"landmarks of {len(f.x)} faces, and of {len(te)} test faces under {len(robust)} disturbances "
+                     f"-> {a.out}/meta.npz ({size})")
     if a.stages:
         st = write_stages(a.out)
         for k, d in enumerate(st, 1):

@@ -13,7 +13,7 @@ from .data import read_image, to_grey
 
 # %% auto #0
 __all__ = ['landmark_model_path', 'read_photo', 'Face', 'face_landmarks', 'find_faces', 'plot_faces', 'batch_landmarks',
-           'hog_features']
+           'hog_features', 'hog_ops']
 
 # %% ../nbs/04_faces.ipynb #42fa047f
 import matplotlib.pyplot as plt
@@ -219,3 +219,42 @@ def hog_features(
     return np.stack([hog(im, **kw) for im in tqdm(x, disable=not progress, desc='HOG')]).astype(
         np.float32
     )
+
+# %% ../nbs/04_faces.ipynb #471f36a8
+def hog_ops(
+    x,  # N x H x W (x 1) images, pixel values as `hog_features` gets them
+    orientations: int = 9,  # gradient orientation bins over 0-180 degrees
+    pixels_per_cell: tuple = (8, 8),  # cell size
+    cells_per_block: tuple = (2, 2),  # block size for normalisation
+):
+    "`hog_features` (scikit-image's HOG, L2-Hys) as `keras.ops`: a float32 N x D tensor."
+    from keras import ops
+
+    x = ops.convert_to_tensor(x, 'float32')
+    x = x[..., 0] if len(x.shape) == 4 else x
+    n, h, w = x.shape
+    (cr, cc), (br, bc) = pixels_per_cell, cells_per_block
+    zr, zc = ops.zeros_like(x[:, :1]), ops.zeros_like(x[:, :, :1])
+    gr = ops.concatenate([zr, x[:, 2:] - x[:, :-2], zr], 1)  # rows: zero at the border
+    gc = ops.concatenate([zc, x[:, :, 2:] - x[:, :, :-2], zc], 2)
+    mag = ops.sqrt(gr * gr + gc * gc)
+    # unsigned angle in [0, 180): turn each gradient into the upper half-plane first
+    flip = (gr < 0) | ((gr == 0) & (gc < 0))
+    ang = ops.arctan2(ops.where(flip, -gr, gr), ops.where(flip, -gc, gc)) * (180 / np.pi)
+    b = ops.clip(ops.floor(ang / (180 / orientations)), 0, orientations - 1)
+    votes = ops.one_hot(ops.cast(b, 'int32'), orientations) * mag[..., None]
+    nr, nc = h // cr, w // cc
+    votes = ops.reshape(votes[:, : nr * cr, : nc * cc], (n, nr, cr, nc, cc, orientations))
+    cells = ops.mean(votes, axis=(2, 4))
+    blocks = ops.stack(
+        [
+            ops.stack([cells[:, r : r + br, c : c + bc] for c in range(nc - bc + 1)], 1)
+            for r in range(nr - br + 1)
+        ],
+        1,
+    )
+
+    def l2(v):
+        return v / ops.sqrt(ops.sum(v * v, axis=(3, 4, 5), keepdims=True) + 1e-5**2)
+
+    return ops.reshape(l2(ops.minimum(l2(blocks), 0.2)), (n, -1))

@@ -1073,20 +1073,6 @@ def run_state(kind: str, dataset: str, seed: int, fold: int | None = None) -> Pa
     p = state_dir() / 'han' / group / f'{kind}-{dataset}' / f'seed{seed}'
     return p if fold is None else p / f'fold{fold}'
 
-# %% ../nbs/20_multimodal.ipynb #989ff7dd
-def _recorded(
-    name: str, state: Path, seed: int, params: dict, S: dict, verbose: int = 0
-) -> dict | None:
-    """The record of the finished run `name` at `state` with `params`, if one was written (said when
-    `verbose`)."""
-    r = recorded_run(state, name, 'han', seed, params, profile=S['_profile'])
-    if r is not None and verbose:
-        print(
-            f"{name}, seed {seed}: finished and recorded ({rel_path(r['path'])}); skipped",
-            flush=True,
-        )
-    return r
-
 # %% ../nbs/20_multimodal.ipynb #94af7ae8
 def _score_fer2013(rec, model: keras.Model, D: dict, S: dict, seed: int):
     "Add `model`'s test scores and robustness on `D` (from `fer2013_data`) to the record `rec`."
@@ -1124,7 +1110,10 @@ def run_fer2013(
         for kind in S['models']:
             params = dict(public_settings(S), kind=kind)
             state = run_state(kind, 'fer2013', seed)
-            if prior := _recorded(f'{kind}-fer2013', state, seed, params, S, verbose):
+            prior = recorded_run(
+                state, f'{kind}-fer2013', 'han', seed, params, S['_profile'], verbose=verbose
+            )
+            if prior:
                 recs.append(prior)
                 continue
             with recording(
@@ -1301,16 +1290,12 @@ def run_ckplus(
                 run_state(kind, f'ckplus-{split}', seed),
                 dict(params, kind=kind, split=split),
             )
-            if prior := _recorded(f'{kind}-ckplus-{split}', state, seed, P, S, verbose):
+            name = f'{kind}-ckplus-{split}'
+            if prior := recorded_run(state, name, 'han', seed, P, S['_profile'], verbose=verbose):
                 recs.append(prior)
                 continue
             with recording(
-                f'{kind}-ckplus-{split}',
-                'han',
-                seed=seed,
-                profile=S['_profile'],
-                params=P,
-                dataset=ds,
+                name, 'han', seed=seed, profile=S['_profile'], params=P, dataset=ds
             ) as rec:
                 res = _cross_validate(kind, split, seed, folds, allx, f.subjects, SS, verbose)
                 _fill_ck_record(rec, y, *res)

@@ -624,12 +624,11 @@ def run_all(
             name = run_name(m, settings)
             mp = None if model_dir is None else Path(model_dir) / f'shinde_{name}_seed{seed}.keras'
             state, P = run_state(name, seed), public_settings(settings)  # P: what it records
-            if prior := recorded_run(state, name, 'shinde', seed, P, profile=settings['_profile']):
-                if verbose:  # finished and recorded on this machine: not scored again
-                    where = rel_path(prior['path'])
-                    print(
-                        f'{name} seed {seed}: finished and recorded ({where}); skipped', flush=True
-                    )
+            # finished and recorded on this machine: not scored again
+            prior = recorded_run(
+                state, name, 'shinde', seed, P, settings['_profile'], verbose=verbose
+            )
+            if prior:
                 out[(m, seed)] = prior
                 continue
             rec, _, ev = run_shinde(m, settings, seed, data=data, model_path=mp, verbose=verbose)

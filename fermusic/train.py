@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, time, random, json, hashlib, socket, weakref, datetime as dt
 from pathlib import Path
 import numpy as np
-from .config import set_seed, thread_count
+from .config import rel_path, set_seed, thread_count
 from .records import RunRecord, git_state, load_records, write_json_atomic
 from .data import atomic_write, to_grey, to_rgb
 from fastcore.basics import patch
@@ -768,6 +768,7 @@ def recorded_run(
     params: dict | None = None,  # the settings the run would record now (`recording`'s); None: any
     profile: str | None = None,  # the record's profile; None: any
     root: Path | str | None = None,  # results folder; default: `results_dir()`
+    verbose: bool = False,  # print a line naming the record when there is one (a job skips the run)
 ) -> dict | None:
     """The record written from the finished checkpoints under `state` (the same run keys) with the
     same `params`, as a `RunRecord`; None while any of them is unfinished or unrecorded."""
@@ -786,6 +787,9 @@ def recorded_run(
         s = r.get('schedule') or {}
         same = params is None or _canonical(r.get('params') or {}) == _canonical(params)
         if same and sorted(f.get('run_key') or '' for f in s.get('folds') or [s]) == keys:
+            if verbose:
+                where = rel_path(r['path']) if r.get('path') else 'results'
+                print(f'{name}, seed {seed}: finished and recorded ({where}); skipped', flush=True)
             return RunRecord(r)
     return None
 

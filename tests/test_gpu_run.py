@@ -22,6 +22,12 @@ def test_pack_roundtrip(tmp_path):
     add_landmarks(tmp_path/'b', dict(landmarks=pts, n_faces=n, outside=n == 0))
     b = unpack(tmp_path/'b')
     assert (b['landmarks'] == pts).all() and (b['n_faces'] == n).all() and (b['outside'] == (n == 0)).all() and (b['x'] == x).all()
+    rows = np.arange(60, 70)   # the disturbed test faces' re-detected landmarks: per row, zeros elsewhere
+    add_landmarks(tmp_path/'b', dict(landmarks=pts, n_faces=n, outside=n == 0), dict(dark=pts[rows][::-1]), rows)
+    b = unpack(tmp_path/'b')
+    assert (b['robust_dark'][rows] == pts[rows][::-1]).all() and (b['robust_dark'][:60] == 0).all() and (b['landmarks'] == pts).all()
+    with pytest.raises(ValueError, match='dark landmarks of shape'):
+        add_landmarks(tmp_path/'b', dict(landmarks=pts, n_faces=n, outside=n), dict(dark=pts[:3]), rows)
     with pytest.raises(ValueError, match='whole pixels'): add_landmarks(tmp_path/'b', dict(landmarks=pts + 0.5, n_faces=n, outside=n))
     with pytest.raises(ValueError, match='for 70 faces'): add_landmarks(tmp_path/'b', dict(landmarks=pts[:9], n_faces=n, outside=n))
     with np.load(tmp_path/'b'/'meta.npz') as z: meta = {k: z[k] for k in z.files}
@@ -176,9 +182,15 @@ def test_new_runs_plan():
         assert p['early'] == ('val_accuracy', HAN_ABLATIONS_CPU['patience']) and p['reduce'][2] == HAN_ABLATIONS_CPU['lr_patience']
         assert p['tests'] == [('test', ['PrivateTest'])] and p['han']['tta'] == 10 and p['recalibrate'] == 60
         assert p['val_recalibrate'] is True is HAN_ABLATIONS_CPU['val_recalibrate']   # as the lesson scores validation
-    assert (img['input'], vgg['input']) == ('image', None)
     assert G.plan(G.parse(['--runs', 'han-vgg16', '--han-factor', '30']))[0]['factor'] == 30
-    with pytest.raises(SystemExit, match='face alone'): G.plan(G.parse(['--runs', 'han-fusion']))
+    fu, il, ih = G.plan(G.parse(['--runs', 'han-fusion,han-image+landmarks,han-image+hog']))
+    from fermusic.multimodal import HAN_FER2013_CPU
+    assert [p['name'] for p in (fu, il, ih)] == ['fusion-fer2013', 'image+landmarks-fer2013', 'image+hog-fer2013']
+    assert [p['landmarks'] for p in (fu, il, ih, img, vgg)] == [True, True, False, False, False]
+    for p in (fu, il, ih, img):   # the lesson's moves on the device, one schedule for the fusion network and its ablations
+        assert callable(p['inputs']) and not p['kit_augment'] and p['early'] == ('val_accuracy', HAN_FER2013_CPU['patience'])
+    assert vgg['inputs'] is None and vgg['kit_augment']
+    with pytest.raises(SystemExit, match='han-image\\+hog'): G.plan(G.parse(['--runs', 'han-hog']))
     with pytest.raises(SystemExit, match='unknown run'): G.plan(G.parse(['--runs', 'han']))
 
 AUG_CHECK = """
@@ -196,6 +208,41 @@ for k in range(4):                                                   # flips alo
 assert G.kit_augment({}) is None
 print('moved')
 """
+
+MOVE_CHECK = """
+import numpy as np, jax, jax.numpy as jnp
+from skimage.transform import AffineTransform
+import gpu_train as G
+from fermusic.data import load_fer2013
+from fermusic.faces import hog_features
+from fermusic.multimodal import transform_faces, HAN_FULL
+import fermusic, pathlib
+f = load_fer2013(pathlib.Path(fermusic.__file__).parents[1]/'data'/'fer2013_sample', add_channel=True)
+x = np.asarray(f.x[:40]); rng = np.random.default_rng(0)
+pts = rng.integers(0, 48, (40, 68, 2)).astype(np.float32)
+th, dx, dy = rng.uniform(-0.2, 0.2, 40), *rng.uniform(-4.8, 4.8, (2, 40))
+c = 23.5   # lesson 20's random_affine, with these angles and shifts
+tf = [AffineTransform(translation=(-c, -c)) + AffineTransform(rotation=t) + AffineTransform(translation=(c + a, c + b))
+      for t, a, b in zip(th, dx, dy)]
+want = transform_faces(x, pts, tf)
+img, mp = G.move_faces(jnp.asarray(x, 'float32'), jnp.asarray(pts), *(jnp.asarray(v, 'float32') for v in (th, dx, dy)))
+img, mp = np.asarray(img), np.asarray(mp)
+assert np.abs(img - want['image']).max() <= 1 and (img == want['image']).mean() > 0.999   # rounding of a few pixels
+np.testing.assert_allclose(mp, want['landmarks'], atol=1e-4)
+S = dict(HAN_FULL, rotation=10., translation=0.1)
+fn = jax.jit(G.han_inputs('fusion', S))
+data, idx = dict(x=jnp.asarray(x), pts=jnp.asarray(pts)), jnp.arange(8)
+plain, a, b = fn(None, data, idx), fn(jax.random.PRNGKey(1), data, idx), fn(jax.random.PRNGKey(1), data, idx)
+assert sorted(plain) == ['hog', 'image', 'landmarks'] and plain['hog'].shape == (8, 900) and plain['landmarks'].shape == (8, 136)
+np.testing.assert_allclose(np.asarray(plain['hog']), hog_features(x[:8], progress=False), atol=1e-6)   # scikit-image's
+assert all((np.asarray(a[k]) == np.asarray(b[k])).all() for k in a) and not (np.asarray(a['image']) == x[:8]).all()
+print('moved alike')
+"""
+
+def test_move_faces_equals_lesson():
+    "The device's moves equal lesson 20's `transform_faces` (scikit-image warp): landmarks to 1e-4 px, pixels to rounding; "
+    "`han_inputs` gives the fusion network its three inputs, the same for the same key."
+    _jax_check(MOVE_CHECK, 'moved alike')
 
 def test_kit_augment():
     "The kit's augmentation layers as a pure function on the device: same key, same moves; another key, other moves."
@@ -251,6 +298,39 @@ def test_gpu_run_compact_han_dry(tmp_path):
     r = subprocess.run(cmd + ['--minutes', '0.6'], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and 'compact seed 0: skipped' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert sorted(p.name for p in out2.iterdir()) == ['console.log', 'device.txt']
+
+@pytest.mark.slow   # several minutes of CPU (compiles the fusion network): run with `pytest -m slow` after changing benchmarks/
+def test_gpu_run_fusion_dry(tmp_path):
+    "gpu_run.sh --runs han-fusion on the sample: a record as run_fer2013 writes it, robustness read with the re-detected "
+    "landmarks the bundle carries; without landmarks in the bundle the call stops before training and names the fix."
+    from pack_fer2013 import pack, add_landmarks
+    from fermusic.data import load_fer2013
+    from fermusic.multimodal import PERTURBATIONS
+    f = load_fer2013(ROOT/'data'/'fer2013_sample')
+    pack(f.x, f.y, f.split, tmp_path/'bare', codec='png')
+    env = dict(os.environ, KERAS_BACKEND='jax', FERMUSIC_OVERRIDES='{"patience": 1}',
+               PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
+    cmd = ['bash', str(ROOT/'benchmarks'/'gpu_run.sh'), '--profile', 'quick', '--allow-cpu', '--runs', 'han-fusion',
+           '--limit', '70', '--epochs', '3', '--batch', '4', '--steps', '1', '--eval-batch', '16', '--minutes', '25']
+    r = subprocess.run(cmd + ['--data', str(tmp_path/'bare')], env=dict(env, OUT=str(tmp_path/'o1')), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode != 0 and 'gpu_prepare.sh --landmarks' in r.stdout + r.stderr and 'epoch 1' not in r.stdout, r.stdout[-2000:]
+    pack(f.x, f.y, f.split, tmp_path/'fer', codec='png')
+    rng = np.random.default_rng(0); n = len(f.y); te = np.flatnonzero(np.asarray(f.split) == 'PrivateTest')
+    n_faces = (np.arange(n) % 5 != 0).astype(int)   # made-up landmarks: the plumbing
+    add_landmarks(tmp_path/'fer', dict(landmarks=rng.integers(10, 38, (n, 68, 2)), n_faces=n_faces, outside=n_faces == 0),
+                  {k: rng.integers(10, 38, (len(te), 68, 2)) for k in PERTURBATIONS[1:]}, te)
+    out = tmp_path/'out'
+    r = subprocess.run(cmd + ['--data', str(tmp_path/'fer')], env=dict(env, OUT=str(out)), capture_output=True, text=True,
+                       timeout=1600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with tarfile.open(out/'records.tgz') as t:
+        (h,) = [json.load(t.extractfile(m)) for m in t.getmembers() if m.name.endswith('.json')]
+    assert h['name'] == 'fusion-fer2013' and h['params']['kind'] == 'fusion' and h['schedule']['stopped'] in ('converged', 'planned_end')
+    assert set(h['evaluations']) == {'test', 'test_single_pass', 'test_detected'} and h['evaluations']['test']['passes'] == 10
+    assert set(h['robustness']) == set(PERTURBATIONS) and h['params_count'] > 1e5
+    assert h['robustness']['original'] == h['evaluations']['test_single_pass']['accuracy']
+    assert any('move_faces' in x and 'hog_ops' in x for x in h['notes']) and not any('undisturbed' in x for x in h['notes'])
 
 def _parallel_call(tmp_path, out, seeds, minutes, extra=(), **env):
     "gpu_run.sh --parallel on the shipped sample (compact, 1 tiny epoch): its result, OUT's names."

@@ -31,7 +31,9 @@ def test_job_skips_recorded_seeds(tmp_path, monkeypatch):
     env = dict(os.environ, **env, FERMUSIC_STATE=str(state), FERMUSIC_RESULTS=str(res), PYTHONPATH=str(ROOT))
     def job():
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    skipped = [f'compact, seed {s}: finished and recorded; skipped' for s in (0, 1, 2)]
+    # each skipped seed is said, naming the record it found
+    skipped = [f"compact, seed {s}: finished and recorded ({res/'full'/'kit'/Path(by_seed[s]['path']).name}); skipped"
+               for s in (0, 1, 2)]
     r = job()
     assert r.returncode != 0 and r.stdout.splitlines()[:3] == [*skipped[:2], 'compact seed 2: loading data'], (
         r.stdout + r.stderr[-1500:])
