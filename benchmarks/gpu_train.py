@@ -7,11 +7,12 @@ at 48 px (30 epochs, early stopping, learning-rate reduction), and Ugochukwu's l
 report's schedule (50 epochs per rate, 128 px RGB, FER+ labels). Asked for by name (`--runs`): lesson 15's compact
 CNN at `COMPACT_FULL` (`compact`, issue #18) and Han et al.'s networks on FER2013 to early stopping (`han-fusion`,
 `han-image+landmarks`, `han-image+hog`, `han-image`, `han-vgg16`, `han-resnet50`, issue #13; the fusion network's
-faces, landmarks and HOG made on the device as lesson 20 makes them: `move_faces`, `fermusic.faces.hog_ops`). Models and settings are the kit's own
-(`fermusic.cnn8`, `fermusic.resnet`, `fermusic.hparams`, `fermusic.compact`, `fermusic.multimodal`); the training
-loop is a JAX one built on Keras' stateless API: the whole dataset is one uint8 array on the device, each epoch is
-one compiled `lax.scan` that gathers its batches by index, augments them (one random affine per image,
-`keras.ops.image.affine_transform`; for compact and han-*, the kit's own augmentation layers) and steps the
+faces, landmarks and HOG made on the device as lesson 20 makes them: `move_faces`, `fermusic.faces.hog_ops`).
+Models and settings are the kit's own (`fermusic.cnn8`, `fermusic.resnet`, `fermusic.hparams`, `fermusic.compact`,
+`fermusic.multimodal`); the training loop is a JAX one built on Keras' stateless API: the whole dataset is one
+uint8 array on the device, each epoch is one compiled `lax.scan` that gathers its batches by index, augments them
+(one random affine per image, `keras.ops.image.affine_transform`; for compact, han-vgg16 and han-resnet50 the kit's
+own augmentation layers; for Han's own networks the lesson's moves, `move_faces`) and steps the
 optimizer, in mixed precision. Each run writes a fermusic run record under `--out`/results.
 
     KERAS_BACKEND=jax python benchmarks/gpu_train.py --data .gpu/fer2013 --out $OUT [--minutes 9] [--runs yu,shinde-cnn]
