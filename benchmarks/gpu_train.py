@@ -380,7 +380,6 @@ def plan_compact(a) -> dict:
                        '(fermusic.train.augmentation) applied on the device, each layer drawing from the loop\'s key'])
 
 HAN_KINDS = ('image', 'vgg16', 'resnet50', 'fusion', 'image+landmarks', 'image+hog')
-HAN_NEED_LANDMARKS = ('fusion', 'image+landmarks')   # the bundle must carry dlib's points (gpu_prepare.sh --landmarks)
 
 def han_gpu_settings(kind:str, factor:int=1) -> dict:
     "Han's full settings, the kit's converge schedule for `kind` (HAN_FER2013_CPU / HAN_BASELINES_CPU), up to 500 epochs."
@@ -438,13 +437,14 @@ def plan_han(a, kind:str) -> dict:
     """One of Han et al.'s FER2013 networks: the fusion network or an ablation (faces moved as the lesson moves them,
     landmarks with them, HOG of the moved faces on the device), or VGG16 or ResNet50 from scratch."""
     if kind not in HAN_KINDS: raise SystemExit(f'han-{kind}: unknown; choose from han-{", han-".join(HAN_KINDS)}')
-    from fermusic.multimodal import build, run_settings, APPS
+    from fermusic.multimodal import build, run_settings, branches_of, APPS
     S = han_gpu_settings(kind, a.han_factor); R = run_settings(kind, S); app = kind in APPS
     return dict(run=f'han-{kind}', name=f'{kind}-fer2013', paper='han', settings=dict(S, kind=kind), labels='fer2013',
                 build=lambda: build(kind, 7, S), val=('fraction', S['val_fraction']), split_seed=0,
                 tests=[('test', ['PrivateTest'])], batch=S['batch_size'], epochs=R['epochs'], factor=S['factor'],
                 augment=dict(rotation=S['rotation'], translation=S['translation']), kit_augment=app,
-                inputs=None if app else han_inputs(kind, S), landmarks=kind in HAN_NEED_LANDMARKS,
+                inputs=None if app else han_inputs(kind, S),
+                landmarks='landmarks' in branches_of(kind),   # the bundle must carry dlib's points (gpu_prepare.sh --landmarks)
                 early=('val_accuracy', R['patience']) if R.get('patience') else None,
                 reduce=('val_loss', R.get('lr_factor') or 0.5, R['lr_patience'], R.get('min_lr') or 1e-6) if R.get('lr_patience') else None,
                 size=48, channels=1, save=None, han=S, recalibrate=S['bn_recalibrate'], evaluate=han_evaluate,
